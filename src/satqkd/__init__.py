@@ -1,0 +1,40 @@
+"""satqkd: satellite decoy-state BB84 QKD, end to end (after Liao et al., Nature 549, 43 (2017)).
+
+The face of the package: the few calls a notebook needs. Heavy modules load on first use.
+
+    >>> import satqkd
+    >>> cfg = satqkd.load_preset("micius-2016-12-19")
+    >>> pass_ = satqkd.find_pass(cfg)                       # doctest: +SKIP
+    >>> sim = satqkd.simulate(cfg, seed=7)                  # doctest: +SKIP
+    >>> result = satqkd.postprocess(sim.raw, cfg, seed=7)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+from .config import ConfigError, MissionConfig, list_presets, load_config, load_preset  # noqa: E402
+
+_LAZY = {
+    "find_pass": ("satqkd.sky.orbit", "find_pass"),
+    "find_passes": ("satqkd.sky.orbit", "find_passes"),
+    "link_series": ("satqkd.sky.link", "link_series"),
+    "link_budget_db": ("satqkd.sky.link", "link_budget_db"),
+    "simulate": ("satqkd.simulate", "simulate"),
+    "PassSimulation": ("satqkd.simulate", "PassSimulation"),
+    "save_raw": ("satqkd.rawio", "save_raw"),
+    "load_raw": ("satqkd.rawio", "load_raw"),
+}
+
+__all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        mod, attr = _LAZY[name]
+        value = getattr(importlib.import_module(mod), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'satqkd' has no attribute {name!r}")

@@ -1,0 +1,169 @@
+"""Figures and files of a run, in the style of the paper's figures.
+
+Pure writers: each function takes records/arrays and a path and writes one file. Matplotlib runs
+on the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+__all__ = [
+    "write_json",
+    "write_timeseries_csv",
+    "plot_pass",
+    "plot_link_efficiency",
+    "plot_polarization",
+    "plot_key_budget",
+    "TIMESERIES_COLUMNS",
+]
+
+TIMESERIES_COLUMNS = ("t_s", "range_km", "elevation_deg", "link_loss_db", "transmittance", "detections", "sifted_bits", "qber")
+
+PAPER_BLUE = "#1f5fa8"
+PAPER_RED = "#c0392b"
+
+
+def write_json(data: dict, path: str | Path) -> Path:
+    p = Path(path)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n", encoding="utf-8")
+    tmp.replace(p)
+    return p
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not math.isfinite(float(o)) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_timeseries_csv(ts: dict[str, np.ndarray], path: str | Path) -> Path:
+    p = Path(path)
+    with p.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(TIMESERIES_COLUMNS)
+        for i in range(len(ts["t_s"])):
+            row = []
+            for c in TIMESERIES_COLUMNS:
+                v = ts[c][i]
+                if c in ("detections", "sifted_bits"):
+                    row.append(int(v))
+                elif c == "transmittance":
+                    row.append(f"{v:.6e}")
+                elif c == "qber":
+                    row.append("" if not np.isfinite(v) else f"{v:.6f}")
+                else:
+                    row.append(f"{v:.4f}")
+            w.writerow(row)
+    return p
+
+
+def plot_pass(ts: dict[str, np.ndarray], path: str | Path, title: str = "") -> Path:
+    """Paper Fig. 3b/c: sifted key rate and QBER against time, with the distance on a second axis."""
+    t = ts["t_s"]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    ax1.bar(t, ts["sifted_bits"] / 1e3, width=1.0, color=PAPER_BLUE, alpha=0.85, label="sifted key rate")
+    ax1.set_ylabel("sifted key rate (kbit/s)")
+    ax1.grid(alpha=0.3)
+    axr = ax1.twinx()
+    axr.plot(t, ts["range_km"], color="k", lw=1.5, label="distance")
+    axr.set_ylabel("physical distance (km)")
+    h1, l1 = ax1.get_legend_handles_labels()
+    h2, l2 = axr.get_legend_handles_labels()
+    ax1.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=9)
+    q = ts["qber"] * 100
+    ax2.plot(t, q, ".", color=PAPER_RED, ms=4)
+    mean_q = np.nansum(ts["qber"] * ts["sifted_bits"]) / max(1, np.sum(ts["sifted_bits"])) * 100
+    ax2.axhline(mean_q, color="k", ls="--", lw=1, label=f"mean {mean_q:.2f} % (paper 1.1 %)")
+    ax2.set_ylabel("QBER (%)")
+    ax2.set_xlabel("time from start of QKD (s)")
+    finite = q[np.isfinite(q)]
+    ax2.set_ylim(0, max(4.0, float(np.percentile(finite, 98)) * 1.2 if finite.size else 4.0))
+    ax2.grid(alpha=0.3)
+    ax2.legend(loc="upper left", fontsize=9)
+    fig.suptitle(title or "Satellite-to-ground QKD during one pass (cf. paper Fig. 3)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_link_efficiency(
+    range_km: np.ndarray, link_efficiency: np.ndarray, fiber_loss_db_per_km: float, path: str | Path, title: str = ""
+) -> Path:
+    """Paper Fig. 4: link efficiency against distance, satellite vs 0.2 dB/km fiber, log scale."""
+    order = np.argsort(range_km)
+    r, eta = range_km[order], link_efficiency[order]
+    fiber = 10 ** (-fiber_loss_db_per_km * r / 10)
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.semilogy(r, fiber, "o", color=PAPER_RED, ms=3, label=f"optical fiber ({fiber_loss_db_per_km} dB/km)")
+    ax.semilogy(r, eta, "o", color=PAPER_BLUE, ms=3, label="satellite-to-ground (this pass)")
+    i = int(np.argmax(r))
+    ax.annotate(
+        f"×{eta[i] / fiber[i]:.1e} at {r[i]:.0f} km",
+        xy=(r[i], np.sqrt(eta[i] * fiber[i])),
+        xytext=(-150, 0),
+        textcoords="offset points",
+        arrowprops={"arrowstyle": "<->", "color": "0.3"},
+        fontsize=9,
+    )
+    ax.set_xlabel("physical distance (km)")
+    ax.set_ylabel("link efficiency")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    ax.set_title(title or "Link efficiency: satellite vs fiber (cf. paper Fig. 4)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_polarization(t_s: np.ndarray, compensated: np.ndarray, uncompensated: np.ndarray, path: str | Path) -> Path:
+    """Paper Fig. 2c: polarization contrast ratio along the pass with and without HWP compensation."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.semilogy(t_s, np.maximum(compensated, 1e-2), color=PAPER_BLUE, label=f"with HWP compensation (mean {np.mean(compensated):.0f}:1)")
+    ax.semilogy(t_s, np.maximum(uncompensated, 1e-2), color=PAPER_RED, label="without compensation")
+    ax.set_xlabel("time from start of QKD (s)")
+    ax.set_ylabel("polarization contrast ratio")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=9)
+    ax.set_title("Polarization contrast along the pass (cf. paper Fig. 2c)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_key_budget(budget: dict[str, int], path: str | Path, title: str = "") -> Path:
+    """Where the sifted bits went: a horizontal stacked bar, largest consumers labelled."""
+    items = [(k, v) for k, v in budget.items() if v > 0]
+    total = sum(v for _, v in items)
+    colors = plt.get_cmap("tab10").colors
+    fig, ax = plt.subplots(figsize=(9, 2.8))
+    left = 0
+    for i, (k, v) in enumerate(items):
+        ax.barh([0], [v], left=left, color=colors[i % 10], label=f"{k}: {v:,} ({100 * v / total:.1f} %)")
+        left += v
+    ax.set_yticks([])
+    ax.set_xlim(0, total)
+    ax.set_xlabel("bits")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=2, fontsize=8, frameon=False)
+    ax.set_title(title or "Key budget: where the sifted bits went")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
