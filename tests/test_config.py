@@ -79,3 +79,19 @@ def test_unreadable_and_invalid_toml(tmp_path):
 def test_unknown_preset():
     with pytest.raises(ConfigError, match="unknown preset"):
         load_preset("nope")
+
+
+def test_config_can_start_from_a_preset(tmp_path):
+    p = tmp_path / "mine.toml"
+    p.write_text('base = "micius-2016-12-19"\nname = "mine"\n[receiver]\naperture_m = 1.8\n')
+    cfg = load_config(p)
+    base = load_preset("micius-2016-12-19")
+    assert cfg.name == "mine" and cfg.receiver.aperture_m == 1.8
+    assert cfg.receiver.optics_efficiency == base.receiver.optics_efficiency
+    assert cfg.orbit == base.orbit and cfg.station == base.station
+
+
+def test_relay_preset_has_both_stations():
+    cfg = load_preset("micius-relay-xinglong-nanshan")
+    assert cfg.station.name == "Xinglong" and cfg.second_station.name == "Nanshan"
+    assert abs(cfg.second_station.latitude_deg - 43.475) < 1e-9

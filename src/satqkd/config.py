@@ -263,7 +263,27 @@ def _describe(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _resolve_base(data: dict, source: str, seen: tuple[str, ...] = ()) -> dict:
+    """A config may start from a preset: ``base = "micius-2016-12-19"`` then override tables/fields."""
+    if "base" not in data:
+        return data
+    data = dict(data)
+    name = data.pop("base")
+    if not isinstance(name, str) or name in seen:
+        raise ConfigError(f"invalid configuration {source}:\n  base: must name a preset (no cycles); got {name!r}")
+    base = _resolve_base(tomllib.loads(preset_text(name)), f"preset {name}", seen + (name,))
+    return _merge(base, data)
+
+
 def config_from_dict(data: dict, source: str = "") -> MissionConfig:
+    data = _resolve_base(data, source)
     try:
         return MissionConfig.model_validate(data)
     except ValidationError as err:
