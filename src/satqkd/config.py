@@ -120,6 +120,10 @@ class AptConfig(_Model):
     fine_bandwidth_hz: float = Field(150.0, gt=0, le=10_000)
     fine_range_urad: float = Field(1600.0, gt=0, le=100_000, description="fast-steering-mirror range [paper: 1.6 mrad]")
     jitter_urad: float = Field(0.5, ge=0, le=1000, description="rms platform micro-vibration seen by the loop (calibrated)")
+    jitter_corner_hz: float = Field(50.0, gt=0, le=10_000, description="corner of the vibration spectrum (calibrated)")
+    rate_jitter_urad_per_deg_s: float = Field(
+        2.0, ge=0, le=1000, description="extra vibration rms per °/s of slew: why tracking is worst near culmination (calibrated)"
+    )
 
 
 class AtmosphereConfig(_Model):
@@ -203,8 +207,9 @@ class PolarizationConfig(_Model):
     intrinsic_contrast: float = Field(330.0, gt=1, le=1e6, description="contrast of the optics with frames aligned (calibrated)")
     compensation: Literal["hwp", "none"] = "hwp"
     hwp_step_deg: float = Field(0.1, gt=0, le=45, description="motorised half-wave-plate step")
-    hwp_error_deg: float = Field(0.8, ge=0, le=45, description="rms error of the predicted rotation angle (calibrated)")
-    initial_offset_deg: float = Field(3.4, ge=-90, le=90, description="frame misalignment left by the static set-up at pass start")
+    hwp_error_deg: float = Field(1.5, ge=0, le=45, description="rms error of the predicted rotation angle (calibrated)")
+    hwp_error_correlation_s: float = Field(20.0, gt=0, le=3600, description="correlation time of the predicted-angle error")
+    initial_offset_deg: float = Field(-3.4, ge=-90, le=90, description="frame misalignment left by the static set-up at pass start")
     nasmyth: bool = Field(True, description="receiver decoder sits on a Nasmyth/Coudé port (frame turns with the mount)")
 
 
