@@ -113,14 +113,8 @@ def plot_link_efficiency(
     ax.semilogy(r, fiber, "o", color=PAPER_RED, ms=3, label=f"optical fiber ({fiber_loss_db_per_km} dB/km)")
     ax.semilogy(r, eta, "o", color=PAPER_BLUE, ms=3, label="satellite-to-ground (this pass)")
     i = int(np.argmax(r))
-    ax.annotate(
-        f"×{eta[i] / fiber[i]:.1e} at {r[i]:.0f} km",
-        xy=(r[i], np.sqrt(eta[i] * fiber[i])),
-        xytext=(-150, 0),
-        textcoords="offset points",
-        arrowprops={"arrowstyle": "<->", "color": "0.3"},
-        fontsize=9,
-    )
+    ax.annotate("", xy=(r[i], eta[i]), xytext=(r[i], fiber[i]), arrowprops={"arrowstyle": "<->", "color": "0.3"})
+    ax.text(r[i] - 10, np.sqrt(eta[i] * fiber[i]), f"×{eta[i] / fiber[i]:.1e}\nat {r[i]:.0f} km", ha="right", va="center", fontsize=9)
     ax.set_xlabel("physical distance (km)")
     ax.set_ylabel("link efficiency")
     ax.grid(alpha=0.3, which="both")
