@@ -28,8 +28,12 @@ class BadInput(Exception):
     """Bad command-line input: exit status 2."""
 
 
+def _error(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+
+
 def _fail_input(msg: str) -> None:
-    console.print(f"[red]error:[/red] {msg}", highlight=False)
+    _error(msg)
     raise typer.Exit(2)
 
 
@@ -109,7 +113,7 @@ def simulate(
         try:
             sim = run_sim(cfg, seed, progress=_stage_callback(prog))
         except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            _error(str(exc))
             raise typer.Exit(1)
     files = write_simulation(sim, out, figures=figures)
     s = sim.summary()
@@ -146,7 +150,7 @@ def link(
     from .sky import link as lk
 
     if fiber_compare is not None:
-        res = lk.fiber_comparison(cfg, fiber_compare * 1e3)
+        res = lk.fiber_comparison(fiber_compare * 1e3, cfg)
         if json_out:
             out_console.print_json(json.dumps(res))
             return
@@ -159,7 +163,10 @@ def link(
         return
     if range_km is None:
         _fail_input("--range-km is required (allowed: 100 to 100000) unless --fiber-compare is given")
-    res = lk.link_budget_db(cfg, range_km * 1e3, elevation_deg)
+    try:
+        res = lk.link_budget_db(cfg, range_km * 1e3, elevation_deg)
+    except ValueError as exc:
+        _fail_input(str(exc))
     res = {k: float(v) for k, v in res.items()}
     if json_out:
         out_console.print_json(json.dumps(res))

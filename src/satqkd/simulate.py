@@ -55,6 +55,8 @@ class PassSimulation:
     raw: RawRecords
     detections: Detections
     sifted: SiftedEvents
+    #: Alice's intensity label of each synchronised detection (aligned with ``detections.pulse_index``)
+    detected_intensity: np.ndarray
     stage_seconds: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------------ derived figures
@@ -66,7 +68,7 @@ class PassSimulation:
         g, s, det = self.geometry, self.sifted, self.detections
         k = len(self.config.source.intensities)
         names = list(INTENSITY_NAMES[:k])
-        a_int = self.detections_intensity
+        a_int = self.detected_intensity
         by_int = np.bincount(a_int, minlength=k)
         err = s.alice_bit != s.bob_bit
         n_tab = count_table(s.intensity, s.basis, k)
@@ -115,11 +117,6 @@ class PassSimulation:
             "stage_seconds": {k_: round(v, 4) for k_, v in self.stage_seconds.items()},
         }
 
-    @property
-    def detections_intensity(self) -> np.ndarray:
-        a_int, _, _ = match_alice(self.raw, self.detections)
-        return a_int
-
     def timeseries(self) -> dict[str, np.ndarray]:
         """One row per whole second of the pass: counts in [t, t+1) and the link at t + 0.5 s."""
         g, link = self.geometry, self.link
@@ -158,7 +155,7 @@ class PassSimulation:
         Q ≈ 1 − exp(−μ η η_det) (Ma et al. 2005, background neglected), so
         η = −ln(1 − Q) / (μ η_det).
         """
-        a_int = self.detections_intensity
+        a_int = self.detected_intensity
         sig_t = det_t[a_int == 0]
         counts = np.histogram(sig_t, edges)[0]
         raw = self.raw
@@ -230,4 +227,4 @@ def simulate(
     a_int, a_basis, a_bit = match_alice(raw, det)
     sifted = sift(det.pulse_index, a_int, a_basis, det.bob_basis, a_bit, det.bob_bit)
     stage["sifting"] = time.perf_counter() - t0
-    return PassSimulation(cfg, int(seed), geometry, link, raw, det, sifted, stage)
+    return PassSimulation(cfg, int(seed), geometry, link, raw, det, sifted, a_int, stage)

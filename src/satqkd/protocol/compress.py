@@ -7,6 +7,7 @@ A pass has ~3.5 million detections; sending their pulse indices as int64 would t
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 __all__ = ["varint_encode", "varint_decode", "encode_sorted", "decode_sorted", "pack_bits", "unpack_bits", "pack_2bit", "unpack_2bit"]
@@ -14,41 +15,59 @@ __all__ = ["varint_encode", "varint_decode", "encode_sorted", "decode_sorted", "
 
 def varint_encode(values: np.ndarray) -> bytes:
     """LEB128 encoding of non-negative integers (7 bits per byte, high bit = continuation)."""
-    v = np.asarray(values, dtype=np.uint64)
-    if v.size == 0:
-        return b""
-    nb = np.ones(v.size, dtype=np.int64)
-    for k in range(1, 10):
-        nb += v >= np.uint64(1) << np.uint64(7 * k)
-    offsets = np.cumsum(nb) - nb
-    out = np.empty(int(nb.sum()), dtype=np.uint8)
-    for k in range(int(nb.max())):
-        sel = nb > k
-        byte = (v[sel] >> np.uint64(7 * k)) & np.uint64(0x7F)
-        cont = np.where(nb[sel] > k + 1, np.uint64(0x80), np.uint64(0))
-        out[offsets[sel] + k] = (byte | cont).astype(np.uint8)
-    return out.tobytes()
+    v = np.ascontiguousarray(values, dtype=np.uint64)
+    out, n = _varint_encode(v)
+    return out[:n].tobytes()
+
+
+@numba.njit(cache=True, nogil=True)
+def _varint_encode(v):
+    out = np.empty(v.size * 10, dtype=np.uint8)
+    n = 0
+    for i in range(v.size):
+        x = v[i]
+        while x >= 0x80:
+            out[n] = np.uint8((x & np.uint64(0x7F)) | np.uint64(0x80))
+            x >>= np.uint64(7)
+            n += 1
+        out[n] = np.uint8(x)
+        n += 1
+    return out, n
 
 
 def varint_decode(data: bytes, count: int | None = None) -> np.ndarray:
     """Inverse of :func:`varint_encode`; ``count`` (if given) is checked."""
     b = np.frombuffer(data, dtype=np.uint8)
-    if b.size == 0:
-        out = np.zeros(0, dtype=np.uint64)
-    else:
-        if b[-1] & 0x80:
-            raise ValueError("truncated varint stream")
-        ends = np.flatnonzero((b & 0x80) == 0)
-        starts = np.concatenate(([0], ends[:-1] + 1))
-        group = np.repeat(np.arange(ends.size), ends - starts + 1)
-        pos = np.arange(b.size) - starts[group]
-        if pos.max() > 9:
-            raise ValueError("varint longer than 10 bytes")
-        part = (b & 0x7F).astype(np.uint64) << (7 * pos).astype(np.uint64)
-        out = np.add.reduceat(part, starts)
-    if count is not None and out.size != count:
-        raise ValueError(f"expected {count} varints, decoded {out.size}")
+    if b.size and b[-1] & 0x80:
+        raise ValueError("truncated varint stream")
+    out, n = _varint_decode(b)
+    if n < 0:
+        raise ValueError("varint longer than 10 bytes")
+    out = out[:n]
+    if count is not None and n != count:
+        raise ValueError(f"expected {count} varints, decoded {n}")
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _varint_decode(b):
+    out = np.empty(b.size, dtype=np.uint64)
+    n = 0
+    acc = np.uint64(0)
+    shift = 0
+    for i in range(b.size):
+        x = b[i]
+        acc |= np.uint64(x & 0x7F) << np.uint64(shift)
+        if x & 0x80:
+            shift += 7
+            if shift > 63:
+                return out, -1
+        else:
+            out[n] = acc
+            n += 1
+            acc = np.uint64(0)
+            shift = 0
+    return out, n
 
 
 def encode_sorted(indices: np.ndarray) -> bytes:

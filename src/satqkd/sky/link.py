@@ -336,12 +336,13 @@ def los_rate_estimate_deg_s(range_m, orbit_radius_m: float):
     return float(out) if out.ndim == 0 else out
 
 
-def link_budget_db(cfg: MissionConfig, range_m, elevation_deg, pointing_sigma_urad=None) -> dict:
+def link_budget_db(cfg: MissionConfig, range_m, elevation_deg=None, pointing_sigma_urad=None) -> dict:
     """Mean loss per cause (dB) at a given slant range and elevation, and their ``"total"``.
 
     Keys: ``diffraction``, ``pointing``, ``atmosphere``, ``turbulence``, ``receiver_optics``,
     ``total`` (transmitter output → in front of the detectors, the paper's Fig. 4 definition).
-    ``pointing`` is the jitter-averaged loss (:func:`jitter_pointing_loss_db`) for a per-axis
+    Without ``elevation_deg`` the elevation follows from the range for the configured orbit
+    (spherical Earth). ``pointing`` is the jitter-averaged loss (:func:`jitter_pointing_loss_db`) for a per-axis
     tracking error σ; if ``pointing_sigma_urad`` is None, σ is the steady-state residual of the
     configured tracking loop (:func:`satqkd.sky.apt.predicted_sigma_urad`) at the upper bound of
     the line-of-sight rate at this range (:func:`los_rate_estimate_deg_s`; slightly conservative).
@@ -351,6 +352,8 @@ def link_budget_db(cfg: MissionConfig, range_m, elevation_deg, pointing_sigma_ur
     from satqkd.sky import apt as _apt
 
     L = _arr(range_m, "range_m", 0.0, lo_open=True)
+    if elevation_deg is None:
+        elevation_deg = _elevation_for_range_deg(_orbit_radius_m(cfg), _EARTH_RADIUS_M + cfg.station.altitude_m, L)
     el = _arr(elevation_deg, "elevation_deg", 0.0, 90.0)
     tx, rx, at = cfg.transmitter, cfg.receiver, cfg.atmosphere
     if pointing_sigma_urad is None:

@@ -1,0 +1,1 @@
+"""Post-processing: sifting, estimation, reconciliation, verification, privacy amplification, authentication."""

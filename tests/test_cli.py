@@ -1,0 +1,82 @@
+"""Command line: bad input exits 2 naming the field and writes nothing; outputs are complete."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+SATQKD = [sys.executable, "-m", "satqkd.cli"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*SATQKD, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_presets_lists_micius():
+    r = run("presets")
+    assert r.returncode == 0 and "micius-2016-12-19" in r.stdout and "micius-relay-xinglong-nanshan" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "toml, needle",
+    [
+        ('base = "micius-2016-12-19"\n[detectors]\nefficiency = 2.0\n', "detectors.efficiency"),
+        ('base = "micius-2016-12-19"\n[receiver]\napertur_m = 1.0\n', "receiver.apertur_m: unknown field"),
+        ('base = "micius-2016-12-19"\n[source]\nrep_rate_hz = "fast"\n', "source.rep_rate_hz"),
+        ("name = [", "not valid TOML"),
+    ],
+)
+def test_bad_config_exits_2_and_writes_nothing(tmp_path, toml, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(toml)
+    out = tmp_path / "out"
+    r = run("simulate", "--config", str(cfg), "--out", str(out))
+    assert r.returncode == 2
+    assert needle in r.stderr
+    assert not out.exists()
+
+
+def test_bad_options_exit_2(tmp_path):
+    out = tmp_path / "out"
+    assert run("simulate", "--seed", "-1", "--out", str(out)).returncode == 2
+    assert run("simulate", "--preset", "no-such", "--out", str(out)).returncode == 2
+    assert not out.exists()
+    r = run("link", "--range-km", "5")
+    assert r.returncode == 2 and "range-km" in r.stderr
+
+
+def test_link_budget_by_cause():
+    r = run("link", "--preset", "micius-2016-12-19", "--range-km", "1200", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert set(d) >= {"diffraction", "pointing", "atmosphere", "turbulence", "receiver_optics", "total"}
+    assert d["diffraction"] == pytest.approx(22, abs=1)  # paper: 22 dB at 1200 km
+    assert d["total"] == pytest.approx(sum(v for k, v in d.items() if k != "total"), rel=1e-9)
+
+
+def test_fiber_compare():
+    r = run("link", "--fiber-compare", "1200", "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    text = json.dumps(d)
+    assert "ratio" in text and "years" in text
+
+
+def test_simulate_writes_the_contracted_files(tmp_path):
+    out = tmp_path / "sim"
+    r = run("simulate", "--preset", "micius-2016-12-19", "--seed", "4", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("detections", "sifted_bits", "qber", "duration_s", "min_range_km", "max_range_km", "detections_by_intensity", "qber_by_intensity"):
+        assert k in s
+    rows = list(csv.DictReader((out / "timeseries.csv").open()))
+    assert list(rows[0]) [:8] == ["t_s", "range_km", "elevation_deg", "link_loss_db", "transmittance", "detections", "sifted_bits", "qber"]
+    assert len(rows) == int(s["duration_s"])
+    assert sum(int(x["sifted_bits"]) for x in rows) <= s["sifted_bits"]
+    for f in ("raw.npz", "fig3_pass.png", "fig4_link_efficiency.png", "fig2c_polarization.png"):
+        assert (out / f).stat().st_size > 1000
+    from satqkd.rawio import load_raw
+    raw = load_raw(out)
+    assert raw.bob_time_ps.size >= s["detections"]
