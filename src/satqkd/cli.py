@@ -105,7 +105,7 @@ def simulate(
     """Simulate one pass at the physical layer and write summary, time series, raw records and figures."""
     cfg = _load(preset, config)
     _check_out(out)
-    from .simulate import simulate as run_sim
+    from .pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
     t0 = time.perf_counter()
@@ -177,6 +177,144 @@ def link(
     for k, v in res.items():
         t.add_row(k, f"{v:.2f}")
     out_console.print(t)
+
+
+EC_CHOICES = ("cascade", "ldpc", "hamming")
+FK_CHOICES = ("chernoff", "lim2014", "paper2017")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail_input(f"--{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summary: dict | None, prog) -> dict:
+    from .outputs import postprocess_summary, write_keys
+    from .protocol.session import postprocess as run_pp
+    from . import report
+
+    cb = _stage_callback(prog)
+    cb("protocol", 0, 1)
+    res = run_pp(raw, cfg, seed=seed, ec=ec, finite_key=finite_key)
+    cb("protocol", 1, 1)
+    pp = postprocess_summary(res)
+    summary = {**(sim_summary or {}), **pp}
+    if sim_summary:
+        summary["stage_seconds"] = {**{f"sim_{k}": v for k, v in sim_summary["stage_seconds"].items()}, **pp["stage_seconds"]}
+    report.write_json(summary, out / "summary.json")
+    write_keys(res, out)
+    if res.ok:
+        report.plot_key_budget(pp["key_budget"], out / "key_budget.png", title=f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits")
+    return summary
+
+
+def _print_key_summary(s: dict) -> None:
+    t = Table(title="post-processing")
+    t.add_column("figure")
+    t.add_column("satqkd", justify="right")
+    t.add_column("paper", justify="right")
+    if s["aborted"]:
+        t.add_row("result", f"aborted: {s['abort_reason']}", "")
+    t.add_row("sifted key bits", f"{s['sifted_key_bits']:,}", "1,671,072")
+    t.add_row("final key bits", f"{s['final_key_bits']:,}", "300,939")
+    t.add_row("ε (total)", f"{s['epsilon']:.2g}" if s["epsilon"] else "—", "1e-9")
+    t.add_row("error correction", f"{s['ec_method']}, f = {s['ec_efficiency']:.3f}" if s["ec_efficiency"] else s["ec_method"], "Hamming")
+    t.add_row("finite-key bound", s["finite_key_method"], "(Gaussian)")
+    t.add_row("keys match", str(s["keys_match"]), "")
+    t.add_row("classical traffic", f"{s['classical_bytes_up'] / 1e6:.2f} MB up, {s['classical_bytes_down'] / 1e6:.2f} MB down, {s['round_trips']} round trips", "")
+    t.add_row("time on the RF link", f"{s['link_time_s']:.1f} s", "")
+    out_console.print(t)
+
+
+@app.command()
+def run(
+    preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file"),
+    seed: int = typer.Option(0, min=0, help="random seed"),
+    out: Path = typer.Option(Path("out/run"), help="output directory"),
+    ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+    finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+    figures: bool = typer.Option(True, help="write the PNG figures"),
+) -> None:
+    """Simulate a pass and post-process it into final keys at both ends."""
+    cfg = _load(preset, config)
+    _check_out(out)
+    _check_choice("ec", ec, EC_CHOICES)
+    _check_choice("finite-key", finite_key, FK_CHOICES)
+    from .outputs import write_simulation
+    from .pass_simulation import simulate as run_sim
+
+    t0 = time.perf_counter()
+    with _progress() as prog:
+        try:
+            sim = run_sim(cfg, seed, progress=_stage_callback(prog))
+        except ValueError as exc:
+            _error(str(exc))
+            raise typer.Exit(1)
+        write_simulation(sim, out, figures=figures)
+        s = _postprocess_and_write(sim.raw, cfg, seed, ec, finite_key, out, sim.summary(), prog)
+    _print_pass_summary(s, time.perf_counter() - t0)
+    _print_key_summary(s)
+    out_console.print(f"wrote {out}/summary.json, {out}/timeseries.csv, {out}/raw.npz, figures and {out}/keys/")
+    if s["aborted"]:
+        raise typer.Exit(1)
+
+
+@app.command("postprocess")
+def postprocess_cmd(
+    raw_dir: Path = typer.Argument(..., help="directory with raw.npz from `satqkd simulate`"),
+    preset: Optional[str] = typer.Option(None, help="preset the records were simulated with (default micius-2016-12-19)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file"),
+    seed: int = typer.Option(0, min=0, help="random seed of the protocol's own draws"),
+    out: Path = typer.Option(Path("out/postprocess"), help="output directory"),
+    ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+    finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+) -> None:
+    """Post-process saved raw records into final keys at both ends."""
+    cfg = _load(preset, config)
+    _check_out(out)
+    _check_choice("ec", ec, EC_CHOICES)
+    _check_choice("finite-key", finite_key, FK_CHOICES)
+    from .rawio import load_raw
+
+    try:
+        raw = load_raw(raw_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail_input(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    with _progress() as prog:
+        s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog)
+    _print_key_summary(s)
+    if s["aborted"]:
+        raise typer.Exit(1)
+
+
+bench_app = typer.Typer(help="Quick measurements (the full suite: `make bench`).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("postprocess")
+def bench_postprocess(
+    bits: int = typer.Option(1_000_000, min=1000, max=100_000_000, help="key length"),
+    qber: float = typer.Option(0.011, min=0.0001, max=0.2, help="bit error rate of Bob's copy"),
+    seed: int = typer.Option(0, min=0),
+    ec: str = typer.Option("cascade", help="cascade | ldpc | hamming"),
+    pa_fraction: float = typer.Option(0.3, min=0.01, max=1.0, help="output length / input length of privacy amplification"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON only"),
+) -> None:
+    """Reconcile and amplify a random key pair with binomial errors; print throughput and efficiency."""
+    _check_choice("ec", ec, EC_CHOICES)
+    from .postprocess.benchmark import bench_postprocess as run_bench
+
+    res = run_bench(bits, qber, seed, ec=ec, pa_fraction=pa_fraction)
+    if json_out:
+        typer.echo(json.dumps(res))
+        return
+    e, p = res["ec"], res["pa"]
+    out_console.print(
+        f"EC {e['method']}: {e['bits'] / e['seconds'] / 1e6:.1f} Mbit/s, f = {e['efficiency']:.3f}, frame errors {e['frame_errors']}\n"
+        f"PA: {p['bits_in'] / p['seconds'] / 1e6:.1f} Mbit/s ({p['bits_in']:,} → {p['bits_out']:,} bits)"
+    )
 
 
 def main() -> None:

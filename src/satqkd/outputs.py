@@ -33,3 +33,83 @@ def write_simulation(sim, out: str | Path, *, figures: bool = True) -> list[Path
         if link.contrast_compensated is not None and link.contrast_uncompensated is not None:
             files.append(report.plot_polarization(link.t_s, link.contrast_compensated, link.contrast_uncompensated, d / "fig2c_polarization.png"))
     return files
+
+
+def postprocess_summary(res) -> dict:
+    """Issue 3 §3 fields of a :class:`~satqkd.protocol.session.PostprocessResult`."""
+    a, b, ch = res.alice, res.bob, res.channel
+    est = b.estimate
+    eps_parts = dict(b.epsilon_parts)
+    stage = {f"alice_{k}": round(v, 4) for k, v in a.stage_seconds.items()}
+    stage.update({f"bob_{k}": round(v, 4) for k, v in b.stage_seconds.items()})
+    stage["bob_synchronisation"] = round(res.sync_seconds, 4)
+    f = res.ec_efficiency()
+    return {
+        "final_key_bits": res.final_key_bits,
+        "keys_match": bool(res.keys_match),
+        "aborted": not res.ok,
+        "abort_reason": res.abort_reason,
+        "epsilon": float(sum(eps_parts.values())) if eps_parts else None,
+        "epsilon_parts": eps_parts,
+        "sifted_key_bits": b.sifted_key_bits,
+        "qber_key": b.qber,
+        "leak_ec_bits": b.leak_ec_bits,
+        "ec_efficiency": f,
+        "ec_method": res.options.ec_method,
+        "finite_key_method": res.options.finite_key,
+        "verification_tag_bits": b.verification_tag_bits,
+        "auth_key_bits": b.auth_key_bits,
+        "classical_bytes_up": ch.bytes_up,
+        "classical_bytes_down": ch.bytes_down,
+        "round_trips": ch.round_trips,
+        "link_time_s": round(ch.link_time_s, 3),
+        "key_budget": key_budget(res),
+        "estimate": est.as_dict() if est is not None and hasattr(est, "as_dict") else None,
+        "counts": b.counts,
+        "stage_seconds": stage,
+    }
+
+
+def key_budget(res) -> dict[str, int]:
+    """Where the sifted key bits went; the entries add up to the sifted key length."""
+    b = res.bob
+    est = b.estimate
+    n = int(b.sifted_key_bits)
+    if est is None:
+        return {"sifted key (run aborted before estimation)": n}
+    s01 = float(sum(est.s1.values())) + (float(sum(est.s0.values())) if est.composable else 0.0)
+    parts = {
+        "multi-photon and decoy-bound slack": n - s01,
+        "phase error (single photons)": s01 - est.entropy_bits,
+        "error correction": est.leak_ec_bits,
+        "error verification": est.ev_tag_bits + est.disclosure_bits,
+        "finite-size / smoothing (ε terms)": est.pa_cost_bits,
+        "authentication": est.extra_cost_bits,
+    }
+    out = {k: int(round(v)) for k, v in parts.items()}
+    final = int(res.final_key_bits)
+    out["final key"] = final
+    # what the rounding of each term (and of ℓ) leaves, so that the budget adds up exactly
+    out["rounding"] = n - sum(out.values())
+    return out
+
+
+def write_keys(res, out: str | Path) -> list[Path]:
+    """``keys/alice.key`` and ``keys/bob.key``: the key bits packed MSB first, zero-padded to a byte.
+
+    Written only after a successful run with verified, matching keys.
+    """
+    import numpy as np
+
+    if not res.ok:
+        return []
+    d = Path(out) / "keys"
+    d.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, key in (("alice", res.alice.key), ("bob", res.bob.key)):
+        p = d / f"{name}.key"
+        tmp = p.with_suffix(".tmp")
+        tmp.write_bytes(np.packbits(key.astype(np.uint8)).tobytes())
+        tmp.replace(p)
+        files.append(p)
+    return files

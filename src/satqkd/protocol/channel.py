@@ -7,11 +7,17 @@ they start with). Every message is
   (:func:`encode` / :func:`decode`; no pickle): ``int`` (any size), ``float``, ``bool``, ``None``,
   ``str``, ``bytes`` and NumPy arrays of bool/int/uint/float/complex (dtype and shape kept;
   **bool arrays travel bit-packed**, 1 bit per element — send bit strings as ``bool`` arrays);
-* **authenticated** — a 16-byte Wegman–Carter tag (:mod:`satqkd.postprocess.authentication`) over
-  a header (direction, per-direction sequence number; not transmitted, both sides know it) and the
-  encoded message, appended to the frame. A bad tag raises :class:`AuthenticationError` and the
-  endpoint refuses further use (the party must abort). The sequence number makes a replayed,
-  reordered or reflected message fail too;
+* **authenticated** — in ``auth_mode="each"``, a 16-byte Wegman–Carter tag
+  (:mod:`satqkd.postprocess.authentication`) over a header (direction, per-direction sequence
+  number; not transmitted, both sides know it) and the encoded message, appended to the frame. In
+  ``auth_mode="transcript"`` frames carry no tag; each endpoint records every message it sent and
+  received, per direction in sequence order, and :meth:`Endpoint.checkpoint` exchanges one tag
+  each way over that whole transcript (both sides must hold the identical transcript). A protocol
+  that outputs nothing before a successful checkpoint covering everything it used is as secure
+  as tagging every message, and an interactive protocol with thousands of round trips (Cascade)
+  then spends 2 pads per checkpoint instead of 2 per round trip. A bad tag raises
+  :class:`AuthenticationError` and the endpoint refuses further use (the party must abort). The
+  sequence numbers make a replayed, reordered, dropped or reflected message fail too;
 * **accounted** — bytes and messages per direction, round trips, and the time the traffic takes
   on the paper's RF link (:class:`ChannelStats`).
 
@@ -350,6 +356,9 @@ class ChannelStats:
 
 # ---- endpoints ----------------------------------------------------------------------------------
 
+_CHECKPOINT_KIND = "auth_checkpoint"
+
+
 _DIRECTION = {"alice": "down", "bob": "up"}
 _HEADER_DIR = {"down": b"\x00", "up": b"\x01"}
 
@@ -370,7 +379,10 @@ class Endpoint(ABC):
         one_way_delay_s: float = 0.0,
         timeout_s: float = 30.0,
         tamper: Tamper | None = None,
+        auth_mode: str = "each",
     ):
+        if auth_mode not in ("each", "transcript"):
+            raise ValueError(f"auth_mode must be 'each' or 'transcript', got {auth_mode!r}")
         if role not in _DIRECTION:
             raise ValueError(f"role must be 'alice' (satellite) or 'bob' (ground), got {role!r}")
         if not one_way_delay_s >= 0.0:
@@ -392,6 +404,10 @@ class Endpoint(ABC):
         self._last_dir: str | None = None
         self._link_time = 0.0
         self._failed: str | None = None
+        self.auth_mode = auth_mode
+        # transcript mode: the messages since the last checkpoint, per direction, in sequence order
+        self._transcript: dict[str, list[bytes]] = {"up": [], "down": []}
+        self.checkpoints = 0
 
     # -- transport hooks --
     @abstractmethod
@@ -454,7 +470,13 @@ class Endpoint(ABC):
         body = encode(Message(kind, payload))
         d = self.out_direction
         seq = self._msgs[d]
-        frame = body + self.auth.tag(self._header(d, seq) + body)
+        if self.auth_mode == "each":
+            frame = body + self.auth.tag(self._header(d, seq) + body)
+        elif kind == _CHECKPOINT_KIND:  # transcript mode: the flag byte marks a checkpoint, which
+            frame = b"\x01" + body  # carries its own tag over the transcript and is not recorded
+        else:
+            frame = b"\x00" + body
+            self._record(d, seq, body)
         self._account(d, len(frame))
         if self.tamper is not None:
             frame = self.tamper(d, seq, frame)
@@ -473,15 +495,27 @@ class Endpoint(ABC):
         d = self.in_direction
         seq = self._msgs[d]
         self._account(d, len(frame))
-        body, tag = frame[:-TAG_BYTES], frame[-TAG_BYTES:]
-        if len(frame) < TAG_BYTES or not self.auth.verify(self._header(d, seq) + body, tag):
-            self._failed = f"authentication failure of {self.peer}'s message #{seq}"
-            raise AuthenticationError(f"{self.role}: {self._failed}; the protocol must abort")
+        tagged = self.auth_mode == "each"
+        checkpoint = self.auth_mode == "transcript" and frame[:1] == b"\x01"
+        if self.auth_mode == "transcript":
+            frame = frame[1:]
+        if tagged:
+            body, tag = frame[:-TAG_BYTES], frame[-TAG_BYTES:]
+            if len(frame) < TAG_BYTES or not self.auth.verify(self._header(d, seq) + body, tag):
+                self._failed = f"authentication failure of {self.peer}'s message #{seq}"
+                raise AuthenticationError(f"{self.role}: {self._failed}; the protocol must abort")
+        else:
+            body = frame
+            if not checkpoint:
+                self._record(d, seq, body)
         try:
             msg = decode(body)
         except CodecError as exc:
-            self._failed = f"undecodable authentic message #{seq}"
+            self._failed = f"undecodable {'authentic' if tagged else 'not yet authenticated'} message #{seq}"
             raise ProtocolError(f"{self.role}: {self._failed}: {exc}") from None
+        if checkpoint != (self.auth_mode == "transcript" and msg.kind == _CHECKPOINT_KIND):
+            self._failed = f"message #{seq} claims to be a checkpoint but is not, or the reverse"
+            raise AuthenticationError(f"{self.role}: {self._failed}; the protocol must abort")
         kinds = (expect_kind,) if isinstance(expect_kind, str) else tuple(expect_kind)
         if msg.kind == ABORT_KIND and ABORT_KIND not in kinds:
             self._failed = "peer aborted"
@@ -490,6 +524,45 @@ class Endpoint(ABC):
             self._failed = f"unexpected message kind {msg.kind!r}"
             raise ProtocolError(f"{self.role} expected {' or '.join(map(repr, kinds))}, got {msg.kind!r}")
         return msg.payload
+
+    # -- transcript authentication --
+    def _record(self, direction: str, seq: int, body: bytes) -> None:
+        self._transcript[direction].append(self._header(direction, seq) + len(body).to_bytes(8, "big") + body)
+
+    def _transcript_bytes(self) -> bytes:
+        # Unambiguous: each entry is header (direction, sequence number) + length + body, the
+        # downlink entries first, then the uplink ones, each in sequence order — the same on both
+        # sides whatever the interleaving of sends and receives.
+        return b"".join(self._transcript["down"]) + b"|" + b"".join(self._transcript["up"])
+
+    def checkpoint(self) -> None:
+        """Authenticate everything exchanged since the last checkpoint (``auth_mode="transcript"``).
+
+        Alice sends her Wegman–Carter tag of the transcript, Bob checks it and answers with his own
+        tag of the same transcript, Alice checks that. Either side raises
+        :class:`AuthenticationError` if its peer's tag does not match (the run must abort). Costs
+        two messages (not recorded in the transcript: their content is the tag) and two pads. A
+        no-op in ``auth_mode="each"`` (every message is tagged).
+        """
+        self._check_usable()
+        if self.auth_mode == "each":
+            return
+        t = self._transcript_bytes()
+        if self.role == "alice":
+            self._send(_CHECKPOINT_KIND, {"tag": self.auth.tag(t)})
+            self._verify_checkpoint(t)
+        else:
+            self._verify_checkpoint(t)
+            self._send(_CHECKPOINT_KIND, {"tag": self.auth.tag(t)})
+        self._transcript = {"up": [], "down": []}
+        self.checkpoints += 1
+
+    def _verify_checkpoint(self, transcript: bytes) -> None:
+        msg = self.recv(_CHECKPOINT_KIND)
+        tag = msg.get("tag")
+        if not isinstance(tag, bytes) or not self.auth.verify(transcript, tag):
+            self._failed = f"the transcript {self.peer} authenticated differs from {self.role}'s"
+            raise AuthenticationError(f"{self.role}: {self._failed}; the protocol must abort")
 
     def abort(self, reason: str) -> None:
         """Tell the peer (authenticated) that this party aborts; the endpoint is unusable afterwards.
@@ -537,6 +610,7 @@ def memory_pair(
     *,
     timeout_s: float = 30.0,
     tamper: Tamper | None = None,
+    auth_mode: str = "each",
 ) -> tuple[QueueEndpoint, QueueEndpoint]:
     """An in-process ``(alice, bob)`` pair; run each party in its own thread.
 
@@ -548,7 +622,7 @@ def memory_pair(
         raise ValueError("auth_pool_a and auth_pool_b must be two objects (each party holds its own copy)")
     down: queue.Queue = queue.Queue()
     up: queue.Queue = queue.Queue()
-    kw = dict(link_cfg=link_cfg, one_way_delay_s=one_way_delay_s, timeout_s=timeout_s, tamper=tamper)
+    kw = dict(link_cfg=link_cfg, one_way_delay_s=one_way_delay_s, timeout_s=timeout_s, tamper=tamper, auth_mode=auth_mode)
     return (QueueEndpoint("alice", auth_pool_a, down, up, **kw), QueueEndpoint("bob", auth_pool_b, up, down, **kw))
 
 
@@ -626,11 +700,12 @@ def tcp_pair(
     host: str = "127.0.0.1",
     timeout_s: float = 30.0,
     tamper: Tamper | None = None,
+    auth_mode: str = "each",
 ) -> tuple[TcpEndpoint, TcpEndpoint]:
     """An ``(alice, bob)`` pair connected over a loopback TCP socket (Bob listens, Alice connects)."""
     if auth_pool_a is auth_pool_b:
         raise ValueError("auth_pool_a and auth_pool_b must be two objects (each party holds its own copy)")
-    kw = dict(link_cfg=link_cfg, one_way_delay_s=one_way_delay_s, timeout_s=timeout_s, tamper=tamper)
+    kw = dict(link_cfg=link_cfg, one_way_delay_s=one_way_delay_s, timeout_s=timeout_s, tamper=tamper, auth_mode=auth_mode)
     with tcp_listen(host, 0) as server:
         port = server.getsockname()[1]
         a_sock = socket.create_connection((host, port), timeout=timeout_s)

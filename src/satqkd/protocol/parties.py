@@ -1,0 +1,482 @@
+"""Alice (satellite) and Bob (ground station): the post-processing protocol as two parties.
+
+Each party holds only its own data and an :class:`~satqkd.protocol.channel.Endpoint`; everything
+they learn about each other arrives in authenticated messages. The message sequence:
+
+==== ============== ======================================================================
+dir  kind           content
+==== ============== ======================================================================
+up   detections     Bob's detected pulse indices (varint gaps) and measurement bases
+down sifting        Alice's bases and intensity labels of those pulses, her bits of the sifted
+                    decoy/vacuum events (they never become key), emitted pulses per intensity,
+                    the public seed of error correction
+up   test_errors    Bob's error counts on the decoy/vacuum events per basis and intensity
+ ⇅   ec_*           error correction (Cascade: Bob's parity queries, Alice's answers; LDPC and
+                    Hamming/Winnow: their own exchanges), leakage counted from what was sent
+up   ec_done        Bob's error counts of the signal (key) events per basis — public, charged by
+                    the estimation (⌈log2(n+1)⌉ bits each)
+down verify         Alice's fresh hash key and the tag of her key (ε_cor)
+up   verify_result  match or not: a mismatch discards the block, no key is output
+down pa_seed        Alice's Toeplitz seed; both hash to the final length ℓ
+==== ============== ======================================================================
+
+Authentication: the endpoints run in ``auth_mode="transcript"``; two checkpoints (after error
+correction, and after the privacy-amplification seed) exchange Wegman–Carter tags over everything
+sent and received, so nothing decided before a checkpoint is used unless it verified, and no key
+is output before the last one. (With ``auth_mode="each"`` every message carries its own tag and
+the checkpoints are no-ops; Cascade's thousands of round trips then cost 256 pool bits each.)
+
+The final length ℓ comes from :mod:`satqkd.postprocess.estimation` with the leakage actually
+disclosed, the verification tag, and the authentication key the whole run consumes (the key
+consumed so far plus the pads of the final checkpoint; checked at the end). Both parties compute ℓ from the same
+public numbers, so they agree without sending it. Either party aborts on inconsistent data,
+statistics that give no key, or a failed authentication tag; an abort yields no key.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..postprocess import amplification, estimation, verification
+from ..postprocess.authentication import PAD_BITS
+from ..postprocess.sifting import count_table, error_table
+from .channel import ChannelError, Endpoint
+from .compress import decode_sorted, encode_sorted, pack_2bit, unpack_2bit
+
+__all__ = ["AliceData", "BobData", "ProtocolOptions", "PartyOutcome", "alice_party", "bob_party"]
+
+#: pool bits the run still consumes once the key length is fixed: the final checkpoint (2 pads)
+#: in transcript mode, or the pads of verify, verify_result, pa_seed (≤ 2 lane pairs) per message
+REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
+#: tags still to come once the key length is fixed: the final checkpoint (one tag each way) in
+#: transcript mode, or verify, verify_result, pa_seed in each mode
+REMAINING_TAGS = {"transcript": 2, "each": 3}
+KEY_INTENSITY = 0  # the signal state carries the key
+#: LDPC retry: positions revealed per failed frame (0.3 % of the 1e5-bit frames, as ldpc.reconcile)
+LDPC_REVEAL_STEP = 300
+LDPC_MAX_RETRIES = 8
+
+
+class ProtocolAbort(RuntimeError):
+    """This party ends the run without a key (the reason is sent to the peer)."""
+
+
+@dataclass(frozen=True)
+class AliceData:
+    """What the satellite knows: every pulse it sent that could matter (see RawRecords)."""
+
+    pulse_index: np.ndarray
+    intensity: np.ndarray
+    basis: np.ndarray
+    bit: np.ndarray
+    emitted: np.ndarray  # pulses sent per intensity
+
+
+@dataclass(frozen=True)
+class BobData:
+    """What the ground station knows after synchronisation: its detections."""
+
+    pulse_index: np.ndarray
+    basis: np.ndarray
+    bit: np.ndarray
+
+
+@dataclass(frozen=True)
+class ProtocolOptions:
+    """Public parameters both parties agree on before the pass (from the mission configuration)."""
+
+    intensities: tuple[float, ...] = (0.8, 0.1, 0.0)
+    probabilities: tuple[float, ...] = (0.5, 0.25, 0.25)
+    intensity_fluctuation: float = 0.05
+    ec_method: str = "cascade"
+    finite_key: str = "chernoff"
+    epsilon: float = 1e-9
+    epsilon_cor: float = 1e-12
+    qber_abort: float = 0.11
+
+
+@dataclass
+class PartyOutcome:
+    """One party's result: its final key (or None) and the public record of the run."""
+
+    role: str
+    key: np.ndarray | None = None
+    abort_reason: str | None = None
+    sifted_key_bits: int = 0
+    qber: float | None = None
+    leak_ec_bits: int = 0
+    ec_result: object | None = None
+    estimate: object | None = None
+    verification_tag_bits: int = 0
+    auth_key_bits: int = 0
+    epsilon_parts: dict = field(default_factory=dict)
+    counts: dict = field(default_factory=dict)
+    stage_seconds: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.key is not None
+
+
+class _Stages:
+    def __init__(self, out: PartyOutcome):
+        self.out = out
+        self.t = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.out.stage_seconds[name] = self.out.stage_seconds.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+def _run(role: str, ep: Endpoint, body: Callable[[PartyOutcome], None]) -> PartyOutcome:
+    out = PartyOutcome(role)
+    try:
+        body(out)
+    except ProtocolAbort as exc:
+        out.key, out.abort_reason = None, str(exc)
+        ep.abort(str(exc))
+    except ChannelError as exc:  # includes authentication failures and the peer's abort
+        out.key, out.abort_reason = None, f"{type(exc).__name__}: {exc}"
+        ep.abort(out.abort_reason)
+    except Exception as exc:  # noqa: BLE001 - a crash must still tell the peer, then propagate
+        ep.abort(f"internal error: {exc}")
+        raise
+    finally:
+        out.auth_key_bits = ep.stats.auth_key_bits
+    return out
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def predicted_signal_qber(n_tab: np.ndarray, m_tab: np.ndarray, detections: np.ndarray, emitted: np.ndarray) -> float:
+    """QBER expected for the signal state from the disclosed decoy and vacuum events.
+
+    Gains ``Q_k = D_k / N_k``; the vacuum gives ``Y0`` (error rate ½), the decoy ``e_d`` via
+    ``E_ν Q_ν = Y0/2 + e_d (Q_ν − Y0)`` (Ma et al., PRA 72, 012326 (2005), eqs. for the
+    gain and QBER), then ``E_μ = (Y0/2 + e_d (Q_μ − Y0)) / Q_μ``. Only sets Cascade's block sizes.
+    """
+    q = detections / np.maximum(emitted, 1)
+    k = len(q)
+    y0 = q[-1] if k >= 3 else 0.0
+    nd, md = n_tab[:, 1].sum(), m_tab[:, 1].sum()
+    e_nu = md / nd if nd else 0.02
+    denom = max(q[1] - y0, 1e-30)
+    e_d = min(max((e_nu * q[1] - y0 / 2) / denom, 0.0), 0.2)
+    e_mu = (y0 / 2 + e_d * max(q[0] - y0, 0.0)) / max(q[0], 1e-30)
+    return float(min(max(e_mu, 1e-4), 0.2))
+
+
+# ------------------------------------------------------------------------------------------ Alice
+def alice_party(ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.random.Generator) -> PartyOutcome:
+    """The satellite's side of the protocol (module docstring)."""
+
+    def body(out: PartyOutcome) -> None:
+        st = _Stages(out)
+        msg = ep.recv("detections")
+        n_det = int(msg["n"])
+        idx = decode_sorted(msg["pulses"], n_det)
+        b_basis = np.asarray(msg["bases"], dtype=np.uint8)
+        if b_basis.size != n_det:
+            raise ProtocolAbort(f"detections message carries {b_basis.size} bases for {n_det} pulses")
+        pos = np.searchsorted(data.pulse_index, idx)
+        ok = (pos < data.pulse_index.size) & (data.pulse_index[np.minimum(pos, data.pulse_index.size - 1)] == idx)
+        if not np.all(ok):
+            raise ProtocolAbort(f"{int(np.count_nonzero(~ok))} announced pulses were never sent")
+        a_int, a_basis, a_bit = data.intensity[pos], data.basis[pos], data.bit[pos]
+        sifted = a_basis == b_basis
+        test = sifted & (a_int != KEY_INTENSITY)
+        key = sifted & (a_int == KEY_INTENSITY)
+        ec_seed = int.from_bytes(rng.bytes(8), "big")
+        ep.send(
+            "sifting",
+            bases=a_basis.astype(bool),
+            intensity=pack_2bit(a_int),
+            test_bits=a_bit[test].astype(bool),
+            emitted=np.asarray(data.emitted, dtype=np.int64),
+            ec_seed=ec_seed,
+        )
+        st.mark("sifting")
+        k = len(opts.intensities)
+        n_tab = count_table(a_int[sifted], a_basis[sifted], k)
+        errs = ep.recv("test_errors")
+        m_tab = np.asarray(errs["m"], dtype=np.int64).reshape(2, k)
+        qber_est = predicted_signal_qber(n_tab, m_tab, np.bincount(a_int, minlength=k), np.asarray(data.emitted))
+        key_bits = a_bit[key]
+        out.sifted_key_bits = int(key_bits.size)
+        st.mark("estimation")
+        # --- error correction: Alice holds the reference key
+        leak, keep = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng)
+        done = ep.recv("ec_done")
+        ep.checkpoint()
+        m_sig = np.asarray(done["m_signal"], dtype=np.int64)
+        m_tab[:, KEY_INTENSITY] = m_sig
+        if keep is not None:  # frames dropped by LDPC: their bits count as disclosed (chain rule)
+            leak += int(np.count_nonzero(~keep))
+            key_bits = key_bits[keep]
+        out.leak_ec_bits = leak
+        st.mark("error_correction")
+        _finish(out, ep, st, "alice", key_bits, n_tab, m_tab, np.asarray(data.emitted, dtype=np.int64), opts, rng, leak)
+
+    return _run("alice", ep, body)
+
+
+def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float, rng):
+    """Alice's side of error correction; returns (leaked bits, keep mask or None)."""
+    from ..postprocess import reconciliation as rec
+
+    if opts.ec_method == "cascade":
+        alice = rec.CascadeAlice(key_bits, rec.CascadeParams(seed=seed))
+        leak = 0
+        while True:
+            msg = ep.recv(("ec_query", "ec_end"))
+            if "queries" not in msg:
+                return leak, None
+            ans = alice.answer(rec.cascade.decode_queries(msg["queries"]))
+            leak += int(ans.size)
+            ep.send("ec_answer", parities=rec.cascade.encode_answers(ans), m=int(ans.size))
+    if opts.ec_method == "hamming":
+        alice = rec.HammingAlice(key_bits, qber_est, seed)
+        leak = 0
+        while not alice.done:
+            par = alice.parities()
+            ep.send("ec_parities", parities=par.astype(bool))
+            mism = np.asarray(ep.recv("ec_mismatch")["mismatch"], dtype=bool)
+            syn = alice.syndromes(mism)
+            ep.send("ec_syndromes", syndromes=np.asarray(syn).astype(bool), done=bool(alice.done))
+            leak += int(par.size) + int(np.asarray(syn).size)
+        return leak, None
+    if opts.ec_method == "ldpc":
+        plans = rec.plan_frames(key_bits.size, qber_est)
+        alice = rec.LdpcAlice(key_bits, plans, seed, rng)
+        syn = alice.syndromes()
+        ep.send("ec_syndromes", syndromes=np.concatenate(syn).astype(bool), sizes=np.array([x.size for x in syn]))
+        leak = int(sum(pl.syndrome_leak for pl in plans))
+        while True:
+            failed = np.asarray(ep.recv("ec_failed")["failed"], dtype=bool)
+            if not failed.any() or not bool(ep.recv("ec_continue")["more"]):
+                break
+            frames = np.flatnonzero(failed)
+            vals = alice.reveal(frames, LDPC_REVEAL_STEP)
+            leak += int(sum(v.size for v in vals))
+            ep.send("ec_reveal", frames=frames, values=np.concatenate(vals).astype(bool), sizes=np.array([v.size for v in vals]))
+        return leak, _ldpc_keep(plans, alice.perm, ~failed)
+    raise ProtocolAbort(f"unknown error correction {opts.ec_method!r}")
+
+
+def _ldpc_keep(plans, perm: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Keep mask in key order: positions of frames that decoded (the frame layout is public)."""
+    keep = np.empty(perm.size, dtype=bool)
+    keep[perm] = np.concatenate([np.full(pl.key_len, bool(ok[f])) for f, pl in enumerate(plans)])
+    return keep
+
+
+def _split(flat: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
+    return np.split(np.asarray(flat, dtype=np.uint8), np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1])
+
+
+# ------------------------------------------------------------------------------------------ Bob
+def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random.Generator) -> PartyOutcome:
+    """The ground station's side of the protocol (module docstring)."""
+
+    def body(out: PartyOutcome) -> None:
+        st = _Stages(out)
+        n_det = int(data.pulse_index.size)
+        ep.send("detections", n=n_det, pulses=encode_sorted(data.pulse_index), bases=data.basis.astype(bool))
+        msg = ep.recv("sifting")
+        a_basis = np.asarray(msg["bases"], dtype=np.uint8)
+        if a_basis.size != n_det:
+            raise ProtocolAbort(f"sifting message carries {a_basis.size} bases for {n_det} detections")
+        a_int = unpack_2bit(msg["intensity"], n_det)
+        emitted = np.asarray(msg["emitted"], dtype=np.int64)
+        k = emitted.size
+        if np.any(a_int >= k):
+            raise ProtocolAbort("intensity label out of range")
+        sifted = a_basis == data.basis
+        test = sifted & (a_int != KEY_INTENSITY)
+        key = sifted & (a_int == KEY_INTENSITY)
+        a_test = np.asarray(msg["test_bits"], dtype=np.uint8)
+        if a_test.size != int(np.count_nonzero(test)):
+            raise ProtocolAbort("test bits do not match the sifted decoy/vacuum events")
+        st.mark("sifting")
+        n_tab = count_table(a_int[sifted], a_basis[sifted], k)
+        m_tab = error_table(a_int[test], a_basis[test], a_test != data.bit[test], k)
+        ep.send("test_errors", m=m_tab.ravel())
+        det_per_int = np.bincount(a_int, minlength=k)
+        qber_est = predicted_signal_qber(n_tab, m_tab, det_per_int, emitted)
+        key_bits = data.bit[key]
+        key_basis = a_basis[key]
+        out.sifted_key_bits = int(key_bits.size)
+        st.mark("estimation")
+        corrected, leak, keep, ec_res = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est)
+        flipped = corrected != key_bits
+        if keep is not None:
+            flipped &= keep
+        m_sig = np.array([np.count_nonzero(flipped & (key_basis == b)) for b in (0, 1)], dtype=np.int64)
+        ep.send("ec_done", m_signal=m_sig)
+        ep.checkpoint()
+        m_tab[:, KEY_INTENSITY] = m_sig
+        if keep is not None:
+            leak += int(np.count_nonzero(~keep))
+            corrected = corrected[keep]
+        out.leak_ec_bits = leak
+        out.ec_result = ec_res
+        out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None
+        st.mark("error_correction")
+        _finish(out, ep, st, "bob", corrected, n_tab, m_tab, emitted, opts, rng, leak)
+
+    return _run("bob", ep, body)
+
+
+def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float):
+    """Bob's side of error correction; returns (corrected bits, leaked bits, keep mask or None, result)."""
+    from ..postprocess import reconciliation as rec
+
+    if opts.ec_method == "cascade":
+        bob = rec.CascadeBob(key_bits, rec.CascadeParams(seed=seed), qber_est)
+
+        def ask(q: np.ndarray) -> np.ndarray:
+            ep.send("ec_query", queries=rec.cascade.encode_queries(q))
+            ans = ep.recv("ec_answer")
+            m = int(ans["m"])
+            if m != q.shape[1]:
+                raise ProtocolAbort(f"Alice answered {m} parities to {q.shape[1]} queries")
+            return rec.cascade.decode_answers(ans["parities"], m)
+
+        try:
+            res = bob.reconcile(ask)
+        except rec.cascade.CascadeError as exc:
+            raise ProtocolAbort(f"error correction inconsistent: {exc}") from None
+        ep.send("ec_end")
+        return res.bob_bits, int(res.leak_bits), None, res
+    if opts.ec_method == "hamming":
+        bob = rec.HammingBob(key_bits, qber_est, seed)
+        leak, trips = 0, 0
+        while True:
+            par = np.asarray(ep.recv("ec_parities")["parities"], dtype=np.uint8)
+            mism = bob.on_parities(par)
+            ep.send("ec_mismatch", mismatch=np.asarray(mism).astype(bool))
+            msg = ep.recv("ec_syndromes")
+            syn = np.asarray(msg["syndromes"], dtype=np.uint8)
+            bob.on_syndromes(syn)
+            leak += int(par.size) + int(syn.size)
+            trips += 1
+            if msg["done"]:
+                break
+        return bob.bits, leak, None, {"method": "winnow", "round_trips": trips}
+    if opts.ec_method == "ldpc":
+        plans = rec.plan_frames(key_bits.size, qber_est)
+        bob = rec.LdpcBob(key_bits, plans, qber_est, seed)
+        msg = ep.recv("ec_syndromes")
+        failed = np.asarray(bob.on_syndromes(_split(msg["syndromes"], msg["sizes"])), dtype=bool)
+        leak = int(sum(pl.syndrome_leak for pl in plans))
+        retries = 0
+        while True:
+            ep.send("ec_failed", failed=failed)
+            if not failed.any():
+                break
+            more = retries < LDPC_MAX_RETRIES
+            ep.send("ec_continue", more=more)
+            if not more:
+                break
+            r = ep.recv("ec_reveal")
+            vals = _split(r["values"], r["sizes"])
+            leak += int(sum(v.size for v in vals))
+            failed = np.asarray(bob.on_reveal(np.asarray(r["frames"]), vals), dtype=bool)
+            retries += 1
+        bits, keep = bob.result_bits()
+        return bits, leak, keep, {"method": "ldpc", "retries": retries, "frames": len(plans)}
+    raise ProtocolAbort(f"unknown error correction {opts.ec_method!r}")
+
+
+# ------------------------------------------------------------------------------------------ both
+def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak) -> None:
+    """Estimation, verification and privacy amplification (the same public arithmetic on both sides)."""
+    n = int(key_bits.size)
+    if n == 0:
+        raise ProtocolAbort("no sifted key bits")
+    qber = float(m_tab[:, KEY_INTENSITY].sum() / max(n_tab[:, KEY_INTENSITY].sum(), 1))
+    out.qber = qber
+    if qber > opts.qber_abort:
+        raise ProtocolAbort(f"QBER {qber:.4f} above the abort threshold {opts.qber_abort}")
+    t_bits = verification.tag_length_for(n, opts.epsilon_cor)
+    out.verification_tag_bits = t_bits
+    eps_cor = verification.collision_bound(n, t_bits)
+    # authentication: everything consumed so far plus the pads still to come
+    auth_bits = ep.stats.auth_key_bits + REMAINING_AUTH_BITS[ep.auth_mode]
+    eps_auth = _auth_bound(ep)
+    eps_sec = opts.epsilon - eps_cor - eps_auth
+    if eps_sec <= 0:
+        raise ProtocolAbort("the ε budget is used up by correctness and authentication")
+    counts = estimation.DecoyCounts(
+        n=n_tab, m=m_tab, emitted=emitted, intensities=opts.intensities, probabilities=opts.probabilities,
+        intensity_fluctuation=opts.intensity_fluctuation,
+    )
+    est = estimation.estimate(
+        counts,
+        method=opts.finite_key,
+        eps_sec=eps_sec,
+        eps_cor=eps_cor,
+        leak_ec_bits=leak,
+        extra_cost_bits=auth_bits,
+        ev_tag_bits=t_bits,
+        qber_abort=opts.qber_abort,
+    )
+    out.estimate = est
+    out.counts = {"n": n_tab.tolist(), "m": m_tab.tolist(), "emitted": np.asarray(emitted).tolist()}
+    out.epsilon_parts = {**est.epsilon_parts, "authentication (forgery)": eps_auth}
+    st.mark("estimation")
+    if est.abort_reason or est.key_length <= 0:
+        raise ProtocolAbort(f"no key: {est.abort_reason or 'key length ≤ 0'}")
+    ell = int(est.key_length)
+    # --- error verification
+    if role == "alice":
+        vkey = verification.draw_verification_key(t_bits, rng)
+        tag = verification.verification_tag(key_bits, vkey, t_bits)
+        ep.send("verify", key=vkey, tag=tag, tag_bits=t_bits)
+        if not bool(ep.recv("verify_result")["match"]):
+            raise ProtocolAbort("error verification failed: keys differ, block discarded")
+    else:
+        v = ep.recv("verify")
+        if int(v["tag_bits"]) != t_bits:
+            raise ProtocolAbort("verification tag length disagrees")
+        match = verification.verification_tag(key_bits, int(v["key"]), t_bits) == int(v["tag"])
+        ep.send("verify_result", match=bool(match))
+        if not match:
+            raise ProtocolAbort("error verification failed: keys differ, block discarded")
+    st.mark("verification")
+    # --- privacy amplification
+    if role == "alice":
+        seed = amplification.draw_seed(n, ell, rng)
+        ep.send("pa_seed", seed=seed.astype(bool), n=n, ell=ell)
+    else:
+        msg = ep.recv("pa_seed")
+        if int(msg["n"]) != n or int(msg["ell"]) != ell:
+            raise ProtocolAbort("privacy amplification sizes disagree")
+        seed = np.asarray(msg["seed"], dtype=np.uint8)
+    key = amplification.toeplitz_hash(key_bits, seed, ell)
+    st.mark("privacy_amplification")
+    ep.checkpoint()  # everything since error correction, including the seed, is authentic
+    if ep.stats.auth_key_bits > auth_bits:
+        raise ProtocolAbort(f"authentication consumed {ep.stats.auth_key_bits} pool bits, {auth_bits} were charged")
+    out.key = key
+
+
+def _auth_bound(ep: Endpoint) -> float:
+    """Forgery probability of the whole run: every tag (checkpoint, or message) could be attacked.
+
+    Each tag covers at most all the bytes of the run, so each fails with probability at most
+    :func:`~satqkd.postprocess.authentication.forgery_bound` of that length (conservative).
+    """
+    from ..postprocess.authentication import forgery_bound
+
+    st = ep.stats
+    if ep.auth_mode == "transcript":
+        n_tags = 2 * ep.checkpoints + REMAINING_TAGS["transcript"]
+    else:
+        n_tags = st.messages_up + st.messages_down + REMAINING_TAGS["each"]
+    return n_tags * forgery_bound(st.bytes_up + st.bytes_down + (1 << 24))
