@@ -1,0 +1,956 @@
+"""Crash-safe key store: one SQLite file per site (ground station or satellite).
+
+A *link* is the name of the peer site a key is shared with ("Nanshan", "Micius", ...). A key
+deposited on a link (a final key of a QKD pass, or a relayed key) is a *root*: its material is
+written once and never moved. Everything handed out is a *piece* of a root — a contiguous range
+``[offset_bits, offset_bits + length_bits)`` with its own UUID and exactly one state::
+
+    available ──► reserved (for an SAE pair, by a KME, with the request id) ──► delivered
+        │                                                      (ETSI GS QKD 014 key delivery)
+        ├──────► relayed    (satellite trusted relay: used in K_X ⊕ K_N)
+        └──────► consumed   (one-time pad, authentication)
+
+Cutting a piece splits an available piece into at most three (left remainder, the cut, right
+remainder), so the pieces of every root always tile it exactly: every bit is in exactly one
+state, which :meth:`KeyStore.check_invariants` verifies. Every state change is one SQLite
+transaction (``BEGIN IMMEDIATE`` … ``COMMIT``) in WAL mode with ``synchronous=FULL``, so a crash
+(even ``kill -9`` or power loss) leaves each change either fully done or not done at all, and
+an event log row is written in the same transaction.
+
+Both ends of a link hold the same roots under the same ids (a pass key is deposited at the
+satellite and at the station with the same ``key_id``; see :func:`key_id_for`). Whoever cuts
+(the master KME, the OTP sender, the satellite in a relay) names the exact segments it cut —
+root id, offset, length and the new piece id — and the other end carves the very same
+segments, so both stores stay bit-for-bit in step. To let both ends cut for requests they each
+master without colliding, the site whose name sorts first cuts from the *front* of the pool
+(oldest root, lowest offset) and the other from the *back*; the two meet only when the pool is
+nearly empty, and a collision is then detected (the far end refuses to carve a range that is no
+longer available) and nothing is issued.
+
+Material is stored as bytes: every length and offset is a multiple of 8 bits (a deposited bit
+string is truncated to a whole number of bytes, identically at both ends). Material of pieces
+that reach a final state (delivered, relayed, consumed) is overwritten with zeros in the same
+transaction (``wipe=True``), so used key does not linger on disk.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "STATES",
+    "KeyStore",
+    "KeyStoreError",
+    "KeyUnavailable",
+    "KeyNotFound",
+    "NotEntitled",
+    "Origin",
+    "Segment",
+    "Piece",
+    "bits_to_bytes",
+    "bytes_to_bits",
+    "key_id_for",
+    "cuts_from_front",
+    "open_store",
+    "stats",
+    "ls",
+]
+
+#: Version of the on-disk schema, kept in the ``meta`` table.
+SCHEMA_VERSION = 1
+#: Every state a piece of key can be in.
+STATES = ("available", "reserved", "delivered", "relayed", "consumed")
+_FINAL = ("delivered", "relayed", "consumed")
+_PURPOSES = ("etsi014", "otp", "relay", "authentication", "other")
+#: Namespace for :func:`key_id_for` (uuid5 of a pass id).
+_NAMESPACE = uuid.UUID("5a7c0f2e-3b8d-5e61-9a0c-6b1f4d2e8c73")
+
+
+class KeyStoreError(Exception):
+    """A key store operation was refused; nothing was changed."""
+
+
+class KeyUnavailable(KeyStoreError):
+    """Not enough available key on the link, or a named segment is not available (nothing changed)."""
+
+    def __init__(self, message: str, *, needed_bits: int = 0, available_bits: int = 0, details: list | None = None):
+        super().__init__(message)
+        self.needed_bits = needed_bits
+        self.available_bits = available_bits
+        self.details = details or []
+
+
+class KeyNotFound(KeyStoreError):
+    """One or more key ids are not held for this SAE pair in a deliverable state (nothing changed)."""
+
+
+class NotEntitled(KeyStoreError):
+    """The keys exist but were issued to another slave SAE (nothing changed)."""
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a root key came from: ``kind`` is ``"qkd"`` (a pass), ``"relay"`` or ``"standin"``."""
+
+    kind: str = "qkd"
+    pass_id: str | None = None
+    seed: int | None = None
+    epsilon: float | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contiguous range of a root key, named by the piece id it gets when cut."""
+
+    key_id: str
+    root_id: str
+    offset_bits: int
+    length_bits: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Segment":
+        try:
+            seg = cls(str(d["key_id"]), str(d["root_id"]), int(d["offset_bits"]), int(d["length_bits"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"segment must have key_id, root_id, offset_bits, length_bits: {exc}") from None
+        _check_uuid(seg.key_id, "segment key_id")
+        if seg.offset_bits < 0 or seg.length_bits <= 0 or seg.offset_bits % 8 or seg.length_bits % 8:
+            raise ValueError(
+                f"segment offset_bits ({seg.offset_bits}) must be ≥ 0 and length_bits ({seg.length_bits}) > 0, "
+                "both multiples of 8"
+            )
+        return seg
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One row of the store: a range of a root key in one state."""
+
+    key_id: str
+    link: str
+    root_id: str
+    offset_bits: int
+    length_bits: int
+    state: str
+    role: str | None
+    master_sae: str | None
+    slave_sae: str | None
+    kme_id: str | None
+    request_id: str | None
+    peer_ack: int | None
+    purpose: str | None
+    updated_utc: str
+
+    def __repr__(self) -> str:
+        who = f", {self.master_sae}→{self.slave_sae}" if self.master_sae else ""
+        return (
+            f"Piece({self.key_id[:8]}… {self.link}, {self.length_bits} bits @ {self.root_id[:8]}…+{self.offset_bits}, "
+            f"{self.state}{who})"
+        )
+
+
+_PIECE_COLS = (
+    "key_id, link, root_id, offset_bits, length_bits, state, role, master_sae, slave_sae, kme_id, "
+    "request_id, peer_ack, purpose, updated_utc"
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (
+    root_id      TEXT PRIMARY KEY,
+    link         TEXT NOT NULL,
+    length_bits  INTEGER NOT NULL CHECK (length_bits > 0 AND length_bits % 8 = 0),
+    material     BLOB NOT NULL,
+    origin_kind  TEXT NOT NULL,
+    origin_pass  TEXT,
+    origin_seed  INTEGER,
+    epsilon      REAL,
+    origin_note  TEXT,
+    created_utc  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pieces (
+    key_id       TEXT PRIMARY KEY,
+    link         TEXT NOT NULL,
+    root_id      TEXT NOT NULL REFERENCES roots(root_id),
+    offset_bits  INTEGER NOT NULL CHECK (offset_bits >= 0 AND offset_bits % 8 = 0),
+    length_bits  INTEGER NOT NULL CHECK (length_bits > 0 AND length_bits % 8 = 0),
+    state        TEXT NOT NULL CHECK (state IN ('available','reserved','delivered','relayed','consumed')),
+    role         TEXT CHECK (role IS NULL OR role IN ('master','slave')),
+    master_sae   TEXT,
+    slave_sae    TEXT,
+    kme_id       TEXT,
+    request_id   TEXT,
+    peer_ack     INTEGER,
+    purpose      TEXT,
+    updated_utc  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pieces_link_state ON pieces(link, state);
+CREATE INDEX IF NOT EXISTS pieces_root ON pieces(root_id, offset_bits);
+CREATE INDEX IF NOT EXISTS pieces_request ON pieces(request_id);
+CREATE TABLE IF NOT EXISTS tombstones (request_id TEXT PRIMARY KEY, utc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    utc         TEXT NOT NULL,
+    key_id      TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    request_id  TEXT,
+    note        TEXT
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def _check_uuid(value: str, name: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, AttributeError, TypeError):
+        raise ValueError(f"{name} must be a UUID string, got {value!r}") from None
+
+
+def _check_link(link: str) -> str:
+    if not isinstance(link, str) or not link.strip():
+        raise ValueError(f"link must be a non-empty site name, got {link!r}")
+    return link
+
+
+def key_id_for(pass_id: str) -> str:
+    """Deterministic root key id for a pass (uuid5), so both ends deposit a pass key under the same id."""
+    return str(uuid.uuid5(_NAMESPACE, str(pass_id)))
+
+
+def cuts_from_front(site: str, link: str) -> bool:
+    """True if ``site`` cuts from the front of its pool with ``link`` (its name sorts first)."""
+    return site < link
+
+
+def bits_to_bytes(bits: np.ndarray) -> bytes:
+    """Pack a 0/1 ``np.uint8`` bit array (MSB first, as :func:`numpy.packbits`) into bytes.
+
+    A trailing partial byte (``len(bits) % 8`` bits) is dropped, so both ends of a link that
+    hold the same bit string store the same whole bytes.
+    """
+    b = np.asarray(bits)
+    if b.ndim != 1:
+        raise ValueError(f"bits must be a 1-D array, got shape {b.shape}")
+    if b.size and (b.min() < 0 or b.max() > 1):
+        raise ValueError("bits must contain only 0 and 1")
+    n = (b.size // 8) * 8
+    return np.packbits(b[:n].astype(np.uint8)).tobytes()
+
+
+def bytes_to_bits(data: bytes) -> np.ndarray:
+    """Inverse of :func:`bits_to_bytes`: bytes → 0/1 ``np.uint8`` array, MSB first."""
+    return np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8))
+
+
+def _as_material(key: bytes | bytearray | memoryview | np.ndarray) -> bytes:
+    if isinstance(key, np.ndarray):
+        return bits_to_bytes(key)
+    if isinstance(key, (bytes, bytearray, memoryview)):
+        return bytes(key)
+    raise ValueError(f"key must be bytes or a 0/1 uint8 bit array, got {type(key).__name__}")
+
+
+class KeyStore:
+    """One site's key store (SQLite).
+
+    >>> import tempfile, os
+    >>> d = tempfile.mkdtemp()
+    >>> st = KeyStore(os.path.join(d, "xinglong.db"), site="Xinglong")
+    >>> rid = st.deposit("Nanshan", bytes(range(64)))
+    >>> st.stats()["links"]["Nanshan"]["available"]
+    {'count': 1, 'bits': 512}
+    >>> st.close()
+
+    Thread-safe (one connection behind a lock); several processes may open the same file
+    (SQLite locking, ``busy_timeout``).
+    """
+
+    def __init__(self, path: str | Path, site: str | None = None, *, wipe: bool = True, timeout_s: float = 30.0):
+        self.path = Path(path)
+        self.wipe = bool(wipe)
+        self._lock = threading.RLock()
+        self._depth = 0  # transaction nesting (savepoints), guarded by the lock
+        if site is None and not self.path.exists():
+            raise ValueError(f"site is required to create a new key store at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._con = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
+        self._con.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
+        mode = self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise KeyStoreError(f"could not switch {self.path} to WAL journal mode (got {mode})")
+        self._con.execute("PRAGMA synchronous = FULL")
+        self._con.execute("PRAGMA foreign_keys = ON")
+        with self._tx() as cur:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    cur.execute(stmt)
+            meta = dict(cur.execute("SELECT name, value FROM meta").fetchall())
+            if not meta:
+                if site is None:
+                    raise ValueError(f"site is required to initialise the key store at {self.path}")
+                cur.executemany(
+                    "INSERT INTO meta(name, value) VALUES (?, ?)",
+                    [("schema_version", str(SCHEMA_VERSION)), ("site", site), ("created_utc", _now())],
+                )
+                meta = {"schema_version": str(SCHEMA_VERSION), "site": site}
+        version = int(meta["schema_version"])
+        if version > SCHEMA_VERSION:
+            self._con.close()
+            raise KeyStoreError(
+                f"{self.path} has schema version {version}, newer than this satqkd supports ({SCHEMA_VERSION})"
+            )
+        if site is not None and meta["site"] != site:
+            self._con.close()
+            raise ValueError(f"{self.path} is the store of site {meta['site']!r}, not {site!r}")
+        self.site: str = meta["site"]
+        self.schema_version = version
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+    def __enter__(self) -> "KeyStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"KeyStore({self.site!r} at {str(self.path)!r})"
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (``BEGIN IMMEDIATE``): all of it commits, or none of it.
+
+        Nested use (an operation called from a ``within`` callback) becomes a savepoint of the
+        enclosing transaction, so the whole nest commits or rolls back together.
+        """
+        with self._lock:
+            cur = self._con.cursor()
+            self._depth += 1
+            sp = f"sp{self._depth}"
+            try:
+                cur.execute("BEGIN IMMEDIATE" if self._depth == 1 else f"SAVEPOINT {sp}")
+                try:
+                    yield cur
+                except BaseException:
+                    if self._con.in_transaction:
+                        if self._depth == 1:
+                            self._con.execute("ROLLBACK")
+                        else:
+                            self._con.execute(f"ROLLBACK TO {sp}")
+                            self._con.execute(f"RELEASE {sp}")
+                    raise
+                else:
+                    self._con.execute("COMMIT" if self._depth == 1 else f"RELEASE {sp}")
+            finally:
+                self._depth -= 1
+
+    def _log(self, cur: sqlite3.Cursor, key_id: str, state: str, request_id: str | None = None, note: str | None = None):
+        cur.execute(
+            "INSERT INTO events(utc, key_id, state, request_id, note) VALUES (?, ?, ?, ?, ?)",
+            (_now(), key_id, state, request_id, note),
+        )
+
+    def _material(self, cur: sqlite3.Cursor, root_id: str, offset_bits: int, length_bits: int) -> bytes:
+        row = cur.execute(
+            "SELECT substr(material, ?, ?) FROM roots WHERE root_id = ?",
+            (offset_bits // 8 + 1, length_bits // 8, root_id),
+        ).fetchone()
+        if row is None or len(row[0]) != length_bits // 8:
+            raise KeyStoreError(f"material of root {root_id} [{offset_bits}, +{length_bits}) is missing")
+        return bytes(row[0])
+
+    def _wipe(self, cur: sqlite3.Cursor, root_id: str, offset_bits: int, length_bits: int) -> None:
+        if not self.wipe:
+            return
+        rowid = cur.execute("SELECT rowid FROM roots WHERE root_id = ?", (root_id,)).fetchone()[0]
+        with self._con.blobopen("roots", "material", rowid) as blob:
+            blob.seek(offset_bits // 8)
+            blob.write(bytes(length_bits // 8))
+
+    def _carve(
+        self,
+        cur: sqlite3.Cursor,
+        link: str,
+        seg: Segment,
+        state: str,
+        *,
+        role: str | None = None,
+        master_sae: str | None = None,
+        slave_sae: str | None = None,
+        kme_id: str | None = None,
+        request_id: str | None = None,
+        peer_ack: int | None = None,
+        purpose: str | None = None,
+    ) -> None:
+        """Split the available piece holding ``seg`` so that ``seg`` becomes its own piece in ``state``."""
+        end = seg.offset_bits + seg.length_bits
+        row = cur.execute(
+            "SELECT key_id, link, offset_bits, length_bits FROM pieces WHERE root_id = ? AND state = 'available' "
+            "AND offset_bits <= ? AND offset_bits + length_bits >= ?",
+            (seg.root_id, seg.offset_bits, end),
+        ).fetchone()
+        if row is None or row[1] != link:
+            raise KeyUnavailable(
+                f"segment {seg.root_id}[{seg.offset_bits}, {end}) is not available on link {link!r}",
+                needed_bits=seg.length_bits,
+                details=[seg.to_json()],
+            )
+        pid, _, po, pl = row
+        now = _now()
+        cur.execute("DELETE FROM pieces WHERE key_id = ?", (pid,))
+        left = (po, seg.offset_bits - po)
+        right = (end, po + pl - end)
+        keep_for = right if right[1] > 0 else left
+        for off, ln in (left, right):
+            if ln <= 0:
+                continue
+            rid = pid if ((off, ln) == keep_for and pid != seg.key_id) else str(uuid.uuid4())
+            cur.execute(
+                "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
+                "VALUES (?, ?, ?, ?, ?, 'available', ?)",
+                (rid, link, seg.root_id, off, ln, now),
+            )
+        try:
+            cur.execute(
+                f"INSERT INTO pieces({_PIECE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (seg.key_id, link, seg.root_id, seg.offset_bits, seg.length_bits, state, role, master_sae,
+                 slave_sae, kme_id, request_id, peer_ack, purpose, now),
+            )
+        except sqlite3.IntegrityError:
+            raise KeyStoreError(f"key id {seg.key_id} already exists in {self.site}'s store") from None
+        self._log(cur, seg.key_id, state, request_id, purpose)
+
+    def _coalesce(self, cur: sqlite3.Cursor, root_ids: Iterable[str]) -> None:
+        """Merge adjacent available pieces of each root (after pieces were returned to the pool)."""
+        for root_id in set(root_ids):
+            rows = cur.execute(
+                "SELECT key_id, offset_bits, length_bits, link FROM pieces WHERE root_id = ? AND state = 'available' "
+                "ORDER BY offset_bits",
+                (root_id,),
+            ).fetchall()
+            i = 0
+            while i < len(rows):
+                kid, off, ln, link = rows[i]
+                j = i + 1
+                end = off + ln
+                while j < len(rows) and rows[j][1] == end:
+                    end += rows[j][2]
+                    j += 1
+                if j > i + 1:
+                    cur.executemany("DELETE FROM pieces WHERE key_id = ?", [(r[0],) for r in rows[i + 1 : j]])
+                    cur.execute(
+                        "UPDATE pieces SET length_bits = ?, updated_utc = ? WHERE key_id = ?", (end - off, _now(), kid)
+                    )
+                i = j
+
+    def _available_rows(self, cur: sqlite3.Cursor, link: str, front: bool, min_bits: int = 8):
+        order = "r.rowid ASC, p.offset_bits ASC" if front else "r.rowid DESC, p.offset_bits DESC"
+        return cur.execute(
+            "SELECT p.root_id, p.offset_bits, p.length_bits FROM pieces p JOIN roots r ON r.root_id = p.root_id "
+            f"WHERE p.link = ? AND p.state = 'available' AND p.length_bits >= ? ORDER BY {order}",
+            (link, min_bits),
+        )
+
+    def run_batch(self, calls: Sequence[Callable[[], object]]) -> list[tuple[bool, object]]:
+        """Group commit: run several store operations in one transaction (one fsync).
+
+        Each call runs in its own savepoint, so a call that raises is rolled back alone and the
+        others still commit. Returns ``[(ok, result_or_exception), ...]``; nothing is durable (and
+        no caller should act on its result) before this method returns.
+        """
+        out: list[tuple[bool, object]] = []
+        with self._tx():
+            for call in calls:
+                try:
+                    out.append((True, call()))
+                except Exception as exc:  # noqa: BLE001 - handed back to that call's owner
+                    out.append((False, exc))
+        return out
+
+    # ------------------------------------------------------------------ deposit and inspection
+    def deposit(
+        self,
+        link: str,
+        key: bytes | np.ndarray,
+        *,
+        key_id: str | None = None,
+        origin: Origin | None = None,
+    ) -> str:
+        """Deposit a final key shared with site ``link``; returns its (root) key id.
+
+        ``key`` is bytes or a 0/1 bit array (truncated to whole bytes). Use the same ``key_id``
+        at both ends of the link (e.g. :func:`key_id_for` of the pass id).
+        """
+        _check_link(link)
+        material = _as_material(key)
+        if not material:
+            raise ValueError("key must hold at least 8 bits")
+        key_id = _check_uuid(key_id, "key_id") if key_id is not None else str(uuid.uuid4())
+        origin = origin or Origin()
+        now = _now()
+        with self._tx() as cur:
+            try:
+                cur.execute(
+                    "INSERT INTO roots(root_id, link, length_bits, material, origin_kind, origin_pass, origin_seed, "
+                    "epsilon, origin_note, created_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (key_id, link, 8 * len(material), material, origin.kind, origin.pass_id, origin.seed,
+                     origin.epsilon, origin.note, now),
+                )
+            except sqlite3.IntegrityError:
+                raise KeyStoreError(f"key id {key_id} is already in {self.site}'s store") from None
+            cur.execute(
+                "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
+                "VALUES (?, ?, ?, 0, ?, 'available', ?)",
+                (key_id, link, key_id, 8 * len(material), now),
+            )
+            self._log(cur, key_id, "available", None, f"deposit {origin.kind}")
+        return key_id
+
+    def pieces(self, link: str | None = None, state: str | None = None, *, limit: int | None = None) -> list[Piece]:
+        """Pieces, optionally filtered by link and state, oldest root first."""
+        if state is not None and state not in STATES:
+            raise ValueError(f"state must be one of {STATES}, got {state!r}")
+        q = f"SELECT {', '.join('p.' + c.strip() for c in _PIECE_COLS.split(','))} FROM pieces p " \
+            "JOIN roots r ON r.root_id = p.root_id WHERE 1=1"
+        args: list = []
+        if link is not None:
+            q += " AND p.link = ?"
+            args.append(link)
+        if state is not None:
+            q += " AND p.state = ?"
+            args.append(state)
+        q += " ORDER BY r.rowid, p.offset_bits"
+        if limit is not None:
+            q += f" LIMIT {int(limit)}"
+        with self._lock:
+            return [Piece(*row) for row in self._con.execute(q, args).fetchall()]
+
+    def get(self, key_id: str) -> Piece | None:
+        with self._lock:
+            row = self._con.execute(f"SELECT {_PIECE_COLS} FROM pieces WHERE key_id = ?", (key_id,)).fetchone()
+        return Piece(*row) if row else None
+
+    def roots(self, link: str | None = None) -> list[dict]:
+        """Deposited root keys (without material): id, link, length, origin."""
+        q = "SELECT root_id, link, length_bits, origin_kind, origin_pass, origin_seed, epsilon, origin_note, created_utc FROM roots"
+        args: tuple = ()
+        if link is not None:
+            q += " WHERE link = ?"
+            args = (link,)
+        cols = ("root_id", "link", "length_bits", "origin_kind", "origin_pass", "origin_seed", "epsilon", "note", "created_utc")
+        with self._lock:
+            return [dict(zip(cols, r)) for r in self._con.execute(q + " ORDER BY rowid", args).fetchall()]
+
+    def links(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._con.execute("SELECT DISTINCT link FROM roots ORDER BY link").fetchall()]
+
+    def available_bits(self, link: str) -> int:
+        with self._lock:
+            row = self._con.execute(
+                "SELECT COALESCE(SUM(length_bits), 0) FROM pieces WHERE link = ? AND state = 'available'", (link,)
+            ).fetchone()
+        return int(row[0])
+
+    def count_cuttable(self, link: str, size_bits: int) -> int:
+        """How many keys of ``size_bits`` could be cut (each from one contiguous available range)."""
+        if size_bits <= 0 or size_bits % 8:
+            raise ValueError(f"size_bits must be a positive multiple of 8, got {size_bits}")
+        with self._lock:
+            row = self._con.execute(
+                "SELECT COALESCE(SUM(length_bits / ?), 0) FROM pieces WHERE link = ? AND state = 'available'",
+                (size_bits, link),
+            ).fetchone()
+        return int(row[0])
+
+    def stats(self) -> dict:
+        """Counts and bits by link and state, plus the ETSI bookkeeping counters.
+
+        ``issued_unconfirmed``: keys this site's KME issued (peer KME agreed) whose response to the
+        master SAE was not confirmed sent — never re-issued. ``awaiting_peer``: keys cut but not
+        yet acknowledged by the peer KME (released back to the pool by the KME's recovery).
+        """
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT link, state, COUNT(*), SUM(length_bits) FROM pieces GROUP BY link, state ORDER BY link, state"
+            ).fetchall()
+            unconf = self._con.execute(
+                "SELECT COUNT(*) FROM pieces WHERE role='master' AND state='reserved' AND peer_ack=1"
+            ).fetchone()[0]
+            waiting = self._con.execute(
+                "SELECT COUNT(*) FROM pieces WHERE role='master' AND state='reserved' AND peer_ack=0"
+            ).fetchone()[0]
+            nroots = self._con.execute("SELECT link, COUNT(*), SUM(length_bits) FROM roots GROUP BY link").fetchall()
+        links: dict[str, dict] = defaultdict(dict)
+        for link, state, n, bits in rows:
+            links[link][state] = {"count": int(n), "bits": int(bits)}
+        for link, n, bits in nroots:
+            links[link]["deposited"] = {"count": int(n), "bits": int(bits)}
+        return {
+            "site": self.site,
+            "path": str(self.path),
+            "schema_version": self.schema_version,
+            "links": dict(links),
+            "issued_unconfirmed": int(unconf),
+            "awaiting_peer": int(waiting),
+        }
+
+    def check_invariants(self) -> list[str]:
+        """Problems found (empty list = consistent): the pieces of each root must tile it exactly."""
+        problems = []
+        with self._lock:
+            roots = dict(self._con.execute("SELECT root_id, length_bits FROM roots").fetchall())
+            rows = self._con.execute(
+                "SELECT root_id, offset_bits, length_bits, key_id, state FROM pieces ORDER BY root_id, offset_bits"
+            ).fetchall()
+        by_root: dict[str, list] = defaultdict(list)
+        for r in rows:
+            by_root[r[0]].append(r)
+        for root_id, length in roots.items():
+            pos = 0
+            for _, off, ln, kid, state in by_root.pop(root_id, []):
+                if off != pos:
+                    problems.append(f"root {root_id}: {'gap' if off > pos else 'overlap'} at bit {pos} (piece {kid})")
+                pos = max(pos, off + ln)
+                if state not in STATES:
+                    problems.append(f"piece {kid}: unknown state {state!r}")
+            if pos != length:
+                problems.append(f"root {root_id}: pieces cover {pos} of {length} bits")
+        for root_id in by_root:
+            problems.append(f"pieces of unknown root {root_id}")
+        return problems
+
+    # ------------------------------------------------------------------ ETSI 014: master side
+    def reserve_new(
+        self,
+        link: str,
+        size_bits: int,
+        number: int,
+        *,
+        master_sae: str,
+        slave_sae: str,
+        kme_id: str,
+        request_id: str,
+        front: bool | None = None,
+    ) -> list[tuple[Segment, bytes]]:
+        """Master KME: cut ``number`` keys of ``size_bits`` (each contiguous) and reserve them, in one transaction.
+
+        The pieces are ``reserved`` with ``role='master'`` and ``peer_ack=0`` (the peer KME does
+        not know them yet). Raises :class:`KeyUnavailable` (nothing changed) if the pool cannot
+        serve all of them.
+        """
+        _check_link(link)
+        if size_bits <= 0 or size_bits % 8:
+            raise ValueError(f"size_bits must be a positive multiple of 8, got {size_bits}")
+        if number < 1:
+            raise ValueError(f"number must be ≥ 1, got {number}")
+        front = cuts_from_front(self.site, link) if front is None else front
+        with self._tx() as cur:
+            plan: list[tuple[str, int]] = []
+            for root_id, off, ln in self._available_rows(cur, link, front, size_bits):
+                k = min(number - len(plan), ln // size_bits)
+                for i in range(k):
+                    o = off + i * size_bits if front else off + ln - (i + 1) * size_bits
+                    plan.append((root_id, o))
+                if len(plan) == number:
+                    break
+            if len(plan) < number:
+                have = len(plan)
+                raise KeyUnavailable(
+                    f"link {link!r} can serve {have} keys of {size_bits} bits, {number} requested",
+                    needed_bits=number * size_bits,
+                    available_bits=have * size_bits,
+                )
+            out = []
+            for root_id, off in plan:
+                seg = Segment(str(uuid.uuid4()), root_id, off, size_bits)
+                self._carve(cur, link, seg, "reserved", role="master", master_sae=master_sae, slave_sae=slave_sae,
+                            kme_id=kme_id, request_id=request_id, peer_ack=0, purpose="etsi014")
+                out.append((seg, self._material(cur, root_id, off, size_bits)))
+        return out
+
+    def confirm_peer(self, key_ids: Sequence[str]) -> None:
+        """Master KME: the peer KME has recorded these keys (``peer_ack = 1``)."""
+        with self._tx() as cur:
+            for kid in key_ids:
+                n = cur.execute(
+                    "UPDATE pieces SET peer_ack = 1, updated_utc = ? WHERE key_id = ? AND role = 'master' "
+                    "AND state = 'reserved'",
+                    (_now(), kid),
+                ).rowcount
+                if n != 1:
+                    raise KeyStoreError(f"key {kid} is not a reserved master key")
+                self._log(cur, kid, "reserved", None, "peer ack")
+
+    def mark_delivered(self, key_ids: Sequence[str]) -> None:
+        """Master KME: the response carrying these keys was written to the SAE's connection."""
+        with self._tx() as cur:
+            for kid in key_ids:
+                row = cur.execute(
+                    "SELECT root_id, offset_bits, length_bits FROM pieces WHERE key_id = ? AND state = 'reserved' "
+                    "AND role = 'master' AND peer_ack = 1",
+                    (kid,),
+                ).fetchone()
+                if row is None:
+                    raise KeyStoreError(f"key {kid} is not an acknowledged reserved master key")
+                cur.execute("UPDATE pieces SET state = 'delivered', updated_utc = ? WHERE key_id = ?", (_now(), kid))
+                self._wipe(cur, *row)
+                self._log(cur, kid, "delivered", None, "response sent")
+
+    def pending_peer(self) -> dict[str, dict]:
+        """Master KME: requests cut but not acknowledged by the peer: ``{request_id: {"link", "key_ids"}}``."""
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT request_id, link, key_id FROM pieces WHERE role = 'master' AND state = 'reserved' "
+                "AND peer_ack = 0 ORDER BY request_id"
+            ).fetchall()
+        out: dict[str, dict] = {}
+        for rid, link, kid in rows:
+            out.setdefault(rid, {"link": link, "key_ids": []})["key_ids"].append(kid)
+        return out
+
+    # ------------------------------------------------------------------ ETSI 014: slave side
+    def reserve_segments(
+        self,
+        link: str,
+        segments: Sequence[Segment],
+        *,
+        master_sae: str,
+        slave_sae: str,
+        kme_id: str,
+        request_id: str,
+    ) -> bool:
+        """Slave KME: carve exactly the segments the master KME cut, reserved for ``slave_sae``, in one transaction.
+
+        Idempotent for a repeated ``request_id`` (returns False if already recorded). Refuses
+        (:class:`KeyUnavailable`, nothing changed) a request id that was released before, or a
+        segment that is not available here.
+        """
+        _check_link(link)
+        if not segments:
+            raise ValueError("segments must not be empty")
+        with self._tx() as cur:
+            if cur.execute("SELECT 1 FROM tombstones WHERE request_id = ?", (request_id,)).fetchone():
+                raise KeyUnavailable(f"request {request_id} was released before; it cannot be reserved again")
+            have = cur.execute(
+                "SELECT key_id, root_id, offset_bits, length_bits FROM pieces WHERE request_id = ? AND role = 'slave'",
+                (request_id,),
+            ).fetchall()
+            if have:
+                want = {(s.key_id, s.root_id, s.offset_bits, s.length_bits) for s in segments}
+                if set(map(tuple, have)) != want:
+                    raise KeyStoreError(f"request {request_id} was recorded with other segments")
+                return False
+            for seg in segments:
+                self._carve(cur, link, seg, "reserved", role="slave", master_sae=master_sae, slave_sae=slave_sae,
+                            kme_id=kme_id, request_id=request_id, purpose="etsi014")
+        return True
+
+    def deliver(self, key_ids: Sequence[str], *, master_sae: str, slave_sae: str) -> list[tuple[str, bytes]]:
+        """Slave KME: hand the keys to ``slave_sae`` once (reserved → delivered), all or nothing.
+
+        Raises :class:`NotEntitled` if a key was issued to another slave SAE, :class:`KeyNotFound`
+        if a key is unknown, already delivered, or from another master SAE.
+        """
+        if len(set(key_ids)) != len(key_ids):
+            raise KeyNotFound("a key id is repeated in the request")
+        out = []
+        with self._tx() as cur:
+            rows = []
+            for kid in key_ids:
+                row = cur.execute(
+                    "SELECT root_id, offset_bits, length_bits, master_sae, slave_sae FROM pieces "
+                    "WHERE key_id = ? AND role = 'slave' AND state = 'reserved'",
+                    (kid,),
+                ).fetchone()
+                if row is None or row[3] != master_sae:
+                    raise KeyNotFound(f"key {kid} is not held for master SAE {master_sae}")
+                if row[4] != slave_sae:
+                    raise NotEntitled(f"key {kid} was issued to another slave SAE")
+                rows.append((kid, row))
+            for kid, (root_id, off, ln, _, _) in rows:
+                out.append((kid, self._material(cur, root_id, off, ln)))
+                cur.execute("UPDATE pieces SET state = 'delivered', updated_utc = ? WHERE key_id = ?", (_now(), kid))
+                self._wipe(cur, root_id, off, ln)
+                self._log(cur, kid, "delivered", None, f"to {slave_sae}")
+        return out
+
+    # ------------------------------------------------------------------ both sides
+    def release(
+        self,
+        key_ids: Sequence[str],
+        *,
+        request_id: str | None = None,
+        tombstone: bool = False,
+        role: str | None = None,
+        kme_id: str | None = None,
+    ) -> dict:
+        """Return reserved (never delivered) pieces to the pool, in one transaction.
+
+        Returns ``{"released": [...], "delivered": [...], "unknown": [...]}``; a piece whose
+        ``role``/``kme_id``/``request_id`` do not match the given filters counts as unknown and is
+        left alone. With ``tombstone`` the request id is remembered so that a late reservation
+        for it is refused.
+        """
+        res: dict[str, list[str]] = {"released": [], "delivered": [], "unknown": []}
+        with self._tx() as cur:
+            if tombstone and request_id:
+                cur.execute("INSERT OR IGNORE INTO tombstones(request_id, utc) VALUES (?, ?)", (request_id, _now()))
+            roots = []
+            for kid in key_ids:
+                row = cur.execute(
+                    "SELECT state, root_id, role, kme_id, request_id FROM pieces WHERE key_id = ?", (kid,)
+                ).fetchone()
+                if row is None or (role is not None and row[2] != role) or (kme_id is not None and row[3] != kme_id) \
+                        or (request_id is not None and row[0] == "reserved" and row[4] != request_id):
+                    res["unknown"].append(kid)
+                elif row[0] != "reserved":
+                    res["delivered"].append(kid)
+                else:
+                    cur.execute(
+                        "UPDATE pieces SET state = 'available', role = NULL, master_sae = NULL, slave_sae = NULL, "
+                        "kme_id = NULL, request_id = NULL, peer_ack = NULL, purpose = NULL, updated_utc = ? "
+                        "WHERE key_id = ?",
+                        (_now(), kid),
+                    )
+                    self._log(cur, kid, "available", request_id, "released")
+                    res["released"].append(kid)
+                    roots.append(row[1])
+            self._coalesce(cur, roots)
+        return res
+
+    # ------------------------------------------------------------------ OTP, relay, authentication
+    def take(
+        self,
+        link: str,
+        nbits: int,
+        *,
+        state: str = "consumed",
+        purpose: str = "otp",
+        request_id: str | None = None,
+        front: bool | None = None,
+        within: Callable[[list[Segment], bytes], None] | None = None,
+    ) -> tuple[list[Segment], bytes]:
+        """Cut ``nbits`` from the link's pool (possibly several ranges) into ``state``, in one transaction.
+
+        ``within(segments, material)`` runs inside the transaction, before commit: if it raises,
+        nothing is taken. Raises :class:`KeyUnavailable` if the pool holds fewer than ``nbits``.
+        """
+        _check_link(link)
+        if state not in ("consumed", "relayed"):
+            raise ValueError(f"state must be 'consumed' or 'relayed', got {state!r}")
+        if purpose not in _PURPOSES:
+            raise ValueError(f"purpose must be one of {_PURPOSES}, got {purpose!r}")
+        if nbits <= 0 or nbits % 8:
+            raise ValueError(f"nbits must be a positive multiple of 8, got {nbits}")
+        front = cuts_from_front(self.site, link) if front is None else front
+        with self._tx() as cur:
+            plan = []
+            need = nbits
+            for root_id, off, ln in self._available_rows(cur, link, front):
+                t = min(need, ln)
+                plan.append((root_id, off if front else off + ln - t, t))
+                need -= t
+                if need == 0:
+                    break
+            if need:
+                avail = nbits - need
+                raise KeyUnavailable(
+                    f"link {link!r} holds {avail} available bits, {nbits} needed",
+                    needed_bits=nbits,
+                    available_bits=avail,
+                )
+            segs = [Segment(str(uuid.uuid4()), r, o, t) for r, o, t in plan]
+            material = self._take_segments(cur, link, segs, state, purpose, request_id)
+            if within is not None:
+                within(segs, material)
+        return segs, material
+
+    def take_segments(
+        self,
+        link: str,
+        segments: Sequence[Segment],
+        *,
+        state: str = "consumed",
+        purpose: str = "otp",
+        request_id: str | None = None,
+        within: Callable[[list[Segment], bytes], None] | None = None,
+    ) -> bytes:
+        """Carve the named segments (cut by the other end) into ``state``, in one transaction.
+
+        Returns their concatenated material. ``within`` as in :meth:`take`. Raises
+        :class:`KeyUnavailable` (nothing changed) if any segment is not available here.
+        """
+        _check_link(link)
+        if state not in ("consumed", "relayed"):
+            raise ValueError(f"state must be 'consumed' or 'relayed', got {state!r}")
+        if not segments:
+            raise ValueError("segments must not be empty")
+        with self._tx() as cur:
+            material = self._take_segments(cur, link, list(segments), state, purpose, request_id)
+            if within is not None:
+                within(list(segments), material)
+        return material
+
+    def peek_segments(self, link: str, segments: Sequence[Segment]) -> bytes:
+        """Material of available segments without changing anything (e.g. to check a MAC before consuming)."""
+        with self._tx() as cur:
+            parts = []
+            for seg in segments:
+                row = cur.execute(
+                    "SELECT 1 FROM pieces WHERE root_id = ? AND link = ? AND state = 'available' AND offset_bits <= ? "
+                    "AND offset_bits + length_bits >= ?",
+                    (seg.root_id, link, seg.offset_bits, seg.offset_bits + seg.length_bits),
+                ).fetchone()
+                if row is None:
+                    raise KeyUnavailable(f"segment {seg.root_id}[{seg.offset_bits}, +{seg.length_bits}) is not available")
+                parts.append(self._material(cur, seg.root_id, seg.offset_bits, seg.length_bits))
+        return b"".join(parts)
+
+    def _take_segments(self, cur, link, segs, state, purpose, request_id) -> bytes:
+        parts = []
+        for seg in segs:
+            self._carve(cur, link, seg, state, purpose=purpose, request_id=request_id)
+            parts.append(self._material(cur, seg.root_id, seg.offset_bits, seg.length_bits))
+        for seg in segs:
+            self._wipe(cur, seg.root_id, seg.offset_bits, seg.length_bits)
+        return b"".join(parts)
+
+
+def open_store(path: str | Path, site: str | None = None) -> KeyStore:
+    """Open (or, with ``site``, create) a key store."""
+    return KeyStore(path, site)
+
+
+def stats(path: str | Path) -> dict:
+    """Stats of the store at ``path`` (see :meth:`KeyStore.stats`)."""
+    with KeyStore(path) as st:
+        return st.stats()
+
+
+def ls(path: str | Path, link: str | None = None, state: str | None = None, limit: int | None = None) -> list[dict]:
+    """Pieces of the store at ``path`` as plain dicts (for ``satqkd keys ls``)."""
+    with KeyStore(path) as st:
+        return [asdict(p) for p in st.pieces(link, state, limit=limit)]
