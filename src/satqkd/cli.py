@@ -188,7 +188,25 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         _fail_input(f"--{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summary: dict | None, prog) -> dict:
+def _deposit(res, cfg, seed: int, store: Path, sat_store: Optional[Path], pass_id: str) -> list[str]:
+    """Put the verified final keys into the ground station's (and optionally the satellite's) store."""
+    from .keys.store import KeyStore, Origin, key_id_for
+
+    if not res.ok:
+        return []
+    eps = float(sum(res.bob.epsilon_parts.values()))
+    origin = Origin(kind="qkd", pass_id=pass_id, seed=seed, epsilon=eps)
+    kid = key_id_for(pass_id)
+    with KeyStore(store, site=cfg.station.name) as st:
+        st.deposit(cfg.satellite, res.bob.key, key_id=kid, origin=origin)
+    if sat_store is not None:
+        with KeyStore(sat_store, site=cfg.satellite) as st:
+            st.deposit(cfg.station.name, res.alice.key, key_id=kid, origin=origin)
+    return [kid]
+
+
+def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summary: dict | None, prog,
+                           store: Optional[Path] = None, sat_store: Optional[Path] = None) -> dict:
     from .outputs import postprocess_summary, write_keys
     from .protocol.session import postprocess as run_pp
     from . import report
@@ -201,6 +219,9 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     summary = {**(sim_summary or {}), **pp}
     if sim_summary:
         summary["stage_seconds"] = {**{f"sim_{k}": v for k, v in sim_summary["stage_seconds"].items()}, **pp["stage_seconds"]}
+    pass_id = str(raw.meta.get("pass_id") or f"{cfg.name}:seed{seed}")
+    if store is not None:
+        summary["store_key_ids"] = _deposit(res, cfg, seed, store, sat_store, pass_id)
     report.write_json(summary, out / "summary.json")
     write_keys(res, out)
     if res.ok:
@@ -235,6 +256,8 @@ def run(
     ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
     finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
     figures: bool = typer.Option(True, help="write the PNG figures"),
+    store: Optional[Path] = typer.Option(None, help="deposit the ground station's final key in this key store (SQLite)"),
+    sat_store: Optional[Path] = typer.Option(None, help="deposit the satellite's final key in this key store"),
 ) -> None:
     """Simulate a pass and post-process it into final keys at both ends."""
     cfg = _load(preset, config)
@@ -252,7 +275,7 @@ def run(
             _error(str(exc))
             raise typer.Exit(1)
         write_simulation(sim, out, figures=figures)
-        s = _postprocess_and_write(sim.raw, cfg, seed, ec, finite_key, out, sim.summary(), prog)
+        s = _postprocess_and_write(sim.raw, cfg, seed, ec, finite_key, out, sim.summary(), prog, store, sat_store)
     _print_pass_summary(s, time.perf_counter() - t0)
     _print_key_summary(s)
     out_console.print(f"wrote {out}/summary.json, {out}/timeseries.csv, {out}/raw.npz, figures and {out}/keys/")
@@ -269,6 +292,8 @@ def postprocess_cmd(
     out: Path = typer.Option(Path("out/postprocess"), help="output directory"),
     ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
     finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+    store: Optional[Path] = typer.Option(None, help="deposit the ground station's final key in this key store (SQLite)"),
+    sat_store: Optional[Path] = typer.Option(None, help="deposit the satellite's final key in this key store"),
 ) -> None:
     """Post-process saved raw records into final keys at both ends."""
     cfg = _load(preset, config)
@@ -283,7 +308,7 @@ def postprocess_cmd(
         _fail_input(str(exc))
     out.mkdir(parents=True, exist_ok=True)
     with _progress() as prog:
-        s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog)
+        s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog, store, sat_store)
     _print_key_summary(s)
     if s["aborted"]:
         raise typer.Exit(1)
@@ -315,6 +340,120 @@ def bench_postprocess(
         f"EC {e['method']}: {e['bits'] / e['seconds'] / 1e6:.1f} Mbit/s, f = {e['efficiency']:.3f}, frame errors {e['frame_errors']}\n"
         f"PA: {p['bits_in'] / p['seconds'] / 1e6:.1f} Mbit/s ({p['bits_in']:,} → {p['bits_out']:,} bits)"
     )
+
+
+# ------------------------------------------------------------------------------ key management
+keys_app = typer.Typer(help="Inspect key stores.", no_args_is_help=True)
+otp_app = typer.Typer(help="One-time-pad files with relayed or QKD key.", no_args_is_help=True)
+kme_app = typer.Typer(help="ETSI GS QKD 014 key management entities.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(otp_app, name="otp")
+app.add_typer(kme_app, name="kme")
+
+
+def _existing_store(store: Path) -> Path:
+    if not store.is_file():
+        _fail_input(f"--store {store}: no key store there")
+    return store
+
+
+@keys_app.command("stats")
+def keys_stats(store: Path = typer.Option(..., "--store", help="key store (SQLite)")) -> None:
+    """Counts and bits per link and state."""
+    from .keys.store import stats
+
+    out_console.print_json(data=stats(_existing_store(store)))
+
+
+@keys_app.command("ls")
+def keys_ls(
+    store: Path = typer.Option(..., "--store", help="key store (SQLite)"),
+    link: Optional[str] = typer.Option(None, help="only this link (peer site)"),
+    state: Optional[str] = typer.Option(None, help="only this state"),
+    limit: int = typer.Option(50, min=1, help="at most this many rows"),
+) -> None:
+    """List keys: id, link, length, state, SAE pair."""
+    from .keys.store import ls
+
+    t = Table("key_id", "link", "bits", "state", "master → slave")
+    for p in ls(_existing_store(store), link, state, limit):
+        t.add_row(p["key_id"], p["link"], str(p["length_bits"]), p["state"], f"{p['master_sae'] or ''} → {p['slave_sae'] or ''}")
+    out_console.print(t)
+
+
+def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
+    from .keys.otp import OtpError, decrypt_file, encrypt_file
+    from .keys.store import KeyStore
+
+    if not inp.is_file():
+        _fail_input(f"input file {inp} does not exist")
+    fn = encrypt_file if kind == "encrypt" else decrypt_file
+    try:
+        with KeyStore(_existing_store(store)) as st:
+            out_console.print(repr(fn(st, peer, inp, out)))
+    except OtpError as exc:
+        _error(str(exc))
+        raise typer.Exit(1)
+
+
+@otp_app.command("encrypt")
+def otp_encrypt(
+    inp: Path = typer.Argument(..., help="file to encrypt"),
+    out: Path = typer.Argument(..., help="ciphertext file"),
+    store: Path = typer.Option(..., "--store"),
+    peer: str = typer.Option(..., "--peer", help="the site that will decrypt"),
+) -> None:
+    """One-time-pad a file with key shared with PEER (the key is consumed in the same transaction)."""
+    _otp("encrypt", inp, out, store, peer)
+
+
+@otp_app.command("decrypt")
+def otp_decrypt(
+    inp: Path = typer.Argument(..., help="ciphertext file"),
+    out: Path = typer.Argument(..., help="plaintext file"),
+    store: Path = typer.Option(..., "--store"),
+    peer: str = typer.Option(..., "--peer", help="the site that encrypted"),
+) -> None:
+    """Check the MAC and decrypt a file from PEER (consumes the same key ids)."""
+    _otp("decrypt", inp, out, store, peer)
+
+
+@kme_app.command("certs")
+def kme_certs(
+    dir: Path = typer.Argument(..., help="output directory for the demo PKI"),
+    sae: list[str] = typer.Option(..., "--sae", help="SAE id (repeat)"),
+    kme: list[str] = typer.Option(["kme-xinglong", "kme-nanshan"], "--kme", help="KME id (repeat)"),
+) -> None:
+    """Make a demo PKI: a CA, KME server certificates and SAE client certificates."""
+    from .keys.pki import make_certs
+
+    out_console.print(repr(make_certs(dir, sae, kme)))
+
+
+@kme_app.command("serve")
+def kme_serve(
+    store: Path = typer.Option(..., "--store", help="this site's key store"),
+    tls: Path = typer.Option(..., "--tls", help="directory made by `satqkd kme certs`"),
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535),
+    network: Path = typer.Option(..., "--network", help="JSON: the KMEs and the SAEs each serves"),
+    kme_id: str = typer.Option(..., "--kme-id"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+) -> None:
+    """Serve one site's ETSI GS QKD 014 API over HTTPS with client certificates (until SIGINT/SIGTERM)."""
+    from .keys.kme import serve
+
+    serve(_existing_store(store), tls, port, network=network, kme_id=kme_id, host=host)
+
+
+@kme_app.command("demo")
+def kme_demo(
+    dir: Path = typer.Option(..., "--dir", help="working directory: stores, PKI, kme.json"),
+    seed: int = typer.Option(7, min=0),
+) -> None:
+    """Relay run → Xinglong and Nanshan stores → two KMEs on loopback; DIR/kme.json describes them."""
+    from .keys.kme import run_demo
+
+    raise typer.Exit(run_demo(dir, seed=seed, on_ready=lambda d: out_console.print(f"KMEs up: {d.kme_json} (Ctrl-C to stop)")))
 
 
 def main() -> None:

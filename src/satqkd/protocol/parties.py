@@ -43,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from ..postprocess import amplification, estimation, verification
-from ..postprocess.authentication import PAD_BITS
+from ..postprocess.authentication import PAD_BITS, AuthenticationError
 from ..postprocess.sifting import count_table, error_table
 from .channel import ChannelError, Endpoint
 from .compress import decode_sorted, encode_sorted, pack_2bit, unpack_2bit
@@ -141,8 +141,13 @@ def _run(role: str, ep: Endpoint, body: Callable[[PartyOutcome], None]) -> Party
     except ProtocolAbort as exc:
         out.key, out.abort_reason = None, str(exc)
         ep.abort(str(exc))
-    except ChannelError as exc:  # includes authentication failures and the peer's abort
+    except (ChannelError, AuthenticationError) as exc:  # tag failures, the peer's abort, timeouts
         out.key, out.abort_reason = None, f"{type(exc).__name__}: {exc}"
+        ep.abort(out.abort_reason)
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:
+        # a message that is not yet authenticated (transcript mode) may have been altered in
+        # transit: whatever it breaks, the run ends without a key
+        out.key, out.abort_reason = None, f"malformed or altered message ({type(exc).__name__}: {exc})"
         ep.abort(out.abort_reason)
     except Exception as exc:  # noqa: BLE001 - a crash must still tell the peer, then propagate
         ep.abort(f"internal error: {exc}")
