@@ -22,8 +22,8 @@ _LAZY = {
     "find_passes": ("satqkd.sky.orbit", "find_passes"),
     "link_series": ("satqkd.sky.link", "link_series"),
     "link_budget_db": ("satqkd.sky.link", "link_budget_db"),
-    "simulate": ("satqkd.simulate", "simulate"),
-    "PassSimulation": ("satqkd.simulate", "PassSimulation"),
+    "simulate": ("satqkd.pass_simulation", "simulate"),
+    "PassSimulation": ("satqkd.pass_simulation", "PassSimulation"),
     "save_raw": ("satqkd.rawio", "save_raw"),
     "load_raw": ("satqkd.rawio", "load_raw"),
 }
