@@ -6,7 +6,9 @@ The face of the package: the few calls a notebook needs. Heavy modules load on f
     >>> cfg = satqkd.load_preset("micius-2016-12-19")
     >>> pass_ = satqkd.find_pass(cfg)                       # doctest: +SKIP
     >>> sim = satqkd.simulate(cfg, seed=7)                  # doctest: +SKIP
-    >>> result = satqkd.postprocess(sim.raw, cfg, seed=7)   # doctest: +SKIP
+    >>> result = satqkd.postprocess_pass(sim.raw, cfg, seed=7)   # doctest: +SKIP
+
+(``satqkd.postprocess`` is the sub-package of post-processing stages, hence ``postprocess_pass``.)
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ _LAZY = {
     "link_budget_db": ("satqkd.sky.link", "link_budget_db"),
     "simulate": ("satqkd.pass_simulation", "simulate"),
     "PassSimulation": ("satqkd.pass_simulation", "PassSimulation"),
+    "postprocess_pass": ("satqkd.protocol.session", "postprocess"),
+    "PostprocessResult": ("satqkd.protocol.session", "PostprocessResult"),
     "save_raw": ("satqkd.rawio", "save_raw"),
     "load_raw": ("satqkd.rawio", "load_raw"),
 }
