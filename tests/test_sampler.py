@@ -335,3 +335,102 @@ def test_progress_callback_reaches_total():
     sample_pass(config(), const_link(0.02, 0.01, 0.02, 100.0), np.random.default_rng(0), progress=lambda d, t: calls.append((d, t)))
     assert calls and calls[-1][0] == calls[-1][1]
     assert all(b[0] > a[0] for a, b in zip(calls, calls[1:]))
+
+
+# ------------------------------------------------- fast kernels equal their plain NumPy formulation
+def test_flight_time_spline_is_the_not_a_knot_cubic_spline():
+    """The range interpolant equals SciPy's not-a-knot cubic spline (an independent implementation)
+    and reproduces a cubic exactly; 2 and 3 points give the line and the parabola."""
+    from scipy.interpolate import make_interp_spline
+
+    rng = np.random.default_rng(30)
+    for n in (2, 3, 4, 7, 274):
+        x = np.cumsum(rng.uniform(0.5, 1.5, n))
+        y = 8e5 + 3e3 * np.sin(x / 7.0) + rng.normal(0, 50.0, n)
+        xq = np.linspace(x[0] - 0.1, x[-1] + 0.1, 5001)  # incl. the extrapolated margins
+        ours = qs._cubic_eval(x, y, qs._cubic_slopes(x, y), xq)
+        ref = make_interp_spline(x, y, k=min(3, n - 1))(xq)
+        np.testing.assert_allclose(ours, ref, rtol=1e-13, atol=1e-9)
+    x = np.array([0.0, 0.7, 1.1, 2.5, 3.0, 4.2])
+    cubic = lambda v: 1.0 - 2.0 * v + 0.5 * v**2 - 0.25 * v**3  # noqa: E731
+    xq = np.linspace(-0.1, 4.3, 101)
+    np.testing.assert_allclose(qs._cubic_eval(x, cubic(x), qs._cubic_slopes(x, cubic(x)), xq), cubic(xq), atol=1e-12)
+
+
+def test_tag_times_and_candidates_equal_the_numpy_formulation():
+    cfg = config()
+    link = const_link(2.0, 0.01, 0.02, 100.0, range_rate_m_s=7e3)
+    clock = qs._clock(cfg, link)
+    rng = np.random.default_rng(31)
+    R = cfg.source.rep_rate_hz
+    pulse = np.sort(rng.integers(-5_000_000, int(2.05 * R), 200_000))  # incl. beyond the grid ends
+    pulse[:3] = np.round(clock.grid_s[[0, 10, -1]] * R).astype(np.int64)  # on grid points
+    noise = rng.normal(0, 634.0, pulse.size)
+    ref = np.rint(clock.bob_ps(clock.ground_from_emission(pulse / R)) + noise).astype(np.int64)
+    np.testing.assert_array_equal(clock.tag_ps(pulse, R, noise), ref)
+    # revealed pulses: nearest (and near-midpoint second nearest) pulses of every tag, minus clicked
+    t = np.sort(ref + rng.integers(-5000, 5000, ref.size))
+    tr = np.where(rng.random(t.size) < 0.5, pulse, -1)
+    grid = qs._SliceGrid(np.array([0, int(2 * R)], dtype=np.int64), int(2 * R))
+    clicked = np.unique(pulse[::3])
+    k, other = qs._nearest_pulses(clock, t, R)
+    cand = np.concatenate([k[k != tr], other])
+    cand = np.unique(cand[(cand >= 0) & (cand < grid.stop)])
+    np.testing.assert_array_equal(qs._revealed_pulses(clock, t, tr, grid, R, clicked), np.setdiff1d(cand, clicked))
+
+
+def test_merge_tags_is_a_stable_sort_then_dead_time():
+    rng = np.random.default_rng(32)
+    parts = []
+    for n, is_sorted in ((50_000, True), (300, False), (20_000, True)):
+        t = rng.integers(0, 2_000_000_000, n)
+        t = np.sort(t) if is_sorted else t
+        t[5:10] = t[4]  # ties inside a part
+        parts.append((t, rng.integers(0, 4, n).astype(np.uint8), rng.integers(0, 10**9, n)))
+    parts[2][0][:50] = parts[0][0][:50]  # ties across parts: earlier part first
+    parts[2] = (parts[2][0], parts[2][1], None)
+    t_all = np.concatenate([p[0] for p in parts])
+    d_all = np.concatenate([p[1] for p in parts])
+    tr_all = np.concatenate([p[2] if p[2] is not None else np.full(p[0].size, -1) for p in parts])
+    o = np.argsort(t_all, kind="stable")
+    for dead_ns in (0.0, 50.0, 5000.0):
+        keep = qdet.apply_dead_time(t_all[o], d_all[o], int(round(dead_ns * 1e3)))
+        t, d, tr, n_dead = qs._merge_tags(parts, dead_ns)
+        np.testing.assert_array_equal(t, t_all[o][keep])
+        np.testing.assert_array_equal(d, d_all[o][keep])
+        np.testing.assert_array_equal(tr, tr_all[o][keep])
+        assert n_dead == np.count_nonzero(~keep)
+
+
+def test_intensity_draws_by_counts_equal_draws_by_rows():
+    from satqkd.quantum import source as qsrc
+
+    w = np.array([[0.5, 0.25, 0.0], [0.1, 0.1, 0.8], [0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+    counts = np.array([1000, 0, 7, 2500])
+    a = qsrc.draw_intensity_by_counts(w, counts, np.random.default_rng(33))
+    b = qsrc.draw_intensity(w, np.repeat(np.arange(4), counts), np.random.default_rng(33))
+    np.testing.assert_array_equal(a, b)
+    assert np.all(a[:1000] < 2) and np.all(a[1000:1007] == 0)  # zero weight never drawn; empty row → class 0
+
+
+def test_slice_kernels_equal_the_per_pulse_formulation_draw_by_draw():
+    """Walking the slices (no per-pulse slice index) gives the same draws as the per-pulse arrays."""
+    rng = np.random.default_rng(34)
+    ns, per = 40, 1000
+    m = rng.integers(0, 60, ns)
+    grid = qs._SliceGrid(np.append(np.arange(ns) * per, (ns - 1) * per + 700).astype(np.int64), per)  # short last slice
+    sl = np.repeat(np.arange(ns), m)
+    np.testing.assert_array_equal(qs._offsets_by_count(grid, m, np.random.default_rng(1)),
+                                  qs._offsets(grid, sl, np.random.default_rng(1)))
+    lam_tab = rng.uniform(0.05, 3.0, (ns, 3))  # large Λ: many pulses with several photo-detections
+    inten = rng.integers(0, 3, sl.size).astype(np.uint8)
+    basis, bit = (rng.integers(0, 2, sl.size).astype(np.uint8) for _ in range(2))
+    e_slice = rng.uniform(0.0, 0.1, ns)
+    first, more, mask, extra = qs._click_patterns_by_slice(lam_tab, m, inten, basis, bit, e_slice, np.random.default_rng(2))
+    mask_ref, first_ref = qs._click_patterns(lam_tab[sl, inten], basis, bit, e_slice[sl], np.random.default_rng(2))
+    assert more.size > 100
+    np.testing.assert_array_equal(first, first_ref)
+    np.testing.assert_array_equal(mask, mask_ref[more])
+    single = np.setdiff1d(np.arange(sl.size), more)
+    np.testing.assert_array_equal(mask_ref[single], np.left_shift(1, first_ref[single]))
+    np.testing.assert_array_equal(extra, mask & ~np.left_shift(1, first[more]).astype(np.uint8))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from satqkd.config import load_preset
-from satqkd.quantum import fit_clock, match_alice, sample_pass, synchronise
+from satqkd.quantum import Detections, fit_clock, match_alice, sample_pass, synchronise
 from satqkd.quantum import detector as qdet
 from satqkd.records import LinkSeries, RawRecords
 
@@ -161,3 +161,39 @@ def test_match_alice_and_bad_inputs():
     few = RawRecords(**{**raw.__dict__, "beacon_time_ps": raw.beacon_time_ps[:1], "beacon_index": raw.beacon_index[:1]})
     with pytest.raises(ValueError, match="beacon"):
         synchronise(few, rng=np.random.default_rng(0))
+
+
+def test_lsq_spline_matches_scipy():
+    """The least-squares spline equals SciPy's ``make_lsq_spline`` (an independent QR solution)."""
+    from scipy.interpolate import make_lsq_spline
+
+    from satqkd.quantum.timing import lsq_spline
+
+    rng = np.random.default_rng(40)
+    x = np.sort(rng.uniform(0.0, 120.0, 30_000))
+    y = 3e9 + 2.5e7 * np.sqrt(1 + ((x - 60) / 20) ** 2) + rng.normal(0, 500.0, x.size)  # ps, LEO-like
+    w = rng.uniform(0.5, 3.0, x.size)
+    for k in (1, 3):
+        t = np.r_[[x[0]] * (k + 1), np.quantile(x, np.linspace(0, 1, 61)[1:-1]), [x[-1]] * (k + 1)]
+        ours, ref = lsq_spline(x, y, t, k, w), make_lsq_spline(x, y, t, k=k, w=w)
+        xq = np.linspace(-1.0, 121.0, 10_001)  # incl. extrapolation by the end polynomials
+        assert np.abs(ours(xq) - ref(xq)).max() < 1e-3  # ps, on values of ~3e9 ps
+
+
+def test_synchronise_and_match_do_not_need_time_ordered_input(preset_like):
+    """Shuffled tags (and unsorted detections) take the sort-based path: same detections and truth."""
+    cfg, raw, det = preset_like
+    o = np.random.default_rng(41).permutation(raw.n_tags)
+    shuffled = RawRecords(**{**raw.__dict__, "bob_time_ps": raw.bob_time_ps[o], "bob_detector": raw.bob_detector[o],
+                             "truth_pulse_index": raw.truth_pulse_index[o]})
+    det2 = synchronise(shuffled, rng=np.random.default_rng(22))
+    for f in ("pulse_index", "detector_mask", "bob_basis", "bob_bit", "double_click"):
+        np.testing.assert_array_equal(getattr(det2, f), getattr(det, f))
+    for f in ("tags_kept", "assigned_wrong", "truth_signal_tags", "truth_signal_kept", "truth_noise_kept"):
+        assert getattr(det2, f) == getattr(det, f)
+    assert det2.truth_time_error_ns == pytest.approx(det.truth_time_error_ns, abs=1e-9)
+    inten, basis, bit = match_alice(raw, det)
+    r = np.random.default_rng(42).permutation(det.n)
+    shuffled_det = Detections(**{**det.__dict__, "pulse_index": det.pulse_index[r]})
+    for a, b in zip(match_alice(raw, shuffled_det), (inten, basis, bit)):
+        np.testing.assert_array_equal(a, b[r])

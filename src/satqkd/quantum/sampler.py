@@ -32,8 +32,9 @@ The sampler is *exact in distribution* for that piecewise-constant link:
    exact joint law with the detections.
 
 Time tags on Bob's clock (integer ps since his pass start): emission time ``k / rep_rate`` →
-ground arrival ``t_g = t_e + L(t_e)/c`` with the range ``L`` interpolated by a cubic spline of
-``LinkSeries.range_m`` (evaluated on a 1 ms grid then linearly interpolated: error < 0.1 ps; the
+ground arrival ``t_g = t_e + L(t_e)/c`` with the range ``L`` interpolated by the not-a-knot cubic
+spline through ``LinkSeries.range_m`` (:func:`_cubic_slopes`; evaluated on a 1 ms grid then linearly
+interpolated: error < 0.1 ps; the
 light-time correction ``L̇ L / c²`` of up to ≈ 0.1 µs is smooth, shared by the beacon, and absorbed by the
 synchronisation fit) → Bob's clock ``T = offset + (1 + drift) t_g`` → plus Gaussian jitter
 (:func:`.detector.tag_jitter_ps`). Dead time is applied after merging signal and background tags.
@@ -42,6 +43,12 @@ is tagged with probability ``beacon_detection_probability`` and jitter ``sync_ji
 
 The per-pulse reference :func:`sample_slice_per_pulse` follows every pulse and photon instead and
 must agree statistically (``tests/test_sampler.py``).
+
+Implementation: the random numbers are drawn with NumPy in whole arrays (the stream depends only on
+the seed); the per-event arithmetic on them runs in ``numba.njit(cache=True)`` kernels that walk the
+slices in order (no per-pulse slice index is stored), merge the already time-sorted tag streams
+instead of sorting them, and fuse the dead time into that merge. They repeat NumPy's operations in
+the same order (``np.interp`` included), so the records equal those of the plain NumPy formulation.
 """
 
 from __future__ import annotations
@@ -50,8 +57,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numba
 import numpy as np
-from scipy.interpolate import make_interp_spline
 
 from ..records import LinkSeries, RawRecords
 from . import detector as _det
@@ -156,17 +163,111 @@ def _slice_grid(t0_s: float, t1_s: float, rep_rate_hz: float, slice_s: float) ->
 
 
 # -------------------------------------------------------------------------------------------- clock
+def _cubic_slopes(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Node slopes of the interpolating spline of degree ``min(3, n − 1)`` with not-a-knot ends.
+
+    For ``n ≥ 4`` points this is the tridiagonal system of de Boor, *A Practical Guide to Splines*
+    (2001), ch. IV (eq. (IV.10) with the not-a-knot end conditions), the same interpolant as
+    ``scipy.interpolate.make_interp_spline(x, y, k=3)`` / ``CubicSpline(x, y)``; 3 points give the
+    parabola and 2 points the line through them. Solved by elimination without pivoting: after the
+    first step every pivot is ≥ the sum of the interval lengths it couples (diagonal dominance).
+    """
+    n = x.size
+    dx = np.diff(x)
+    slope = np.diff(y) / dx
+    if n == 2:
+        return np.array([slope[0], slope[0]])
+    if n == 3:
+        c = (slope[1] - slope[0]) / (x[2] - x[0])  # parabola: p'(x) = slope0 + c (2x − x0 − x1)
+        return slope[0] + c * (2.0 * x - x[0] - x[1])
+    lower = np.empty(n)  # lower[i]: coefficient of s[i-1] in row i
+    diag = np.empty(n)
+    upper = np.empty(n)  # upper[i]: coefficient of s[i+1] in row i
+    b = np.empty(n)
+    lower[1:-1], diag[1:-1], upper[1:-1] = dx[1:], 2.0 * (dx[:-1] + dx[1:]), dx[:-1]
+    b[1:-1] = 3.0 * (dx[1:] * slope[:-1] + dx[:-1] * slope[1:])
+    d = x[2] - x[0]
+    diag[0], upper[0] = dx[1], d
+    b[0] = ((dx[0] + 2.0 * d) * dx[1] * slope[0] + dx[0] ** 2 * slope[1]) / d
+    d = x[-1] - x[-3]
+    lower[-1], diag[-1] = d, dx[-2]
+    b[-1] = (dx[-1] ** 2 * slope[-2] + (2.0 * d + dx[-1]) * dx[-2] * slope[-1]) / d
+    return _tridiagonal_solve(lower, diag, upper, b)
+
+
+def _tridiagonal_solve(lower, diag, upper, b) -> np.ndarray:
+    """Thomas algorithm (a few hundred rows: one per link sample)."""
+    n = b.size
+    c = np.empty(n)
+    r = np.empty(n)
+    lo, dg, up, bb = lower.tolist(), diag.tolist(), upper.tolist(), b.tolist()
+    c[0] = up[0] / dg[0]
+    r[0] = bb[0] / dg[0]
+    for i in range(1, n):
+        piv = dg[i] - lo[i] * c[i - 1]
+        c[i] = up[i] / piv if i < n - 1 else 0.0
+        r[i] = (bb[i] - lo[i] * r[i - 1]) / piv
+    for i in range(n - 2, -1, -1):
+        r[i] -= c[i] * r[i + 1]
+    return r
+
+
+def _cubic_eval(x: np.ndarray, y: np.ndarray, s: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    """Piecewise cubic Hermite polynomial with node values ``y`` and slopes ``s`` at ``xq``; the end
+    pieces are extended beyond ``[x[0], x[-1]]``."""
+    i = np.clip(np.searchsorted(x, xq, side="right") - 1, 0, x.size - 2)
+    h = x[i + 1] - x[i]
+    sl = (y[i + 1] - y[i]) / h
+    c2 = (3.0 * sl - 2.0 * s[i] - s[i + 1]) / h
+    c3 = (s[i] + s[i + 1] - 2.0 * sl) / (h * h)
+    t = xq - x[i]
+    return y[i] + t * (s[i] + t * (c2 + t * c3))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _interp1(x, g, f, slope, inv_h):  # pragma: no cover - compiled
+    """``np.interp(x, g, f)`` for one value on an (approximately) uniform grid ``g`` of spacing
+    ``1 / inv_h``, ``slope`` = ``np.diff(f) / np.diff(g)``: same interval choice and arithmetic as
+    NumPy's ``arr_interp`` for finite tables (its retry for non-finite slopes is left out)."""
+    n = g.size
+    if x > g[n - 1]:
+        return f[n - 1]
+    if x < g[0]:
+        return f[0]
+    j = int((x - g[0]) * inv_h)
+    if j > n - 1:
+        j = n - 1
+    if j < 0:
+        j = 0
+    while j < n - 1 and g[j + 1] <= x:
+        j += 1
+    while j > 0 and g[j] > x:
+        j -= 1
+    if j == n - 1 or g[j] == x:
+        return f[j]
+    return slope[j] * (x - g[j]) + f[j]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _tag_ps_kernel(index, div, g, f, slope, inv_h, offset_s, rate, noise, out):  # pragma: no cover - compiled
+    for i in range(index.size):
+        t_e = index[i] / div
+        t_g = t_e + _interp1(t_e, g, f, slope, inv_h)
+        out[i] = np.int64(np.rint((offset_s + rate * t_g) * 1e12 + noise[i]))
+
+
 class _Clock:
     """True flight time and Bob's clock (module docstring)."""
 
     def __init__(self, link: LinkSeries, offset_ns: float, drift_ppb: float):
         t = np.asarray(link.t_s, dtype=float)
         r = np.asarray(link.range_m, dtype=float)
-        spline = make_interp_spline(t, r, k=min(3, t.size - 1))
         margin = 0.1
         n = int(math.ceil((t[-1] - t[0] + 2 * margin) / _FLIGHT_GRID_S)) + 1
         self.grid_s = t[0] - margin + _FLIGHT_GRID_S * np.arange(n)
-        self.flight_grid_s = spline(self.grid_s) / C_M_S
+        self.flight_grid_s = _cubic_eval(t, r, _cubic_slopes(t, r), self.grid_s) / C_M_S
+        self.flight_slope = np.diff(self.flight_grid_s) / np.diff(self.grid_s)  # as np.interp computes it
+        self.inv_step = 1.0 / _FLIGHT_GRID_S
         self.offset_s = offset_ns * 1e-9
         self.rate = 1.0 + drift_ppb * 1e-9
 
@@ -189,6 +290,16 @@ class _Clock:
     def ground_from_bob_ps(self, bob_ps):
         return (np.asarray(bob_ps, dtype=float) * 1e-12 - self.offset_s) / self.rate
 
+    def tag_ps(self, index: np.ndarray, rate_hz: float, noise_ps: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``rint(bob_ps(ground_from_emission(index / rate_hz)) + noise_ps)`` as int64, in one pass
+        (``out`` may share memory with ``noise_ps``: element ``i`` is read before it is written)."""
+        index = np.ascontiguousarray(index, dtype=np.int64)
+        if out is None:
+            out = np.empty(index.size, dtype=np.int64)
+        _tag_ps_kernel(index, float(rate_hz), self.grid_s, self.flight_grid_s, self.flight_slope, self.inv_step, self.offset_s,
+                       self.rate, np.ascontiguousarray(noise_ps, dtype=float), out)
+        return out
+
 
 def _clock(cfg, link: LinkSeries) -> _Clock:
     return _Clock(link, cfg.timing.clock_offset_ns, cfg.timing.clock_drift_ppb)
@@ -196,8 +307,7 @@ def _clock(cfg, link: LinkSeries) -> _Clock:
 
 # --------------------------------------------------------------------------------- shared tag parts
 def _signal_tag_times(clock: _Clock, pulse: np.ndarray, rep_rate_hz: float, sigma_ps: float, rng) -> np.ndarray:
-    t_g = clock.ground_from_emission(pulse / rep_rate_hz)
-    return np.rint(clock.bob_ps(t_g) + rng.normal(0.0, sigma_ps, pulse.size)).astype(np.int64)
+    return clock.tag_ps(pulse, rep_rate_hz, rng.normal(0.0, sigma_ps, np.size(pulse)))
 
 
 def _background_tags(clock: _Clock, grid: _SliceGrid, noise_hz: np.ndarray, rep_rate_hz: float, rng):
@@ -210,17 +320,67 @@ def _background_tags(clock: _Clock, grid: _SliceGrid, noise_hz: np.ndarray, rep_
 
 
 def _merge_tags(parts, dead_time_ns: float):
-    """Concatenate ``(time_ps, detector, truth)`` parts, sort by time, apply dead time."""
-    t = np.concatenate([p[0] for p in parts])
-    d = np.concatenate([p[1] for p in parts]).astype(np.uint8)
-    tr = np.concatenate([p[2] for p in parts]).astype(np.int64)
-    order = np.argsort(t, kind="stable")
-    t, d, tr = t[order], d[order], tr[order]
-    keep = _det.apply_dead_time(t, d, int(round(dead_time_ns * 1e3)))
-    n_before = t.size
-    if not keep.all():
-        t, d, tr = t[keep], d[keep], tr[keep]
-    return t, d, tr, n_before - t.size
+    """Merge ``(time_ps, detector, truth)`` parts in time order, then apply the dead time.
+
+    The order is that of a stable sort of the concatenated parts (ties: earlier part, then earlier
+    position first). Parts that are already sorted (the normal case) are merged in one pass without
+    sorting; the dead time (:func:`.detector.apply_dead_time`) is applied in the same pass.
+    ``truth`` may be ``None`` for a part (background: -1). Returns ``(t, d, truth, n_dropped)``.
+    """
+    dead_ps = int(round(dead_time_ns * 1e3))
+    if dead_ps < 0:
+        raise ValueError(f"dead_time_ns must be >= 0; got {dead_time_ns}")
+    ts, ds, trs = [], [], []
+    for t, d, tr in parts:
+        t = np.ascontiguousarray(t, dtype=np.int64)
+        d = np.ascontiguousarray(d, dtype=np.uint8)
+        tr = np.full(t.size, -1, np.int64) if tr is None else np.ascontiguousarray(tr, dtype=np.int64)
+        if not (t.shape == d.shape == tr.shape):
+            raise ValueError("time, detector and truth of a tag part must have the same length")
+        if t.size > 1 and not np.all(t[1:] >= t[:-1]):
+            o = np.argsort(t, kind="stable")
+            t, d, tr = t[o], d[o], tr[o]
+        ts.append(t)
+        ds.append(d)
+        trs.append(tr)
+    n = sum(t.size for t in ts)
+    t_out = np.empty(n, np.int64)
+    d_out = np.empty(n, np.uint8)
+    tr_out = np.empty(n, np.int64)
+    kept = _merge_runs_kernel(tuple(ts), tuple(ds), tuple(trs), np.int64(dead_ps), t_out, d_out, tr_out)
+    if kept < n:
+        t_out, d_out, tr_out = t_out[:kept], d_out[:kept], tr_out[:kept]
+    return t_out, d_out, tr_out, n - kept
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _merge_runs_kernel(ts, ds, trs, dead_ps, t_out, d_out, tr_out):  # pragma: no cover - compiled
+    n_runs = len(ts)
+    pos = np.zeros(n_runs, np.int64)
+    last = np.full(256, np.iinfo(np.int64).min // 2, dtype=np.int64)
+    n = 0
+    while True:
+        best = -1
+        bt = np.int64(0)
+        for r in range(n_runs):
+            if pos[r] < ts[r].size:
+                v = ts[r][pos[r]]
+                if best < 0 or v < bt:
+                    best = r
+                    bt = v
+        if best < 0:
+            break
+        i = pos[best]
+        pos[best] = i + 1
+        d = ds[best][i]
+        if dead_ps > 0 and bt - last[d] < dead_ps:
+            continue
+        last[d] = bt
+        t_out[n] = bt
+        d_out[n] = d
+        tr_out[n] = trs[best][i]
+        n += 1
+    return n
 
 
 def _nearest_pulses(clock: _Clock, bob_ps: np.ndarray, rep_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
@@ -233,27 +393,88 @@ def _nearest_pulses(clock: _Clock, bob_ps: np.ndarray, rep_rate_hz: float) -> tu
     return k, k[near] + np.where(d[near] >= 0, 1, -1)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _emission_times(t, offset_s, rate, g, f, slope, inv_h, t_g, u):  # pragma: no cover - compiled
+    """True emission times ``u`` (s) of Bob's tags ``t`` (ps): ``_Clock.emission_from_ground`` of
+    ``_Clock.ground_from_bob_ps`` (``t_g``), same arithmetic (``u₀ = t_g``, then four steps
+    ``u ← t_g − flight(u)``). Each step runs over all tags so that they overlap in the pipeline."""
+    for i in range(t.size):
+        t_g[i] = (t[i] * 1e-12 - offset_s) / rate
+        u[i] = t_g[i]
+    for _ in range(4):
+        for i in range(t.size):
+            u[i] = t_g[i] - _interp1(u[i], g, f, slope, inv_h)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _candidates_kernel(t_e, tr, rep_hz, lo, hi, half):  # pragma: no cover - compiled
+    """Pulses in ``[lo, hi)`` a tag (true emission time ``t_e``) may be assigned to, other than its
+    own: the nearest pulse (when it is not the tag's true pulse ``tr``) and, within the midpoint
+    margin ``half``, the second nearest. Same arithmetic as :func:`_nearest_pulses`."""
+    out = np.empty(2 * t_e.size, np.int64)  # pages beyond the ~0.1 t_e.size written are never touched
+    c = 0
+    for i in range(t_e.size):
+        kf = t_e[i] * rep_hz
+        k = np.int64(np.rint(kf))
+        if k != tr[i] and k >= lo and k < hi:
+            out[c] = k
+            c += 1
+        d = kf - k
+        if abs(d) > half:
+            v = k + 1 if d >= 0 else k - 1
+            if v >= lo and v < hi:
+                out[c] = v
+                c += 1
+    return out[:c].copy()
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _unique_not_in(a, b):  # pragma: no cover - compiled
+    """Sorted unique values of sorted ``a`` that are not in sorted ``b``."""
+    out = np.empty(a.size, np.int64)
+    c = 0
+    j = 0
+    for i in range(a.size):
+        v = a[i]
+        if c and out[c - 1] == v:
+            continue
+        while j < b.size and b[j] < v:
+            j += 1
+        if j < b.size and b[j] == v:
+            continue
+        out[c] = v
+        c += 1
+    return out[:c].copy()
+
+
 def _revealed_pulses(clock, t, tr, grid: _SliceGrid, rep_rate_hz: float, clicked: np.ndarray) -> np.ndarray:
     """Sorted pulses a tag may be assigned to that are not in ``clicked`` (sorted), within the grid."""
-    k, other = _nearest_pulses(clock, t, rep_rate_hz)
-    cand = np.concatenate([k[k != tr], other])
-    cand = cand[(cand >= grid.first) & (cand < grid.stop)]
-    if clicked.size and cand.size:
-        pos = np.minimum(np.searchsorted(clicked, cand), clicked.size - 1)
-        cand = cand[clicked[pos] != cand]
-    return _unique(cand)
+    t = np.ascontiguousarray(t, dtype=np.int64)
+    blk = 1 << 16  # blocks keep the temporaries small
+    parts = []
+    t_g, t_e = np.empty(min(blk, t.size)), np.empty(min(blk, t.size))
+    for s in range(0, t.size, blk):
+        e = min(s + blk, t.size)
+        _emission_times(t[s:e], clock.offset_s, clock.rate, clock.grid_s, clock.flight_grid_s, clock.flight_slope,
+                        clock.inv_step, t_g[: e - s], t_e[: e - s])
+        parts.append(_candidates_kernel(t_e[: e - s], np.ascontiguousarray(tr[s:e], dtype=np.int64), float(rep_rate_hz),
+                                        np.int64(grid.first), np.int64(grid.stop), 0.5 - _MIDPOINT_MARGIN))
+    cand = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    cand.sort()
+    return _unique_not_in(cand, np.ascontiguousarray(clicked, dtype=np.int64))
 
 
-def _beacons(clock: _Clock, t0_s: float, t1_s: float, timing, rng, chunk: int = 10_000_000):
-    """Beacon tags: pulse ``j`` at ``j / f_b`` (satellite clock), tagged with the detection probability."""
+def _beacons(clock: _Clock, t0_s: float, t1_s: float, timing, rng, chunk: int = 1_000_000):
+    """Beacon tags: pulse ``j`` at ``j / f_b`` (satellite clock), tagged with the detection probability.
+
+    (The uniforms are drawn in chunks: the stream is the same for any chunk size.)"""
     j0, j1 = _pulse_range(t0_s, t1_s, timing.beacon_rate_hz)
     parts = [
         s + np.flatnonzero(rng.random(min(chunk, j1 - s)) < timing.beacon_detection_probability)
         for s in range(j0, j1, chunk)
     ]
     j = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-    t_g = clock.ground_from_emission(j / timing.beacon_rate_hz)
-    t = np.rint(clock.bob_ps(t_g) + rng.normal(0.0, timing.sync_jitter_ns * 1e3, j.size)).astype(np.int64)
+    t = clock.tag_ps(j, timing.beacon_rate_hz, rng.normal(0.0, timing.sync_jitter_ns * 1e3, j.size))
     return t, j
 
 
@@ -274,24 +495,92 @@ def _offsets(grid: _SliceGrid, sl: np.ndarray, rng) -> np.ndarray:
     return grid.bounds[:-1][sl] + off
 
 
+def _offsets_by_count(grid: _SliceGrid, m: np.ndarray, rng) -> np.ndarray:
+    """``_offsets(grid, np.repeat(np.arange(m.size), m), rng)`` (same draws) without the slice index
+    of every pulse: positions are grouped by slice, so the slices shorter than the others (the last
+    one) hold contiguous runs of positions."""
+    per = grid.pulses_per_slice
+    n = grid.n
+    total = int(m.sum())
+    off = rng.integers(0, per, total) if total else np.zeros(0, np.int64)
+    short = np.flatnonzero((n != per) & (m > 0))
+    if short.size:
+        start = np.cumsum(m) - m
+        pos = np.concatenate([np.arange(start[s], start[s] + m[s]) for s in short])
+        off[pos] = rng.integers(0, np.repeat(n[short], m[short]))
+    _add_slice_starts(off, m, grid.bounds)
+    return off
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _add_slice_starts(off, m, bounds):  # pragma: no cover - compiled
+    i = 0
+    for s in range(m.size):
+        b = bounds[s]
+        for _ in range(m[s]):
+            off[i] += b
+            i += 1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _drop_and_merge(idx, drop, new):  # pragma: no cover - compiled
+    """In place: sorted ``idx`` without the positions ``drop`` (sorted, distinct), merged with sorted
+    ``new`` of the same length as ``drop``."""
+    w = 0
+    q = 0
+    for i in range(idx.size):  # compact
+        if q < drop.size and i == drop[q]:
+            q += 1
+            continue
+        idx[w] = idx[i]
+        w += 1
+    i = w - 1  # merge from the back into the freed tail
+    j = new.size - 1
+    for o in range(idx.size - 1, -1, -1):
+        if j >= 0 and (i < 0 or new[j] >= idx[i]):
+            idx[o] = new[j]
+            j -= 1
+        else:
+            idx[o] = idx[i]
+            i -= 1
+
+
 def _uniform_subsets(grid: _SliceGrid, m: np.ndarray, rng) -> np.ndarray:
     """Sorted global pulse indices of a uniformly random ``m[s]``-subset of every slice ``s``.
 
     i.i.d. uniform positions; each collision is redrawn until all are distinct (module docstring).
     """
+    m = np.asarray(m, dtype=np.int64)
     if np.any(m > grid.n):
         raise ValueError("more clicked pulses than pulses in a slice")
-    idx = _offsets(grid, np.repeat(np.arange(m.size), m), rng)
+    idx = _offsets_by_count(grid, m, rng)
     idx.sort()
     while idx.size > 1:
         dup = np.flatnonzero(idx[1:] == idx[:-1]) + 1
         if dup.size == 0:
             break
         lost = grid.slice_of(idx[dup])
-        idx = np.delete(idx, dup)
         new = np.sort(_offsets(grid, lost, rng))
-        idx = np.insert(idx, np.searchsorted(idx, new), new)
+        _drop_and_merge(idx, dup, new)
     return idx
+
+
+def _ztp_tail(la: np.ndarray, ua: np.ndarray, ca: np.ndarray) -> np.ndarray:
+    """Values ≥ 2 of the zero-truncated Poisson inverse CDF for draws ``ua`` with ``ua ≥ P(N=1|N≥1)``
+    (``ca``): continue the CDF sum term by term (see :func:`_zero_truncated_poisson`)."""
+    n_out = np.ones(la.size, dtype=np.int64)
+    term = ca.copy()
+    ca = ca.copy()
+    cap = la + 40.0 * np.sqrt(la) + 40.0
+    n = 1
+    live = np.arange(la.size)
+    while live.size:
+        n += 1
+        term[live] *= la[live] / n
+        ca[live] += term[live]
+        n_out[live] = n
+        live = live[(ua[live] >= ca[live]) & (n < cap[live])]
+    return n_out
 
 
 def _zero_truncated_poisson(lam: np.ndarray, rng) -> np.ndarray:
@@ -309,18 +598,85 @@ def _zero_truncated_poisson(lam: np.ndarray, rng) -> np.ndarray:
     n_out = np.ones(lam.size, dtype=np.int64)
     act = np.flatnonzero(u >= cdf)
     if act.size:
-        la, ua, ca = lam[act], u[act], cdf[act]
-        term = ca.copy()
-        cap = la + 40.0 * np.sqrt(la) + 40.0
-        n = 1
-        live = np.arange(act.size)
-        while live.size:
-            n += 1
-            term[live] *= la[live] / n
-            ca[live] += term[live]
-            n_out[act[live]] = n
-            live = live[(ua[live] >= ca[live]) & (n < cap[live])]
+        n_out[act] = _ztp_tail(lam[act], u[act], cdf[act])
     return n_out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _ztp_active_kernel(u, cdf_tab, lam_tab, m, inten):  # pragma: no cover - compiled
+    """Positions whose zero-truncated Poisson draw is ≥ 2 (``u ≥ P(1 | ≥ 1)`` of the pulse's slice and
+    intensity), and whether any pulse has a mean ≤ 0."""
+    bad = False
+    c = 0
+    i = 0
+    for s in range(m.size):
+        for _ in range(m[s]):
+            k = inten[i]
+            bad |= not lam_tab[s, k] > 0
+            c += u[i] >= cdf_tab[s, k]
+            i += 1
+    out = np.empty(c, np.int64)
+    c = 0
+    i = 0
+    for s in range(m.size):
+        for _ in range(m[s]):
+            if u[i] >= cdf_tab[s, inten[i]]:
+                out[c] = i
+                c += 1
+            i += 1
+    return out, bad
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _route_kernel(u_bs, u_pbs, basis, bit, e_slice, m):  # pragma: no cover - compiled
+    """:func:`.detector.route_photons` for one photon per pulse, misalignment per slice."""
+    out = np.empty(u_bs.size, np.uint8)
+    i = 0
+    for s in range(m.size):
+        e = e_slice[s]
+        for _ in range(m[s]):
+            b = np.uint8(1) if u_bs[i] < 0.5 else np.uint8(0)
+            if b == basis[i]:
+                ob = bit[i] ^ np.uint8(u_pbs[i] < e)
+            else:
+                ob = np.uint8(u_pbs[i] < 0.5)
+            out[i] = 2 * b + ob
+            i += 1
+    return out
+
+
+def _click_patterns_by_slice(lam_tab, m, inten, basis, bit, e_slice, rng, scratch=None):
+    """Signal clicks of the clicked pulses (grouped by slice, ``m[s]`` in slice ``s``).
+
+    Same draws and law as :func:`_click_patterns` with ``Λ = lam_tab[s, inten]`` and ``e_d =
+    e_slice[s]``. Returns the first detector hit of every pulse, and ``(more, mask, extra)``: the
+    positions with ≥ 2 photo-detections, the bitmask of the detectors they hit and of the *other*
+    detectors than the first (may be 0). ``scratch``: two float64 buffers of ≥ ``inten.size`` values
+    for the uniforms (optional).
+    """
+    total = inten.size
+    if scratch is None:
+        scratch = (np.empty(total), np.empty(total))
+    s1, s2 = scratch[0][:total], scratch[1][:total]
+    u = rng.random(total, out=s1)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        cdf_tab = lam_tab / np.expm1(lam_tab)
+    act, bad = _ztp_active_kernel(u, cdf_tab, lam_tab, m, inten)
+    if bad:
+        raise ValueError("zero-truncated Poisson needs a mean > 0")
+    slice_of = np.searchsorted(np.cumsum(m), act, side="right")
+    n_more = _ztp_tail(lam_tab[slice_of, inten[act]], u[act], cdf_tab[slice_of, inten[act]]) if act.size else act
+    first = _route_kernel(rng.random(total, out=s1), rng.random(total, out=s2), basis, bit, e_slice, m)
+    more = act[n_more > 1]
+    mask = np.left_shift(np.uint8(1), first[more])
+    if more.size:
+        k = np.flatnonzero(n_more > 1)
+        rep = np.repeat(np.arange(more.size), n_more[k] - 1)
+        p = more[rep]
+        d = _det.route_photons(basis[p], bit[p], e_slice[slice_of[k][rep]], rng)
+        np.bitwise_or.at(mask, rep, np.left_shift(np.uint8(1), d))
+    extra = mask & ~np.left_shift(np.uint8(1), first[more]).astype(np.uint8)
+    return first, more, mask, extra
 
 
 def _click_patterns(lam: np.ndarray, basis, bit, e_d, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -356,6 +712,36 @@ def _tags_from_masks(pulse: np.ndarray, mask: np.ndarray, first: np.ndarray | No
     if not parts_p:
         return np.zeros(0, np.int64), np.zeros(0, np.uint8)
     return np.concatenate(parts_p), np.concatenate(parts_d)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _class_counts(m, inten, k):  # pragma: no cover - compiled
+    out = np.zeros((m.size, k), np.int64)
+    i = 0
+    for s in range(m.size):
+        for _ in range(m[s]):
+            out[s, inten[i]] += 1
+            i += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _merge_alice(a, ai, ab, ax, b, bi, bb, bx):  # pragma: no cover - compiled
+    """Merge two sorted, disjoint pulse lists with their (intensity, basis, bit) labels."""
+    n = a.size + b.size
+    p = np.empty(n, np.int64)
+    pi = np.empty(n, np.uint8)
+    pb = np.empty(n, np.uint8)
+    px = np.empty(n, np.uint8)
+    i = j = 0
+    for o in range(n):
+        if j >= b.size or (i < a.size and a[i] <= b[j]):
+            p[o], pi[o], pb[o], px[o] = a[i], ai[i], ab[i], ax[i]
+            i += 1
+        else:
+            p[o], pi[o], pb[o], px[o] = b[j], bi[j], bb[j], bx[j]
+            j += 1
+    return p, pi, pb, px
 
 
 def _records(cfg, grid: _SliceGrid, alice, emitted, tags, n_dead, beacon, meta) -> RawRecords:
@@ -428,34 +814,38 @@ def sample_pass(cfg, link: LinkSeries, rng: np.random.Generator, progress: Progr
     clock = _clock(cfg, link)
     sigma_ps = _det.tag_jitter_ps(cfg.detectors.jitter_ps, cfg.timing.sync_jitter_ns)
 
-    # 1. which pulses click, and their classes
+    # 1. which pulses click, and their classes (pulses are grouped by slice: m[s] in slice s)
     mu_act = _src.draw_mean_photon_numbers(mu, src.intensity_fluctuation, ns, rng)
     lam = mu_act * (lk.eta * lk.detector_efficiency)[:, None]  # (ns, K) Λ_i
     p_click = -np.expm1(-lam)
     m = rng.binomial(n, p_click @ p)
     idx = _uniform_subsets(grid, m, rng)
-    sl = np.repeat(np.arange(ns), m)  # slice of each clicked pulse (idx is sorted, slices in order)
-    inten = _src.draw_intensity(p * p_click, sl, rng)
+    scratch = (np.empty(idx.size), np.empty(idx.size))  # float64 buffers reused for the uniforms
+    inten = _src.draw_intensity_by_counts(p * p_click, m, rng, scratch=scratch[0])
     basis, bit = _src.draw_basis_bit(idx.size, rng)
     report(1)
 
-    # 2. which detectors click; signal tags
-    mask, first = _click_patterns(lam.ravel()[sl * K + inten], basis, bit, lk.misalignment[sl], rng)
-    tag_pos, tag_det = _tags_from_masks(np.arange(idx.size), mask, first)
+    # 2. which detectors click; signal tags: the first detector of every pulse, then the others
+    first, more, mask, extra = _click_patterns_by_slice(lam, m, inten, basis, bit, lk.misalignment, rng, scratch)
     n_double = int(np.count_nonzero(mask & (mask - 1)))
-    del mask, first
-    tag_pulse = idx[tag_pos]
-    del tag_pos
-    sig_t = _signal_tag_times(clock, tag_pulse, R, sigma_ps, rng)
+    extra_pulse, extra_det = _tags_from_masks(idx[more], extra)
+    del mask, extra, more
+    # jitter: N(0, σ) = σ · N(0, 1) draw by draw (Generator.normal is loc + scale · z), A tags then B
+    noise = rng.standard_normal(idx.size, out=scratch[0])
+    noise *= sigma_ps
+    extra_noise = rng.standard_normal(extra_pulse.size) * sigma_ps
+    sig_t = clock.tag_ps(idx, R, noise, out=noise.view(np.int64))  # written over the noise
+    extra_t = clock.tag_ps(extra_pulse, R, extra_noise)
+    del noise, scratch
     report(2)
 
-    # 3. background + dark counts, merge, dead time
+    # 3. background + dark counts, merge in time order, dead time
     bg_t, bg_d = _background_tags(clock, grid, lk.noise_hz, R, rng)
     n_bg = bg_t.size
     t, d, tr, n_dead = _merge_tags(
-        [(sig_t, tag_det, tag_pulse), (bg_t, bg_d, np.full(bg_t.size, -1, np.int64))], cfg.detectors.dead_time_ns
+        [(sig_t, first, idx), (extra_t, extra_det, extra_pulse), (bg_t, bg_d, None)], cfg.detectors.dead_time_ns
     )
-    del sig_t, tag_det, tag_pulse, bg_t, bg_d
+    del sig_t, first, extra_t, extra_det, extra_pulse, bg_t, bg_d
     report(3)
 
     # 4. pulses a tag may be assigned to that gave no signal click: class from not-clicked posterior
@@ -466,24 +856,12 @@ def sample_pass(cfg, link: LinkSeries, rng: np.random.Generator, progress: Progr
     report(4)
 
     # 5. emitted counts per slice and intensity: clicked + revealed + multinomial of the rest
-    emitted = np.bincount(sl * K + inten, minlength=ns * K).reshape(ns, K)
-    del sl
+    emitted = _class_counts(m, inten, K)
     emitted += np.bincount(sl_r * K + inten_r, minlength=ns * K).reshape(ns, K)
     rest = n - emitted.sum(axis=1)
     w = p * (1.0 - p_click)
     emitted += rng.multinomial(rest, w / w.sum(axis=1, keepdims=True))
-    if rev.size:
-        all_idx = np.concatenate([idx, rev])
-        order = np.argsort(all_idx, kind="stable")
-        alice = (
-            all_idx[order],
-            np.concatenate([inten, inten_r])[order],
-            np.concatenate([basis, basis_r])[order],
-            np.concatenate([bit, bit_r])[order],
-        )
-        del all_idx, order
-    else:
-        alice = (idx, inten, basis, bit)
+    alice = _merge_alice(idx, inten, basis, bit, rev, inten_r, basis_r, bit_r) if rev.size else (idx, inten, basis, bit)
     del idx, inten, basis, bit
     report(5)
 

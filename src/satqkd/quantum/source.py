@@ -16,6 +16,7 @@ case; the true per-slice values are kept in ``RawRecords.meta["truth_mean_photon
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "draw_mean_photon_numbers",
     "draw_pulse_classes",
     "draw_intensity",
+    "draw_intensity_by_counts",
     "draw_basis_bit",
 ]
 
@@ -65,22 +67,67 @@ def draw_mean_photon_numbers(
     return mu * (1.0 + delta)
 
 
+def _normalised_cdf(weights) -> np.ndarray:
+    """Per-row cumulative probabilities ``(n_rows, K)`` of un-normalised weights (rows of 0 → all 1)."""
+    w = np.asarray(weights, dtype=float)
+    cum = np.cumsum(w, axis=1)
+    tot = cum[:, -1:]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tot > 0, cum / tot, 1.0)
+
+
 def draw_intensity(weights, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Categorical draws of intensity classes (``uint8``), one per entry of ``rows``.
 
     ``weights`` is ``(n_rows, K)`` un-normalised per-row weights (e.g. ``p_i P_click(s, i)`` per slice
     ``s``); draw ``m`` uses row ``rows[m]``. Inverse-CDF sampling with one uniform per draw.
     """
-    w = np.asarray(weights, dtype=float)
+    cum = _normalised_cdf(weights)
     rows = np.asarray(rows, dtype=np.int64)
-    cum = np.cumsum(w, axis=1)
-    tot = cum[:, -1:]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cum = np.where(tot > 0, cum / tot, 1.0)
+    if rows.size and (rows.min() < 0 or rows.max() >= cum.shape[0]):
+        raise ValueError(f"rows must index the {cum.shape[0]} rows of weights")
     u = rng.random(rows.size)
-    out = np.zeros(rows.size, dtype=np.uint8)
-    for j in range(w.shape[1] - 1):
-        out += u >= cum[:, j][rows]
+    return _categorical_rows(u, np.ascontiguousarray(cum), rows)
+
+
+def draw_intensity_by_counts(weights, counts: np.ndarray, rng: np.random.Generator, *, scratch: np.ndarray | None = None) -> np.ndarray:
+    """Same draws as ``draw_intensity(weights, np.repeat(np.arange(n_rows), counts), rng)`` without
+    materialising the row index of every draw (row ``s`` is used by the next ``counts[s]`` draws).
+    ``scratch`` (optional): a float64 buffer of at least ``counts.sum()`` values for the uniforms."""
+    cum = _normalised_cdf(weights)
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.shape != (cum.shape[0],) or np.any(counts < 0):
+        raise ValueError(f"counts must be {cum.shape[0]} non-negative integers, one per row of weights")
+    n = int(counts.sum())
+    u = rng.random(n) if scratch is None else rng.random(n, out=scratch[:n])
+    return _categorical_counts(u, np.ascontiguousarray(cum), counts)
+
+
+@numba.njit(cache=True, nogil=True)
+def _categorical_rows(u, cum, rows):  # pragma: no cover - compiled
+    out = np.empty(u.size, dtype=np.uint8)
+    km1 = cum.shape[1] - 1
+    for i in range(u.size):
+        r = rows[i]
+        c = 0
+        for j in range(km1):
+            c += u[i] >= cum[r, j]
+        out[i] = c
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _categorical_counts(u, cum, counts):  # pragma: no cover - compiled
+    out = np.empty(u.size, dtype=np.uint8)
+    km1 = cum.shape[1] - 1
+    i = 0
+    for r in range(counts.size):
+        for _ in range(counts[r]):
+            c = 0
+            for j in range(km1):
+                c += u[i] >= cum[r, j]
+            out[i] = c
+            i += 1
     return out
 
 
@@ -93,6 +140,6 @@ def draw_basis_bit(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nda
 def draw_pulse_classes(n: int, probabilities, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Intensity class, basis and bit of ``n`` consecutive pulses (the per-pulse reference uses this)."""
     p = np.asarray(probabilities, dtype=float)
-    intensity = draw_intensity(p[None, :], np.zeros(n, dtype=np.int64), rng)
+    intensity = draw_intensity_by_counts(p[None, :], np.array([n]), rng)
     basis, bit = draw_basis_bit(n, rng)
     return intensity, basis, bit
