@@ -84,7 +84,8 @@ def plot_pass(ts: dict[str, np.ndarray], path: str | Path, title: str = "") -> P
     plt = _pyplot()
     t = ts["t_s"]
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6.5), sharex=True, gridspec_kw={"height_ratios": [3, 2]})
-    ax1.bar(t, ts["sifted_bits"] / 1e3, width=1.0, color=PAPER_BLUE, alpha=0.85, label="sifted key rate")
+    edges = np.append(t - 0.5, t[-1] + 0.5) if t.size else np.zeros(1)
+    ax1.stairs(ts["sifted_bits"] / 1e3, edges, fill=True, color=PAPER_BLUE, alpha=0.85, label="sifted key rate")
     ax1.set_ylabel("sifted key rate (kbit/s)")
     ax1.grid(alpha=0.3)
     axr = ax1.twinx()
