@@ -80,3 +80,35 @@ def test_simulate_writes_the_contracted_files(tmp_path):
     from satqkd.rawio import load_raw
     raw = load_raw(out)
     assert raw.bob_time_ps.size >= s["detections"]
+
+
+def test_run_writes_identical_keys_and_the_key_summary(tmp_path):
+    out = tmp_path / "run"
+    store = tmp_path / "xinglong.db"
+    r = run("run", "--preset", "micius-2016-12-19", "--seed", "2", "--out", str(out), "--no-figures", "--store", str(store))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    for k in ("final_key_bits", "epsilon", "epsilon_parts", "leak_ec_bits", "ec_efficiency", "ec_method", "finite_key_method",
+              "keys_match", "classical_bytes_up", "classical_bytes_down", "round_trips", "link_time_s", "auth_key_bits", "stage_seconds"):
+        assert k in s, k
+    a = (out / "keys" / "alice.key").read_bytes()
+    assert a == (out / "keys" / "bob.key").read_bytes()
+    assert len(a) == (s["final_key_bits"] + 7) // 8
+    assert s["keys_match"] and s["final_key_bits"] >= 300_939 and s["epsilon"] <= 1e-9 * (1 + 1e-9)
+    assert sum(s["epsilon_parts"].values()) == pytest.approx(s["epsilon"])
+    # the ground station's store now holds the key
+    st = run("keys", "stats", "--store", str(store))
+    assert st.returncode == 0 and str(s["final_key_bits"] // 8 * 8) in st.stdout.replace(",", "")
+    # post-processing the saved raw records again gives a verified key too
+    r2 = run("postprocess", str(out), "--seed", "3", "--out", str(tmp_path / "pp"), "--ec", "hamming")
+    assert r2.returncode == 0, r2.stderr
+    s2 = json.loads((tmp_path / "pp" / "summary.json").read_text())
+    assert s2["keys_match"] and s2["ec_method"] == "hamming" and s2["final_key_bits"] < s["final_key_bits"]
+
+
+def test_run_rejects_unknown_methods(tmp_path):
+    out = tmp_path / "x"
+    r = run("run", "--ec", "turbo", "--out", str(out))
+    assert r.returncode == 2 and "--ec must be one of" in r.stderr and not out.exists()
+    r = run("postprocess", str(tmp_path / "nothing"), "--out", str(out))
+    assert r.returncode == 2 and "no raw records" in r.stderr and not out.exists()
