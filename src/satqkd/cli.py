@@ -342,6 +342,70 @@ def bench_postprocess(
     )
 
 
+@app.command()
+def relay(
+    preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-relay-xinglong-nanshan)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file (must set [second_station])"),
+    seed: int = typer.Option(0, min=0, help="relay seed (the two pass seeds are derived from it)"),
+    store_a: Path = typer.Option(..., "--store-a", help="key store of the first station (Xinglong)"),
+    store_b: Path = typer.Option(..., "--store-b", help="key store of the second station (Nanshan)"),
+    sat_store: Optional[Path] = typer.Option(None, "--sat-store", help="satellite's key store (default: OUT/satellite.db)"),
+    out: Path = typer.Option(Path("out/relay"), help="output directory"),
+    figures: bool = typer.Option(True, help="write relay_timeline.png"),
+) -> None:
+    """Trusted relay: pass with station A, pass with station B, announce K_A ⊕ K_B; both stations share a key."""
+    cfg = _load(preset or "micius-relay-xinglong-nanshan", config)
+    _check_out(out)
+    if cfg.second_station is None:
+        _fail_input(f"config {cfg.name!r} has no [second_station]: use --preset micius-relay-xinglong-nanshan")
+    from .keys.store import KeyStore, KeyStoreError
+    from .relay_job import RelayExists, run_relay, write_relay_outputs
+
+    out.mkdir(parents=True, exist_ok=True)
+    stores = []
+    try:
+        for path, site in ((sat_store or out / "satellite.db", cfg.satellite), (store_a, cfg.station.name), (store_b, cfg.second_station.name)):
+            stores.append(KeyStore(path, site))
+    except (KeyStoreError, ValueError) as exc:  # a store of another site, or a newer schema
+        for st in stores:
+            st.close()
+        _fail_input(str(exc))
+    try:
+        with _progress() as prog:
+            task = prog.add_task("relay", total=6)
+            res = run_relay(cfg, seed, *stores, progress=lambda d, t: prog.update(task, completed=d, total=t))
+    except RelayExists as exc:  # these passes' keys are already in the stores
+        _fail_input(str(exc))
+    except ValueError as exc:  # e.g. no pass found
+        _error(str(exc))
+        raise typer.Exit(1)
+    finally:
+        for st in stores:
+            st.close()
+    write_relay_outputs(res, out, figures=figures)
+    t = Table(title=f"{cfg.satellite} trusted relay, {res.first['start_utc'][:10]} (seed {seed})")
+    for c in ("pass", "start (UTC)", "duration", "range", "sifted bits", "final bits", "ε"):
+        t.add_column(c, justify="right" if c != "pass" else "left")
+    for p in (res.first, res.second):
+        t.add_row(
+            p["station"], p["start_utc"][11:19], f"{p['duration_s']:.0f} s", f"{p['min_range_km']:.0f}–{p['max_range_km']:.0f} km",
+            f"{p['sifted_bits']:,}", f"{p['final_key_bits']:,}" if not p["aborted"] else f"aborted: {p['abort_reason']}",
+            f"{p['epsilon']:.2g}" if p["epsilon"] else "—",
+        )
+    out_console.print(t)
+    out_console.print(f"hours between the passes: {res.hours_between:.2f} h (K_A kept on board {res.key_storage_hours:.2f} h)")
+    if res.ok:
+        out_console.print(
+            f"relayed key {res.first['station']}–{res.second['station']}: {res.length_bits:,} bits, "
+            f"id {res.relay_key_id}, ε ≤ {res.epsilon:.2g}, stations' keys identical: {res.keys_match}"
+        )
+    else:
+        out_console.print(f"no relay: {res.abort_reason}")
+    out_console.print(f"wrote {out}/summary.json, {out}/pass_*.json" + (f", {out}/relay_timeline.png" if figures else ""))
+    if not (res.ok and res.keys_match):
+        raise typer.Exit(1)
+
+
 # ------------------------------------------------------------------------------ key management
 keys_app = typer.Typer(help="Inspect key stores.", no_args_is_help=True)
 otp_app = typer.Typer(help="One-time-pad files with relayed or QKD key.", no_args_is_help=True)
@@ -449,11 +513,15 @@ def kme_serve(
 def kme_demo(
     dir: Path = typer.Option(..., "--dir", help="working directory: stores, PKI, kme.json"),
     seed: int = typer.Option(7, min=0),
+    key_source: str = typer.Option("relay", "--key-source", help="relay (real passes) | standin (random bytes, for quick tries)"),
 ) -> None:
     """Relay run → Xinglong and Nanshan stores → two KMEs on loopback; DIR/kme.json describes them."""
+    _check_choice("key-source", key_source, ("relay", "standin"))
     from .keys.kme import run_demo
 
-    raise typer.Exit(run_demo(dir, seed=seed, on_ready=lambda d: out_console.print(f"KMEs up: {d.kme_json} (Ctrl-C to stop)")))
+    raise typer.Exit(
+        run_demo(dir, seed=seed, key_source=key_source, on_ready=lambda d: out_console.print(f"KMEs up: {d.kme_json} (Ctrl-C to stop)"))
+    )
 
 
 def main() -> None:

@@ -968,9 +968,10 @@ def start_demo(
     """Bring up the two-site demo on loopback and return once both KMEs serve.
 
     ``fill(satellite_store, first_store, second_store)`` runs the relay that fills the stores and
-    returns its :class:`~satqkd.keys.relay.RelayResult`; by default a relay on **stand-in** pass keys
-    (:func:`satqkd.keys.relay.run_standin_relay`, ``nbytes`` per pass) — pass a function running
-    real passes to wire the demo to the simulation. Then makes a demo PKI, starts one KME process
+    returns an object with ``relay_key_id`` and ``length_bits`` (and optionally ``key_source``);
+    by default a relay on **stand-in** pass keys (:func:`satqkd.keys.relay.run_standin_relay`,
+    ``nbytes`` per pass). :func:`satqkd.relay_job.kme_demo_fill` runs the real relay on simulated
+    passes (the default of :func:`run_demo`). Then makes a demo PKI, starts one KME process
     per site, and writes ``DIR/kme.json``::
 
         {"ca": path, "kmes": [{"site", "url", "sae_id", "kme_id"}, ...], "saes": {sae_id: {"cert", "key"}}}
@@ -1002,7 +1003,8 @@ def start_demo(
         "kmes": [{"site": k.site, "url": k.url, "sae_id": k.sae_ids[0], "kme_id": k.kme_id} for k in kmes],
         "saes": {sid: {"cert": str(c), "key": str(kk)} for sid, (c, kk) in pki.saes.items()},
         "relay": {"relay_key_id": relay.relay_key_id, "length_bits": relay.length_bits,
-                  "key_source": "stand-in (satqkd.keys.relay.standin_pass_keys)" if fill is None else "relay run"},
+                  "key_source": "stand-in (satqkd.keys.relay.standin_pass_keys)" if fill is None
+                  else getattr(relay, "key_source", "relay run")},
     }
     demo.config = cfg
     _atomic_write(kme_json, json.dumps(cfg, indent=2))
@@ -1010,11 +1012,21 @@ def start_demo(
 
 
 def run_demo(dir: str | Path, *, seed: int = 7, nbytes: int = 1 << 17, on_ready: Callable[[Demo], None] | None = None,
-             **kw) -> int:
+             key_source: str = "relay", **kw) -> int:
     """``satqkd kme demo``: start the demo and block until SIGINT/SIGTERM, then shut down cleanly.
 
-    Returns 0 after a requested shutdown; raises ``RuntimeError`` if a KME process dies on its own.
+    ``key_source="relay"`` (default) fills the stores with the trusted relay on the two simulated
+    passes of preset ``micius-relay-xinglong-nanshan`` (:func:`satqkd.relay_job.kme_demo_fill`;
+    ~10 s here, its outputs in ``DIR/relay``); ``"standin"`` uses stand-in keys of ``nbytes`` per
+    pass. An explicit ``fill=`` overrides both. Returns 0 after a requested shutdown; raises
+    ``RuntimeError`` if a KME process dies on its own.
     """
+    if key_source not in ("relay", "standin"):
+        raise ValueError(f"key_source must be 'relay' or 'standin', got {key_source!r}")
+    if "fill" not in kw and key_source == "relay":
+        from ..relay_job import kme_demo_fill
+
+        kw["fill"] = kme_demo_fill(seed=seed, out_dir=Path(dir) / "relay")
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread()
     old = {}
@@ -1154,6 +1166,7 @@ def main(argv: list[str] | None = None) -> int:
     dm = sub.add_parser("demo")
     dm.add_argument("--dir", required=True)
     dm.add_argument("--seed", type=int, default=7)
+    dm.add_argument("--key-source", choices=("relay", "standin"), default="relay")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
         limits = {k: getattr(a, k) for k in ("key_size", "min_key_size", "max_key_size", "max_key_per_request")
@@ -1161,7 +1174,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(a.store, a.tls, a.port, network=a.network, kme_id=a.kme_id, host=a.host, ready_file=a.ready_file,
               parent_pid=a.parent_pid, **limits)
         return 0
-    return run_demo(a.dir, seed=a.seed)
+    return run_demo(a.dir, seed=a.seed, key_source=a.key_source)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,842 @@
+"""The satellite trusted relay on simulated passes: Xinglong pass, Nanshan pass, ``K_X ⊕ K_N``.
+
+Liao et al., Nature 549, 43 (2017), "Discussion and outlook": QKD with Xinglong, keep the key on
+board until the satellite reaches Nanshan near Urumqi, QKD there, then announce the XOR of the two
+keys so that both stations share a key. :func:`run_relay` does this end to end:
+
+1. **passes** — the first night pass over ``cfg.station`` and the next night pass over
+   ``cfg.second_station`` that starts after it (:func:`find_relay_passes`; 16:49 and 18:23 UTC on
+   2016-12-19 for the preset ``micius-relay-xinglong-nanshan``);
+2. **QKD** — each pass is simulated and post-processed (:func:`run_pass`) with its own seed,
+   derived from the relay seed by :func:`pass_seeds`;
+3. **deposit** — each pass's final key goes into the satellite's store (link = station) and the
+   station's store (link = satellite) under one id, ``key_id_for(pass_id)``, with its origin
+   (pass id, seed, ε) (:func:`deposit_pass`). The satellite deposits Alice's key and the station
+   Bob's: they are equal only because the protocol verified them, and :attr:`RelayResult.keys_match`
+   is read back from the stores;
+4. **relay** — the satellite announces ``A = K_X ⊕ K_N`` over an authenticated channel to each
+   station, and each station derives ``K = K_N`` into its store on the link to the other station
+   (:func:`relay_deposited`).
+
+Authentication of the announcement (Wegman–Carter, :mod:`satqkd.postprocess.authentication`) is
+**charged to the pass keys**: the first :data:`AUTH_BITS_PER_LINK` bits of each pass key are cut
+at both ends of the link as *consumed* (purpose ``authentication``) and become the key pool of that
+link's channel (``memory_pair(..., auth_mode="each")``: 127 bits of hash key once, then a pad pair
+of 2 × 128 bits per round — three rounds at most: announce/ready, commit/done, revoke/ack). The
+relayed length is then ``L = min(|K_X|, |K_N|) − AUTH_BITS_PER_LINK``, cut from the pass keys right
+after the authentication bits, identically at both ends (the segments are named in the
+announcement). What is left of the longer pass key stays *available* on its satellite–station
+link (it is a valid key of that link, not lost).
+
+Failure semantics (every store change is one SQLite transaction; nothing is available twice):
+
+* **a pass aborts** (QBER above the threshold, too short a key, …): its key is not deposited and
+  there is no relay; the other pass's key, if any, stays available at both ends of its link;
+* **the announcement fails authentication** at a station (phase 1): no station derives anything.
+  The satellite marked its two segments *relayed* before sending ``A`` (once ``A`` is public the
+  two ranges are no longer independent keys), and a station that did verify ``A`` marks its own
+  segment *relayed* too on the satellite's authenticated *cancel*. A station whose verification
+  failed keeps its range listed as available, but it is unusable: any use of a satellite link key
+  needs the satellite to carve the same range, which it refuses (it is relayed there);
+* **two-phase commit**: the stations apply (carve their segment *relayed* and deposit ``K`` in one
+  transaction) only on the satellite's authenticated *commit*, which it sends after both
+  stations verified ``A``. If a station then answers (authenticated) that it did not apply, the
+  satellite sends *revoke* to the others, which mark their relayed key *consumed* (purpose
+  ``other``): no relayed key is left available at one station only. If a station's confirmation
+  is forged or lost, its state is unknown to the satellite; it most likely applied, so nothing is
+  revoked and the result says "unconfirmed" (``ok`` false; ``keys_match`` still read from the
+  stores). A real system would retry the (idempotent) commit over a fresh authenticated session;
+  that, and a station crashing between commit and apply, are not modelled.
+
+The relayed key's ε is ``ε_X + ε_N`` plus the forgery bounds of the authenticated relay messages
+(a union bound over the failure events; the XOR itself is a one-time pad and adds nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import MissionConfig
+from .keys.relay import RelayAnnouncement, relay_announcement, run_standin_relay, station_relayed_key
+from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, key_id_for
+from .postprocess.authentication import HASH_KEY_BITS, P127, PAD_BITS, AuthenticationError, KeyPool, forgery_bound
+from .protocol.channel import ChannelError, PeerAborted, Tamper, memory_pair
+from .records import PassGeometry
+
+__all__ = [
+    "AUTH_BITS_PER_LINK",
+    "RELAY_PRESET",
+    "PassOutcome",
+    "RelayExists",
+    "RelayLink",
+    "RelayResult",
+    "deposit_pass",
+    "find_relay_passes",
+    "kme_demo_fill",
+    "pass_seeds",
+    "relay_deposited",
+    "run_pass",
+    "run_relay",
+    "truncate_geometry",
+    "write_relay_outputs",
+]
+
+#: Preset of the relay (``satqkd relay`` default and the KME demo's key source).
+RELAY_PRESET = "micius-relay-xinglong-nanshan"
+#: Rounds of the relay exchange on each link (announce/ready, commit/done, revoke/ack).
+_ROUNDS = 3
+#: Key cut from each pass key (both ends) to authenticate the relay exchange on that link: the hash
+#: key (127 bits) and one pad pair (2 × 128 bits) per round, rounded up to whole bytes.
+AUTH_BITS_PER_LINK = 8 * math.ceil((HASH_KEY_BITS + _ROUNDS * 2 * PAD_BITS) / 8)
+_C_M_S = 299_792_458.0
+
+
+class RelayExists(KeyStoreError):
+    """The stores already hold this relay's pass keys (same preset, passes and seed): not run again.
+
+    Depositing the same simulated key twice would make a two-time pad; use another seed or fresh
+    stores. ``relay_key_id`` is the relayed key's id if the relay itself completed.
+    """
+
+    def __init__(self, message: str, *, relay_key_id: str | None = None, length_bits: int = 0):
+        super().__init__(message)
+        self.relay_key_id = relay_key_id
+        self.length_bits = length_bits
+
+
+# ------------------------------------------------------------------------------------------ passes
+def truncate_geometry(g: PassGeometry, window_s: float) -> PassGeometry:
+    """The part of ``g`` within ``±window_s / 2`` of culmination (samples kept as they are; ``t_s`` rebased)."""
+    if not (window_s > 0 and math.isfinite(window_s)):
+        raise ValueError(f"window_s must be a finite number > 0, got {window_s!r}")
+    tc = float(g.t_s[g.culmination_index])
+    keep = np.flatnonzero(np.abs(g.t_s - tc) <= window_s / 2 + 1e-9)
+    if keep.size < 2:
+        raise ValueError(f"window_s = {window_s} s keeps fewer than 2 samples of the {g.duration_s:.0f} s pass")
+    sl = slice(int(keep[0]), int(keep[-1]) + 1)
+    t0 = float(g.t_s[sl.start])
+    arr = lambda a: None if a is None else np.ascontiguousarray(a[sl])  # noqa: E731
+    return replace(
+        g,
+        start_utc=g.start_utc + timedelta(seconds=t0),
+        t_s=g.t_s[sl] - t0,
+        elevation_deg=arr(g.elevation_deg),
+        azimuth_deg=arr(g.azimuth_deg),
+        range_m=arr(g.range_m),
+        range_rate_m_s=arr(g.range_rate_m_s),
+        sun_altitude_deg=arr(g.sun_altitude_deg),
+        sunlit=arr(g.sunlit),
+        enu_m=arr(g.enu_m),
+        enu_velocity_m_s=arr(g.enu_velocity_m_s),
+    )
+
+
+def _end_utc(g: PassGeometry) -> datetime:
+    return g.start_utc + timedelta(seconds=g.duration_s)
+
+
+def _second_cfg(cfg: MissionConfig) -> MissionConfig:
+    if cfg.second_station is None:
+        raise ValueError(f"cfg.second_station must be set for a relay (preset {RELAY_PRESET!r} sets Nanshan); "
+                         f"config {cfg.name!r} has none")
+    return cfg.model_copy(update={"station": cfg.second_station})
+
+
+def find_relay_passes(cfg: MissionConfig, *, window_s: float | None = None) -> tuple[PassGeometry, PassGeometry]:
+    """The first pass over ``cfg.station`` and the next pass over ``cfg.second_station`` starting after it ends.
+
+    Both under ``cfg.passes`` (elevation, range and night rules). The second search starts at the
+    end of the first pass and spans ``cfg.passes.search_days``. ``window_s`` keeps only that many
+    seconds around each culmination (:func:`truncate_geometry`; for fast tests). Raises
+    ``ValueError`` if either pass is missing.
+    """
+    from .sky.orbit import find_passes, satellite_from_config
+
+    cfg2 = _second_cfg(cfg)
+    sat = satellite_from_config(cfg.orbit, cfg.satellite)
+    first = find_passes(sat, cfg.station, cfg.passes, satellite_name=cfg.satellite)
+    if not first:
+        raise ValueError(f"no pass of {cfg.satellite} over {cfg.station.name} in the search span of {cfg.name!r}")
+    g1 = first[0]
+    rules2 = cfg.passes.model_copy(update={"search_start_utc": _end_utc(g1)})
+    second = [g for g in find_passes(sat, cfg2.station, rules2, satellite_name=cfg.satellite) if g.start_utc >= _end_utc(g1)]
+    if not second:
+        raise ValueError(
+            f"no pass of {cfg.satellite} over {cfg2.station.name} within {rules2.search_days} d after "
+            f"the {cfg.station.name} pass ending {_end_utc(g1):%Y-%m-%d %H:%M:%S} UTC"
+        )
+    g2 = second[0]
+    if window_s is not None:
+        g1, g2 = truncate_geometry(g1, window_s), truncate_geometry(g2, window_s)
+    return g1, g2
+
+
+def pass_seeds(seed: int) -> tuple[int, int]:
+    """Two distinct pass seeds derived from the relay seed (``SeedSequence([seed, k])``, k = 0, 1)."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    s = [int(np.random.SeedSequence([int(seed), k]).generate_state(1, dtype=np.uint32)[0]) for k in (0, 1)]
+    if s[0] == s[1]:  # 2^-32: keep them distinct
+        s[1] = (s[1] + 1) % (1 << 32)
+    return s[0], s[1]
+
+
+@dataclass(frozen=True)
+class PassOutcome:
+    """One simulated, post-processed pass: both ends' final keys (0/1 ``np.uint8``) or the abort reason."""
+
+    station: str
+    satellite: str
+    pass_id: str
+    seed: int
+    summary: dict
+    sat_key: np.ndarray | None = field(default=None, repr=False)
+    station_key: np.ndarray | None = field(default=None, repr=False)
+    abort_reason: str | None = None
+    epsilon: float | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.sat_key is not None and self.station_key is not None
+
+    @property
+    def key_id(self) -> str:
+        return key_id_for(self.pass_id)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        what = f"{s['final_key_bits']:,} final bits" if self.ok else f"aborted: {self.abort_reason}"
+        return f"PassOutcome({self.satellite}–{self.station} {s['start_utc']}, {s['sifted_bits']:,} sifted, {what})"
+
+
+def _pass_summary(sim_summary: dict, pp: dict | None, g: PassGeometry, pass_id: str, seed: int) -> dict:
+    """The relay's view of a pass (issue 4 §2): start, duration, range span, sifted/final bits, ε."""
+    s = sim_summary
+    return {
+        "station": s["station"],
+        "satellite": s["satellite"],
+        "pass_id": pass_id,
+        "key_id": key_id_for(pass_id),
+        "seed": int(seed),
+        "start_utc": s["start_utc"],
+        "end_utc": _end_utc(g).isoformat(),
+        "culmination_utc": s["culmination_utc"],
+        "duration_s": s["duration_s"],
+        "max_elevation_deg": s["max_elevation_deg"],
+        "min_range_km": s["min_range_km"],
+        "max_range_km": s["max_range_km"],
+        "sifted_bits": s["sifted_bits"],
+        "qber": s["qber"],
+        "final_key_bits": int(pp["final_key_bits"]) if pp else 0,
+        "epsilon": pp["epsilon"] if pp and not pp["aborted"] else None,
+        "aborted": bool(pp["aborted"]) if pp else True,
+        "abort_reason": pp["abort_reason"] if pp else "not post-processed",
+        "ec_efficiency": pp["ec_efficiency"] if pp else None,
+        "auth_key_bits_postprocessing": pp["auth_key_bits"] if pp else None,
+    }
+
+
+def _pass_id(g: PassGeometry, seed: int, window_s: float | None) -> str:
+    """A pass's id (same form as ``satqkd run``'s): satellite, station, window start, seed (+ truncation)."""
+    pid = f"{g.satellite}:{g.station}:{g.start_utc:%Y-%m-%dT%H:%M:%S}Z:seed{int(seed)}"
+    return pid + (f":window{window_s:g}s" if window_s is not None else "")
+
+
+def run_pass(
+    cfg: MissionConfig,
+    geometry: PassGeometry,
+    seed: int,
+    *,
+    ec: str = "cascade",
+    finite_key: str = "chernoff",
+    window_s: float | None = None,
+) -> PassOutcome:
+    """Simulate the pass ``geometry`` of ``cfg`` and post-process it (``satqkd run`` for one pass).
+
+    Returns both ends' final keys, or the abort reason. ``summary`` holds the relay's view of the
+    pass (:func:`_pass_summary`) plus the full simulation and post-processing summaries under
+    ``"simulation"`` and ``"postprocessing"``.
+    """
+    from .outputs import postprocess_summary
+    from .pass_simulation import simulate
+    from .protocol.session import postprocess
+
+    t0 = time.perf_counter()
+    sim = simulate(cfg, seed, geometry=geometry)
+    pass_id = _pass_id(geometry, seed, window_s)
+    sim_summary = sim.summary()
+    res = postprocess(sim.raw, cfg, seed=seed, ec=ec, finite_key=finite_key)
+    del sim
+    pp = postprocess_summary(res)
+    summary = _pass_summary(sim_summary, pp, geometry, pass_id, seed)
+    summary["simulation"] = sim_summary
+    summary["postprocessing"] = {k: v for k, v in pp.items() if k != "counts"}
+    ok = res.ok and res.keys_match
+    reason = None if ok else (res.abort_reason or "final keys differ after verification")
+    if not ok:
+        summary.update(aborted=True, abort_reason=reason, final_key_bits=0, epsilon=None)
+    return PassOutcome(
+        station=geometry.station, satellite=geometry.satellite, pass_id=pass_id, seed=int(seed), summary=summary,
+        sat_key=res.alice.key if ok else None, station_key=res.bob.key if ok else None, abort_reason=reason,
+        epsilon=pp["epsilon"] if ok else None, seconds=time.perf_counter() - t0,
+    )
+
+
+# ------------------------------------------------------------------------------------------ stores
+def _check_sites(cfg: MissionConfig, sat_store: KeyStore, store_a: KeyStore, store_b: KeyStore) -> None:
+    want = ((sat_store, cfg.satellite, "sat_store"), (store_a, cfg.station.name, "store_a"),
+            (store_b, _second_cfg(cfg).station.name, "store_b"))
+    for st, site, name in want:
+        if st.site != site:
+            raise ValueError(f"{name} must be the store of {site!r} (config {cfg.name!r}), got {st.site!r}")
+
+
+def deposit_pass(sat_store: KeyStore, station_store: KeyStore, p: PassOutcome) -> str | None:
+    """Deposit a pass's final key at the satellite (link = station) and the station (link = satellite).
+
+    Same root id (``key_id_for(pass_id)``) and origin (pass id, seed, ε) at both ends; the
+    satellite stores Alice's key, the station Bob's. Returns the key id, or ``None`` (nothing
+    written) if the pass aborted. Refuses (``RelayExists``, nothing written) if either store
+    already holds that id.
+    """
+    if sat_store.site != p.satellite or station_store.site != p.station:
+        raise ValueError(f"stores ({sat_store.site!r}, {station_store.site!r}) do not match the pass "
+                         f"({p.satellite!r}, {p.station!r})")
+    if not p.ok:
+        return None
+    kid = p.key_id
+    for st in (sat_store, station_store):
+        if any(r["root_id"] == kid for r in st.roots()):
+            raise RelayExists(f"{st.site}'s store already holds the key of pass {p.pass_id} ({kid}): a simulated "
+                              "pass key is deposited once (another seed, or fresh stores)")
+    origin = Origin(kind="qkd", pass_id=p.pass_id, seed=p.seed, epsilon=p.epsilon,
+                    note=f"{p.satellite}–{p.station} pass {p.summary['start_utc']}")
+    sat_store.deposit(p.station, p.sat_key, key_id=kid, origin=origin)
+    try:
+        station_store.deposit(p.satellite, p.station_key, key_id=kid, origin=origin)
+    except BaseException:
+        # the satellite's deposit committed; take it out of service (consumed) rather than leave a
+        # key the station does not hold: nothing is available at one end only
+        sat_store.take_segments(p.station, [Segment(key_id_for(p.pass_id + "|undeposited"), kid, 0,
+                                                    8 * (p.sat_key.size // 8))], state="consumed", purpose="other")
+        raise
+    return kid
+
+
+def _root_bits(store: KeyStore, link: str, root_id: str) -> int:
+    for r in store.roots(link):
+        if r["root_id"] == root_id:
+            return int(r["length_bits"])
+    raise KeyUnavailable(f"{store.site}'s store holds no key {root_id} on link {link!r}")
+
+
+def _nested(store: KeyStore, ops: list[tuple[str, list[Segment], str, str]], request_id: str) -> list[bytes]:
+    """Carve several (link, segments, state, purpose) groups in ONE transaction (nested savepoints)."""
+    out: list[bytes] = []
+
+    def run(i: int) -> None:
+        if i == len(ops):
+            return
+        link, segs, state, purpose = ops[i]
+
+        def within(_segs, material):
+            out.append(material)
+            run(i + 1)
+
+        store.take_segments(link, segs, state=state, purpose=purpose, request_id=request_id, within=within)
+
+    run(0)
+    return out
+
+
+@dataclass
+class RelayLink:
+    """Accounting of the relay exchange on one satellite–station link."""
+
+    station: str
+    auth_key_bits: int = AUTH_BITS_PER_LINK
+    auth_bits_used: int = 0
+    messages: int = 0
+    bytes_down: int = 0
+    bytes_up: int = 0
+    link_time_s: float = 0.0
+    forgery_bound: float = 0.0
+    verified: bool = False
+    applied: bool = False
+    revoked: bool = False
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class _RelayRecord:
+    ok: bool
+    reason: str | None
+    relay_id: str | None = None
+    length_bits: int = 0
+    announcement: RelayAnnouncement | None = None
+    links: dict = field(default_factory=dict)
+    keys_match: bool = False
+    epsilon: float | None = None
+
+
+def _station_apply_atomic(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | None, seed: int | None) -> str:
+    """Carve the station's announced segments *relayed* and deposit ``K`` — in one transaction.
+
+    (As :func:`satqkd.keys.relay.station_apply`, but the deposit runs inside the carve's
+    transaction, so a crash cannot leave the segment relayed without the derived key.)
+    """
+    first = store.site == ann.first_station
+    segs = ann.first_segments if first else ann.second_segments
+    other = ann.second_station if first else ann.first_station
+    origin = Origin(kind="relay", pass_id=ann.relay_id, seed=seed, epsilon=epsilon,
+                    note=f"{ann.first_station}⊕{ann.second_station} via {ann.satellite}")
+
+    def derive(_segs, material):
+        store.deposit(other, station_relayed_key(material, ann.xor, first_station=first), key_id=ann.relay_id,
+                      origin=origin)
+
+    store.take_segments(ann.satellite, segs, state="relayed", purpose="relay", request_id=ann.relay_id, within=derive)
+    return ann.relay_id
+
+
+def _read_root(store: KeyStore, link: str, root_id: str) -> bytes | None:
+    """Material of a root that is still wholly available (else ``None``)."""
+    ps = [p for p in store.pieces(link, "available") if p.root_id == root_id]
+    if len(ps) != 1 or ps[0].offset_bits != 0 or ps[0].length_bits != _root_bits(store, link, root_id):
+        return None
+    return store.peek_segments(link, [Segment(ps[0].key_id, root_id, 0, ps[0].length_bits)])
+
+
+def relay_deposited(
+    first: PassOutcome,
+    second: PassOutcome,
+    sat_store: KeyStore,
+    store_a: KeyStore,
+    store_b: KeyStore,
+    *,
+    link_cfg=None,
+    one_way_delay_s: float = 0.0,
+    tamper: dict[str, Tamper] | None = None,
+    seed: int | None = None,
+    timeout_s: float = 5.0,
+) -> _RelayRecord:
+    """The relay on two deposited pass keys: authenticated announcement, two-phase apply (module docstring).
+
+    ``tamper`` maps a station name to a channel tamper function (tests: forge or drop frames on
+    that link, ``memory_pair`` semantics). The parties run in one thread: every message is queued
+    before it is received.
+    """
+    stations = (first.station, second.station)
+    stores = {first.station: store_a, second.station: store_b}
+    passes = {first.station: first, second.station: second}
+    sat = sat_store.site
+    relay_id = key_id_for(f"relay|{first.pass_id}|{second.pass_id}")
+    if not (first.ok and second.ok):
+        bad = [p for p in (first, second) if not p.ok]
+        return _RelayRecord(False, "; ".join(f"{p.station} pass aborted: {p.abort_reason}" for p in bad))
+    n_bits = {s: _root_bits(sat_store, s, passes[s].key_id) for s in stations}
+    L = min(n_bits.values()) - AUTH_BITS_PER_LINK
+    L -= L % 8
+    if L < 8:
+        return _RelayRecord(False, f"pass keys too short to relay: {n_bits} bits, {AUTH_BITS_PER_LINK} per link "
+                                   "go to authenticating the announcement")
+    auth_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay-auth"), passes[s].key_id, 0, AUTH_BITS_PER_LINK)
+                for s in stations}
+    relay_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay"), passes[s].key_id, AUTH_BITS_PER_LINK, L)
+                 for s in stations}
+
+    # on board, one transaction: authentication keys consumed, relay segments relayed (and wiped)
+    ax, an, kx, kn = _nested(sat_store, [
+        (stations[0], [auth_seg[stations[0]]], "consumed", "authentication"),
+        (stations[1], [auth_seg[stations[1]]], "consumed", "authentication"),
+        (stations[0], [relay_seg[stations[0]]], "relayed", "relay"),
+        (stations[1], [relay_seg[stations[1]]], "relayed", "relay"),
+    ], relay_id)
+    sat_auth = {stations[0]: ax, stations[1]: an}
+    ann = RelayAnnouncement(relay_id, sat, stations[0], stations[1], (relay_seg[stations[0]],),
+                            (relay_seg[stations[1]],), relay_announcement(kx, kn))
+    del kx, kn
+    links = {s: RelayLink(s) for s in stations}
+    eps_rel = float(first.epsilon or 0.0) + float(second.epsilon or 0.0)
+
+    # each station: its authentication key (consumed, own transaction) and its channel endpoint
+    ep_sat, ep_st = {}, {}
+    for s in stations:
+        try:
+            st_auth = stores[s].take_segments(sat, [auth_seg[s]], state="consumed", purpose="authentication",
+                                              request_id=relay_id)
+        except KeyStoreError as exc:
+            links[s].error = f"no authentication key at {s}: {exc}"
+            continue
+        ep_sat[s], ep_st[s] = memory_pair(KeyPool(sat_auth[s]), KeyPool(st_auth), link_cfg, one_way_delay_s,
+                                          timeout_s=timeout_s, tamper=(tamper or {}).get(s), auth_mode="each")
+
+    # ε of the relayed key: both pass keys' ε plus the forgery bounds of every relay message (a
+    # union bound; the largest exchange is the announcement and at most five short messages a link)
+    meta = {k: v for k, v in ann.to_json().items() if k != "xor_hex"}
+    ann_bytes = len(json.dumps(meta)) + len(ann.xor) + 64
+    eps_relay = eps_rel + len(stations) * (forgery_bound(ann_bytes) + 5 * forgery_bound(256))
+
+    # phase 1: announce; each station verifies the tag, checks its segments, answers ready
+    received: dict[str, RelayAnnouncement] = {}
+    for s in ep_sat:
+        ep_sat[s].send("relay_announce", meta=json.dumps(meta), xor=ann.xor)
+    for s in ep_st:
+        try:
+            msg = ep_st[s].recv("relay_announce")
+            got = RelayAnnouncement.from_json({**json.loads(msg["meta"]), "xor_hex": bytes(msg["xor"]).hex()})
+            if got.satellite != sat or s not in (got.first_station, got.second_station) or got.relay_id != relay_id:
+                raise ValueError(f"announcement names {got.satellite!r}: {got.first_station!r} ⊕ {got.second_station!r}")
+            segs = got.first_segments if s == got.first_station else got.second_segments
+            if 8 * len(got.xor) != sum(g.length_bits for g in segs):
+                raise ValueError("announcement length does not match its segments")
+            stores[s].peek_segments(sat, segs)
+            received[s] = got
+            ep_st[s].send("relay_ready", relay_id=relay_id)
+            links[s].verified = True
+        except (AuthenticationError, ChannelError, KeyStoreError, ValueError) as exc:
+            links[s].error = f"{type(exc).__name__}: {exc}"
+            ep_st[s].abort(str(exc))
+    ready = []
+    for s in ep_sat:
+        try:
+            ep_sat[s].recv("relay_ready")
+            ready.append(s)
+        except (AuthenticationError, ChannelError) as exc:
+            links[s].error = links[s].error or f"satellite: {type(exc).__name__}: {exc}"
+    ok = len(ready) == len(stations)
+
+    if ok:
+        # phase 2: commit; each station carves its segment relayed and deposits K, one transaction
+        for s in stations:
+            ep_sat[s].send("relay_commit", relay_id=relay_id)
+        for s in stations:
+            try:
+                ep_st[s].recv("relay_commit")
+                _station_apply_atomic(stores[s], received[s], epsilon=eps_relay, seed=seed)
+                links[s].applied = True
+                ep_st[s].send("relay_done", key_id=relay_id)
+            except (AuthenticationError, ChannelError, KeyStoreError) as exc:
+                links[s].error = f"{type(exc).__name__}: {exc}"
+                ep_st[s].abort(str(exc))
+        done, refused = [], []
+        for s in stations:
+            try:
+                ep_sat[s].recv("relay_done")
+                done.append(s)
+            except PeerAborted as exc:  # the station said (authenticated) that it did not apply
+                refused.append(s)
+                links[s].error = links[s].error or f"satellite: {exc}"
+            except (AuthenticationError, ChannelError) as exc:  # unknown: it may have applied
+                links[s].error = links[s].error or f"satellite: unconfirmed: {type(exc).__name__}: {exc}"
+        if len(done) != len(stations):
+            ok = False
+        if refused:
+            # a station certainly lacks K: revoke it wherever the satellite can still talk, so that K
+            # does not stay at one station only. (Unconfirmed stations are not a reason to revoke:
+            # they most likely applied, and revoking the others would leave them alone with K.)
+            for s in stations:
+                if s in refused:
+                    continue
+                other = stations[1] if s == stations[0] else stations[0]
+                try:
+                    ep_sat[s].send("relay_revoke", relay_id=relay_id)
+                    ep_st[s].recv("relay_revoke")
+                except (AuthenticationError, ChannelError):
+                    continue
+                if any(p.root_id == relay_id for p in stores[s].pieces(other, "available")):
+                    stores[s].take_segments(other, [Segment(key_id_for(f"{relay_id}|revoked"), relay_id, 0, L)],
+                                            state="consumed", purpose="other", request_id=relay_id)
+                    links[s].revoked = True
+                ep_st[s].send("relay_ack", relay_id=relay_id)
+                ep_sat[s].recv("relay_ack")
+    else:
+        # cancel: A is public, so a station that verified it takes its segment out of service too
+        for s in ready:
+            ep_sat[s].send("relay_cancel", relay_id=relay_id)
+            ep_st[s].recv("relay_cancel")
+            got = received[s]
+            stores[s].take_segments(sat, got.first_segments if s == got.first_station else got.second_segments,
+                                    state="relayed", purpose="relay", request_id=relay_id)
+    for s in ep_sat:
+        st = ep_sat[s].stats
+        links[s].messages = st.messages_down + st.messages_up
+        links[s].bytes_down, links[s].bytes_up = st.bytes_down, st.bytes_up
+        links[s].link_time_s = round(st.link_time_s, 6)
+        links[s].auth_bits_used = st.auth_key_bits
+        # Σ over messages of (⌈(12 + len)/15⌉ + 1)/p ≤ (Σ(12 + len)/15 + 2·n)/p  (authentication.py)
+        links[s].forgery_bound = ((st.bytes_down + st.bytes_up + 12 * links[s].messages) / 15
+                                  + 2 * links[s].messages) / float(P127)
+    ka = _read_root(store_a, stations[1], relay_id)
+    kb = _read_root(store_b, stations[0], relay_id)
+    match = ka is not None and ka == kb
+    if not ok:
+        errs = "; ".join(f"{s}: {links[s].error}" for s in stations if links[s].error)
+        return _RelayRecord(False, f"relay not completed ({errs or 'unknown'})", relay_id, 0, ann, links,
+                            keys_match=match)
+    return _RelayRecord(True, None, relay_id, L, ann, links, keys_match=match, epsilon=eps_relay)
+
+
+# ------------------------------------------------------------------------------------------ result
+@dataclass
+class RelayResult:
+    """Outcome of :func:`run_relay` (JSON: :meth:`to_json`).
+
+    ``relay_key_id`` / ``length_bits`` are the relayed key at both stations (``None`` / 0 if there
+    was no relay, with ``abort_reason`` saying why); ``keys_match`` compares the two stations'
+    relayed keys as read back from their stores.
+    """
+
+    preset: str
+    seed: int
+    satellite: str
+    first: dict
+    second: dict
+    hours_between: float
+    key_storage_hours: float
+    ok: bool
+    abort_reason: str | None
+    relay_key_id: str | None
+    length_bits: int
+    pass_key_ids: dict
+    keys_match: bool
+    epsilon: float | None = None
+    links: dict = field(default_factory=dict)
+    announcement_bits: int = 0
+    run_seconds: float = 0.0
+    stage_seconds: dict = field(default_factory=dict)
+    window_s: float | None = None
+    key_source: str = "relay run (simulated passes, satqkd.relay_job)"
+    #: the satellite's public announcement (segments and ``K_X ⊕ K_N``); not written to JSON
+    announcement: RelayAnnouncement | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "announcement"}
+        d["links"] = {k: (v.to_json() if isinstance(v, RelayLink) else v) for k, v in self.links.items()}
+        d["first"] = {k: v for k, v in self.first.items() if k not in ("simulation", "postprocessing")}
+        d["second"] = {k: v for k, v in self.second.items() if k not in ("simulation", "postprocessing")}
+        d["auth_bits_per_link"] = AUTH_BITS_PER_LINK
+        return d
+
+    def __repr__(self) -> str:
+        a, b = self.first, self.second
+        rel = (f"relayed {self.length_bits:,} bits (key {self.relay_key_id}, match {self.keys_match})" if self.ok
+               else f"no relay: {self.abort_reason}")
+        return (f"RelayResult({a['station']} {a['start_utc'][:19]} {a['final_key_bits']:,} bits → "
+                f"{b['station']} {b['start_utc'][:19]} {b['final_key_bits']:,} bits, {self.hours_between:.2f} h; {rel})")
+
+
+def run_relay(
+    cfg: MissionConfig,
+    seed: int,
+    sat_store: KeyStore,
+    store_a: KeyStore,
+    store_b: KeyStore,
+    *,
+    progress: Callable[[float, float], None] | None = None,
+    window_s: float | None = None,
+    ec: str = "cascade",
+    finite_key: str = "chernoff",
+    tamper: dict[str, Tamper] | None = None,
+) -> RelayResult:
+    """The trusted relay on simulated passes: pass with ``cfg.station``, pass with ``cfg.second_station``, ``K_X ⊕ K_N``.
+
+    ``sat_store``, ``store_a``, ``store_b`` are the stores of ``cfg.satellite``, ``cfg.station`` and
+    ``cfg.second_station`` (checked by site name). Each pass's key is deposited as soon as it is
+    post-processed; the relay runs if both passes succeeded (module docstring for the failure
+    semantics). ``window_s`` truncates each pass to that many seconds around culmination (fast
+    tests). Raises :class:`RelayExists` (before simulating anything) if the stores already hold
+    these pass keys. ``progress(done, total)`` after each stage (6 stages).
+    """
+    t_start = time.perf_counter()
+    _check_sites(cfg, sat_store, store_a, store_b)
+    cfg2 = _second_cfg(cfg)
+    stage: dict[str, float] = {}
+    total = 6.0
+
+    def tick(name: str, t0: float, k: int) -> None:
+        stage[name] = round(time.perf_counter() - t0, 3)
+        if progress is not None:
+            progress(float(k), total)
+
+    t0 = time.perf_counter()
+    g1, g2 = find_relay_passes(cfg, window_s=window_s)
+    s1, s2 = pass_seeds(seed)
+    tick("find_passes", t0, 1)
+    _refuse_rerun(cfg, g1, g2, s1, s2, window_s, sat_store, store_a, store_b)
+    outcomes = []
+    for k, (c, g, s, st) in enumerate(((cfg, g1, s1, store_a), (cfg2, g2, s2, store_b))):
+        t0 = time.perf_counter()
+        p = run_pass(c, g, s, ec=ec, finite_key=finite_key, window_s=window_s)
+        tick(f"pass_{g.station}", t0, 2 + 2 * k)
+        t0 = time.perf_counter()
+        deposit_pass(sat_store, st, p)
+        tick(f"deposit_{g.station}", t0, 3 + 2 * k)
+        outcomes.append(p)
+    first, second = outcomes
+    t0 = time.perf_counter()
+    rec = relay_deposited(first, second, sat_store, store_a, store_b, link_cfg=cfg.classical,
+                          one_way_delay_s=float(g2.range_m[-1]) / _C_M_S, tamper=tamper, seed=int(seed))
+    tick("relay", t0, 6)
+    return RelayResult(
+        preset=cfg.name, seed=int(seed), satellite=cfg.satellite, first=first.summary, second=second.summary,
+        hours_between=(g2.start_utc - g1.start_utc).total_seconds() / 3600.0,
+        key_storage_hours=(_end_utc(g2) - _end_utc(g1)).total_seconds() / 3600.0,
+        ok=rec.ok, abort_reason=rec.reason, relay_key_id=rec.relay_id if rec.ok else None,
+        length_bits=rec.length_bits if rec.ok else 0,
+        pass_key_ids={p.station: (p.key_id if p.ok else None) for p in outcomes},
+        keys_match=rec.keys_match, epsilon=rec.epsilon, links=rec.links,
+        announcement_bits=rec.announcement.length_bits if rec.announcement is not None else 0,
+        announcement=rec.announcement,
+        run_seconds=round(time.perf_counter() - t_start, 3), stage_seconds=stage, window_s=window_s,
+    )
+
+
+def _planned_ids(cfg, g1, g2, s1, s2, window_s) -> tuple[str, str, str]:
+    p1, p2 = _pass_id(g1, s1, window_s), _pass_id(g2, s2, window_s)
+    return p1, p2, key_id_for(f"relay|{p1}|{p2}")
+
+
+def _refuse_rerun(cfg, g1, g2, s1, s2, window_s, sat_store, store_a, store_b) -> None:
+    p1, p2, rid = _planned_ids(cfg, g1, g2, s1, s2, window_s)
+    held = [st.site for st, pid in ((sat_store, p1), (sat_store, p2), (store_a, p1), (store_b, p2))
+            if any(r["root_id"] == key_id_for(pid) for r in st.roots())]
+    if held:
+        done = [r for r in store_a.roots(store_b.site) if r["root_id"] == rid]
+        raise RelayExists(
+            f"the stores of {sorted(set(held))} already hold the pass keys of this relay (passes {p1} and {p2}): "
+            "a simulated pass key is deposited once — use another seed or fresh stores",
+            relay_key_id=rid if done else None, length_bits=int(done[0]["length_bits"]) if done else 0,
+        )
+
+
+# ------------------------------------------------------------------------------------------ outputs
+def write_relay_outputs(result: RelayResult, out_dir: str | Path, *, figures: bool = True) -> list[Path]:
+    """``summary.json``, ``pass_<station>.json`` (full per-pass summaries) and ``relay_timeline.png``."""
+    from . import report
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [report.write_json(result.to_json(), out / "summary.json")]
+    for p in (result.first, result.second):
+        paths.append(report.write_json(p, out / f"pass_{p['station'].lower()}.json"))
+    if figures:
+        paths.append(plot_relay_timeline(result, out / "relay_timeline.png"))
+    return paths
+
+
+def plot_relay_timeline(result: RelayResult, path: str | Path) -> Path:
+    """The two passes on a UTC time axis with their sifted/final key sizes, and the relayed key."""
+    from .report import PAPER_BLUE, PAPER_RED, _pyplot
+
+    plt = _pyplot()
+    import matplotlib.dates as mdates
+
+    def t(s: str) -> datetime:
+        return datetime.fromisoformat(s)
+
+    passes = [result.first, result.second]
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(10, 5.5), gridspec_kw={"height_ratios": [1.1, 1]})
+    for y, p in enumerate(passes):
+        t0, t1 = t(p["start_utc"]), t(p["end_utc"])
+        color = PAPER_RED if p["aborted"] else PAPER_BLUE
+        ax.barh(y, (t1 - t0).total_seconds() / 86400.0, left=mdates.date2num(t0), height=0.5, color=color)
+        what = f"aborted: {p['abort_reason']}" if p["aborted"] else f"final key {p['final_key_bits']:,} bits"
+        ax.annotate(f"{p['station']} {t0:%H:%M:%S}–{t1:%H:%M:%S} UTC, {p['min_range_km']:.0f}–{p['max_range_km']:.0f} km\n"
+                    f"sifted {p['sifted_bits']:,} bits, {what}", (mdates.date2num(t1), y), xytext=(8, 0),
+                    textcoords="offset points", va="center", fontsize=8)
+    t_end = t(passes[1]["end_utc"])
+    x_end = mdates.date2num(t_end)
+    x_kept = mdates.date2num(t(passes[0]["end_utc"]))
+    ax.annotate("", (x_end, 0.5), (x_kept, 0.5), arrowprops=dict(arrowstyle="->", color="0.4"))
+    ax.annotate(f"K_X kept on board {result.key_storage_hours:.2f} h", ((x_kept + x_end) / 2, 0.5), xytext=(0, 4),
+                textcoords="offset points", ha="center", fontsize=8, color="0.3")
+    if result.ok:
+        ax.axvline(x_end, color="k", lw=1, ls="--")
+        ax.annotate(f"announce K_X ⊕ K_N: {result.length_bits:,} bits relayed", (x_end, 1.45), xytext=(-6, 0),
+                    textcoords="offset points", ha="right", fontsize=8)
+    x0 = mdates.date2num(t(passes[0]["start_utc"]) - timedelta(minutes=10))
+    ax.set_xlim(x0, x_end + (x_end - x0) * 0.75)
+    ax.set_ylim(-0.6, 1.7)
+    ax.set_yticks([0, 1], [p["station"] for p in passes])
+    ax.xaxis.set_major_locator(mdates.MinuteLocator(byminute=[0, 30]))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M"))
+    ax.set_xlabel(f"UTC, {t(passes[0]['start_utc']):%Y-%m-%d}  ({result.hours_between:.2f} h between pass starts)")
+    ax.set_title(f"{result.satellite} trusted relay {passes[0]['station']} → {passes[1]['station']} (seed {result.seed})")
+    labels = [f"{p['station']}\nsifted" for p in passes] + [f"{p['station']}\nfinal" for p in passes] + ["relayed\nX–N"]
+    vals = [p["sifted_bits"] for p in passes] + [p["final_key_bits"] for p in passes] + [result.length_bits]
+    colors = ["#9bb7d4"] * 2 + [PAPER_BLUE] * 2 + ["#2e8b57"]
+    bx.bar(range(5), vals, color=colors)
+    for i, v in enumerate(vals):
+        bx.annotate(f"{v:,}", (i, v), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8)
+    bx.set_yscale("log")
+    bx.set_ylim(max(1, min(v for v in vals if v > 0) / 3) if any(vals) else 1, max(vals + [10]) * 4)
+    bx.set_xticks(range(5), labels, fontsize=8)
+    bx.set_ylabel("bits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+# ------------------------------------------------------------------------------------------ KME demo
+@dataclass(frozen=True)
+class _ExistingRelay:
+    relay_key_id: str
+    length_bits: int
+    key_source: str = "relay run (already in the stores, reused)"
+
+
+def kme_demo_fill(
+    *,
+    seed: int = 7,
+    preset: str = RELAY_PRESET,
+    cfg: MissionConfig | None = None,
+    source: str = "relay",
+    window_s: float | None = None,
+    nbytes: int = 1 << 17,
+    out_dir: str | Path | None = None,
+) -> Callable[[KeyStore, KeyStore, KeyStore], object]:
+    """A ``fill(sat_store, first_store, second_store)`` for :func:`satqkd.keys.kme.start_demo`.
+
+    ``source="relay"`` (default): :func:`run_relay` on the preset's two passes (~10 s here); if
+    the stores already hold that relay (the demo restarted in the same directory) it is reused,
+    not re-deposited. ``source="standin"``: :func:`satqkd.keys.relay.run_standin_relay` (uniform
+    random stand-in keys of ``nbytes`` per pass; fast tests). ``out_dir``: also write the relay's
+    outputs there. The fill returns an object with ``relay_key_id``, ``length_bits`` and
+    ``key_source`` and raises ``RuntimeError`` if the relay left no key to serve.
+    """
+    if source not in ("relay", "standin"):
+        raise ValueError(f"source must be 'relay' or 'standin', got {source!r}")
+
+    def fill(sat: KeyStore, a: KeyStore, b: KeyStore):
+        if source == "standin":
+            return run_standin_relay(sat, a, b, seed=seed, nbytes=nbytes)
+        from .config import load_preset
+
+        c = cfg if cfg is not None else load_preset(preset)
+        try:
+            res = run_relay(c, seed, sat, a, b, window_s=window_s)
+        except RelayExists as exc:
+            if exc.relay_key_id is None:
+                raise RuntimeError(f"KME demo: {exc}; and that earlier relay did not complete") from None
+            return _ExistingRelay(exc.relay_key_id, exc.length_bits)
+        if out_dir is not None:
+            write_relay_outputs(res, out_dir)
+        if not res.ok:
+            raise RuntimeError(f"KME demo: the relay (seed {seed}) left no key to serve: {res.abort_reason}")
+        return res
+
+    return fill
