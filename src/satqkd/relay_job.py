@@ -65,7 +65,7 @@ from typing import Callable
 import numpy as np
 
 from .config import MissionConfig
-from .keys.relay import RelayAnnouncement, relay_announcement, run_standin_relay, station_relayed_key
+from .keys.relay import RelayAnnouncement, relay_announcement, run_standin_relay, station_apply
 from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, key_id_for
 from .postprocess.authentication import HASH_KEY_BITS, P127, PAD_BITS, AuthenticationError, KeyPool, forgery_bound
 from .protocol.channel import ChannelError, PeerAborted, Tamper, memory_pair
@@ -391,26 +391,6 @@ class _RelayRecord:
     epsilon: float | None = None
 
 
-def _station_apply_atomic(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | None, seed: int | None) -> str:
-    """Carve the station's announced segments *relayed* and deposit ``K`` — in one transaction.
-
-    (As :func:`satqkd.keys.relay.station_apply`, but the deposit runs inside the carve's
-    transaction, so a crash cannot leave the segment relayed without the derived key.)
-    """
-    first = store.site == ann.first_station
-    segs = ann.first_segments if first else ann.second_segments
-    other = ann.second_station if first else ann.first_station
-    origin = Origin(kind="relay", pass_id=ann.relay_id, seed=seed, epsilon=epsilon,
-                    note=f"{ann.first_station}⊕{ann.second_station} via {ann.satellite}")
-
-    def derive(_segs, material):
-        store.deposit(other, station_relayed_key(material, ann.xor, first_station=first), key_id=ann.relay_id,
-                      origin=origin)
-
-    store.take_segments(ann.satellite, segs, state="relayed", purpose="relay", request_id=ann.relay_id, within=derive)
-    return ann.relay_id
-
-
 def _read_root(store: KeyStore, link: str, root_id: str) -> bytes | None:
     """Material of a root that is still wholly available (else ``None``)."""
     ps = [p for p in store.pieces(link, "available") if p.root_id == root_id]
@@ -525,7 +505,7 @@ def relay_deposited(
         for s in stations:
             try:
                 ep_st[s].recv("relay_commit")
-                _station_apply_atomic(stores[s], received[s], epsilon=eps_relay, seed=seed)
+                station_apply(stores[s], received[s], epsilon=eps_relay, seed=seed)
                 links[s].applied = True
                 ep_st[s].send("relay_done", key_id=relay_id)
             except (AuthenticationError, ChannelError, KeyStoreError) as exc:

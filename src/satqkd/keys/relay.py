@@ -176,11 +176,12 @@ def satellite_announce(
     )
 
 
-def station_apply(store: KeyStore, ann: RelayAnnouncement) -> str:
+def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | None = None, seed: int | None = None) -> str:
     """At a station: carve the announced segments of its satellite key (*relayed*) and deposit ``K``.
 
     ``K`` goes on the link to the other station with root id ``ann.relay_id`` and origin
-    ``relay``. Returns the relayed key id.
+    ``relay``. The deposit runs inside the carve's transaction, so a crash cannot leave the
+    segment relayed without the derived key (or the reverse). Returns the relayed key id.
     """
     if store.site == ann.first_station:
         segs, first, other = ann.first_segments, True, ann.second_station
@@ -188,16 +189,16 @@ def station_apply(store: KeyStore, ann: RelayAnnouncement) -> str:
         segs, first, other = ann.second_segments, False, ann.first_station
     else:
         raise ValueError(f"store of {store.site!r} is neither {ann.first_station!r} nor {ann.second_station!r}")
-    held = {}
+    origin = Origin(
+        kind="relay", pass_id=ann.relay_id, seed=seed, epsilon=epsilon,
+        note=f"{ann.first_station}⊕{ann.second_station} via {ann.satellite}",
+    )
 
     def _derive(_segs, material):
-        held["k"] = station_relayed_key(material, ann.xor, first_station=first)
+        store.deposit(other, station_relayed_key(material, ann.xor, first_station=first), key_id=ann.relay_id, origin=origin)
 
     store.take_segments(ann.satellite, segs, state="relayed", purpose="relay", request_id=ann.relay_id, within=_derive)
-    return store.deposit(
-        other, held["k"], key_id=ann.relay_id,
-        origin=Origin(kind="relay", pass_id=ann.relay_id, note=f"{ann.first_station}⊕{ann.second_station} via {ann.satellite}"),
-    )
+    return ann.relay_id
 
 
 def standin_pass_keys(rng: np.random.Generator, nbytes: int) -> bytes:
