@@ -10,7 +10,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["varint_encode", "varint_decode", "encode_sorted", "decode_sorted", "pack_bits", "unpack_bits", "pack_2bit", "unpack_2bit"]
+__all__ = [
+    "varint_encode", "varint_decode", "encode_sorted", "decode_sorted", "encode_gaps", "decode_gaps",
+    "pack_bits", "unpack_bits", "pack_2bit", "unpack_2bit", "pack_kbits", "unpack_kbits",
+]
 
 
 def varint_encode(values: np.ndarray) -> bytes:
@@ -71,38 +74,166 @@ def _varint_decode(b):
 
 
 def encode_sorted(indices: np.ndarray) -> bytes:
-    """Strictly increasing non-negative integers → varint gaps."""
-    idx = np.asarray(indices, dtype=np.int64)
-    if idx.size and (idx[0] < 0 or np.any(np.diff(idx) <= 0)):
-        raise ValueError("indices must be non-negative and strictly increasing")
-    gaps = np.diff(idx, prepend=np.int64(0)) if idx.size else idx
-    return varint_encode(gaps.astype(np.uint64))
+    """Strictly increasing non-negative integers → varint gaps (the first from 0)."""
+    return encode_gaps(np.asarray(indices, dtype=np.int64), 0).tobytes()
 
 
-def decode_sorted(data: bytes, count: int | None = None) -> np.ndarray:
-    return np.cumsum(varint_decode(data, count).astype(np.int64))
+def decode_sorted(data: bytes, count: int) -> np.ndarray:
+    """Inverse of :func:`encode_sorted` for exactly ``count`` values."""
+    return decode_gaps(data, count, 0)
 
 
 def pack_bits(bits: np.ndarray) -> bytes:
     """0/1 array → bytes, MSB first (the length travels separately)."""
-    return np.packbits(np.asarray(bits, dtype=np.uint8)).tobytes()
+    return pack_kbits(bits, 1).tobytes()
 
 
 def unpack_bits(data: bytes, n: int) -> np.ndarray:
-    a = np.unpackbits(np.frombuffer(data, dtype=np.uint8))
-    if a.size < n or a.size - n >= 8:
-        raise ValueError(f"packed bit string of {len(data)} bytes cannot hold exactly {n} bits")
-    return a[:n]
+    return unpack_kbits(data, n, 1)
 
 
 def pack_2bit(values: np.ndarray) -> bytes:
     """Values in 0..3 → 2 bits each."""
-    v = np.asarray(values, dtype=np.uint8)
-    if v.size and v.max() > 3:
-        raise ValueError("pack_2bit takes values 0..3")
-    return pack_bits(np.stack([(v >> 1) & 1, v & 1], axis=1).ravel())
+    return pack_kbits(values, 2).tobytes()
 
 
 def unpack_2bit(data: bytes, n: int) -> np.ndarray:
-    b = unpack_bits(data, 2 * n).reshape(n, 2)
-    return (b[:, 0] << 1) | b[:, 1]
+    return unpack_kbits(data, n, 2)
+
+
+def encode_gaps(a: np.ndarray, base: int = 0) -> np.ndarray:
+    """LEB128 varints (7 bits per byte, low group first, high bit = continuation) of the gaps of the
+    strictly increasing ``a``, the first gap from ``base``."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.size and (a[0] < base or np.any(a[1:] <= a[:-1])):
+        raise ValueError("values must be strictly increasing and not below base")
+    out = np.empty(_gap_bytes(a, np.int64(base)), dtype=np.uint8)
+    _write_gaps(a, np.int64(base), out)
+    return out
+
+
+def decode_gaps(data, n: int, base: int = 0) -> np.ndarray:
+    """Inverse of :func:`encode_gaps`: exactly ``n`` values (bytes or a uint8 array)."""
+    b = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.ascontiguousarray(data, dtype=np.uint8)
+    if b.size and b[-1] & 0x80:
+        raise ValueError("truncated varint stream")
+    out = np.empty(n, dtype=np.int64)
+    got = _read_gaps(b, np.int64(base), out)
+    if got == -1:
+        raise ValueError("varint longer than 10 bytes")
+    if got != n:
+        raise ValueError(f"expected {n} varints, decoded {got}")
+    return out
+
+
+def pack_kbits(a: np.ndarray, k: int) -> np.ndarray:
+    """The low ``k`` bits of every value, most significant first, packed MSB-first into bytes
+    (``np.packbits`` of the interleaved bits; the length travels separately)."""
+    a = np.ascontiguousarray(a, dtype=np.uint8)
+    if not 1 <= k <= 8:
+        raise ValueError(f"k must be in 1..8, got {k}")
+    if a.size and int(a.max()) >> k:
+        raise ValueError(f"values must fit in {k} bits")
+    out = np.zeros((a.size * k + 7) // 8, dtype=np.uint8)
+    _pack_kernel(a, k, out)
+    return out
+
+
+def unpack_kbits(data, n: int, k: int) -> np.ndarray:
+    """Inverse of :func:`pack_kbits` for exactly ``n`` values."""
+    b = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray, memoryview)) else np.ascontiguousarray(data, dtype=np.uint8)
+    if b.size * 8 < n * k or b.size * 8 - n * k >= 8:
+        raise ValueError(f"packed bit string of {b.size} bytes cannot hold exactly {n * k} bits")
+    out = np.empty(n, dtype=np.uint8)
+    _unpack_kernel(b, k, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _gap_bytes(a, base):  # pragma: no cover - compiled
+    n = 0
+    prev = base
+    for i in range(a.size):
+        x = np.uint64(a[i] - prev)
+        prev = a[i]
+        n += 1
+        while x >= 0x80:
+            x >>= np.uint64(7)
+            n += 1
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _write_gaps(a, base, out):  # pragma: no cover - compiled
+    n = 0
+    prev = base
+    for i in range(a.size):
+        x = np.uint64(a[i] - prev)
+        prev = a[i]
+        while x >= 0x80:
+            out[n] = np.uint8((x & np.uint64(0x7F)) | np.uint64(0x80))
+            x >>= np.uint64(7)
+            n += 1
+        out[n] = np.uint8(x)
+        n += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _read_gaps(b, base, out):  # pragma: no cover - compiled
+    n = 0
+    acc = np.uint64(0)
+    shift = 0
+    prev = base
+    for i in range(b.size):
+        x = b[i]
+        acc |= np.uint64(x & 0x7F) << np.uint64(shift)
+        if x & 0x80:
+            shift += 7
+            if shift > 63:
+                return -1
+        else:
+            if n < out.size:
+                prev += np.int64(acc)
+                out[n] = prev
+            n += 1
+            acc = np.uint64(0)
+            shift = 0
+    return n
+
+
+@numba.njit(cache=True, nogil=True)
+def _pack_kernel(a, k, out):  # pragma: no cover - compiled
+    if 8 % k == 0:  # whole values per byte: build each byte at once
+        per = 8 // k
+        low = (1 << k) - 1
+        full = a.size // per
+        for q in range(full):
+            v = 0
+            for r in range(per):
+                v = (v << k) | (a[q * per + r] & low)
+            out[q] = v
+        if full * per < a.size:
+            v = 0
+            for r in range(per):
+                i = full * per + r
+                v = (v << k) | ((a[i] & low) if i < a.size else 0)
+            out[full] = v
+        return
+    pos = 0
+    for i in range(a.size):
+        v = a[i]
+        for j in range(k - 1, -1, -1):
+            if (v >> j) & 1:
+                out[pos >> 3] |= np.uint8(0x80 >> (pos & 7))
+            pos += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _unpack_kernel(b, k, out):  # pragma: no cover - compiled
+    pos = 0
+    for i in range(out.size):
+        v = 0
+        for _ in range(k):
+            v = (v << 1) | ((b[pos >> 3] >> (7 - (pos & 7))) & 1)
+            pos += 1
+        out[i] = v
