@@ -54,6 +54,32 @@ class PassGeometry:
     def culmination_index(self) -> int:
         return int(np.argmax(self.elevation_deg))
 
+    def enu_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """Satellite position (m) and velocity (m/s) in the station's East-North-Up frame, shape (n, 3).
+
+        From ``enu_m`` / ``enu_velocity_m_s`` when present; otherwise the position from elevation,
+        azimuth and range and the velocity by finite differences (zero for a single step).
+        """
+        t = np.asarray(self.t_s, dtype=float)
+        if self.enu_m is not None:
+            enu = np.asarray(self.enu_m, dtype=float)
+        else:
+            e = np.radians(np.asarray(self.elevation_deg, dtype=float))
+            a = np.radians(np.asarray(self.azimuth_deg, dtype=float))
+            r = np.asarray(self.range_m, dtype=float)
+            enu = np.stack([r * np.cos(e) * np.sin(a), r * np.cos(e) * np.cos(a), r * np.sin(e)], axis=1)
+        if enu.ndim != 2 or enu.shape != (t.size, 3):
+            raise ValueError(f"geometry.enu_m must have shape ({t.size}, 3); got {enu.shape}")
+        if self.enu_velocity_m_s is not None:
+            vel = np.asarray(self.enu_velocity_m_s, dtype=float)
+            if vel.shape != enu.shape:
+                raise ValueError(f"geometry.enu_velocity_m_s must have shape ({t.size}, 3); got {vel.shape}")
+        elif t.size >= 2:
+            vel = np.gradient(enu, t, axis=0)
+        else:
+            vel = np.zeros_like(enu)
+        return enu, vel
+
     def __repr__(self) -> str:
         if not self.t_s.size:
             return f"PassGeometry({self.satellite} over {self.station}: empty)"

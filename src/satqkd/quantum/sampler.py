@@ -63,6 +63,7 @@ import numpy as np
 from ..records import LinkSeries, RawRecords
 from . import detector as _det
 from . import source as _src
+from .interp import interp_uniform
 
 __all__ = ["sample_pass", "sample_slice_per_pulse", "C_M_S"]
 
@@ -225,34 +226,10 @@ def _cubic_eval(x: np.ndarray, y: np.ndarray, s: np.ndarray, xq: np.ndarray) -> 
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _interp1(x, g, f, slope, inv_h):  # pragma: no cover - compiled
-    """``np.interp(x, g, f)`` for one value on an (approximately) uniform grid ``g`` of spacing
-    ``1 / inv_h``, ``slope`` = ``np.diff(f) / np.diff(g)``: same interval choice and arithmetic as
-    NumPy's ``arr_interp`` for finite tables (its retry for non-finite slopes is left out)."""
-    n = g.size
-    if x > g[n - 1]:
-        return f[n - 1]
-    if x < g[0]:
-        return f[0]
-    j = int((x - g[0]) * inv_h)
-    if j > n - 1:
-        j = n - 1
-    if j < 0:
-        j = 0
-    while j < n - 1 and g[j + 1] <= x:
-        j += 1
-    while j > 0 and g[j] > x:
-        j -= 1
-    if j == n - 1 or g[j] == x:
-        return f[j]
-    return slope[j] * (x - g[j]) + f[j]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _tag_ps_kernel(index, div, g, f, slope, inv_h, offset_s, rate, noise, out):  # pragma: no cover - compiled
     for i in range(index.size):
         t_e = index[i] / div
-        t_g = t_e + _interp1(t_e, g, f, slope, inv_h)
+        t_g = t_e + interp_uniform(t_e, g, f, slope, inv_h)
         out[i] = np.int64(np.rint((offset_s + rate * t_g) * 1e12 + noise[i]))
 
 
@@ -403,7 +380,7 @@ def _emission_times(t, offset_s, rate, g, f, slope, inv_h, t_g, u):  # pragma: n
         u[i] = t_g[i]
     for _ in range(4):
         for i in range(t.size):
-            u[i] = t_g[i] - _interp1(u[i], g, f, slope, inv_h)
+            u[i] = t_g[i] - interp_uniform(u[i], g, f, slope, inv_h)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -32,6 +32,7 @@ import numba
 import numpy as np
 
 from ..records import RawRecords
+from .interp import interp_uniform
 
 __all__ = ["Detections", "ClockFit", "BSpline", "lsq_spline", "fit_clock", "synchronise", "match_alice"]
 
@@ -413,29 +414,6 @@ def synchronise(
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _interp1(x, g, f, slope, inv_h):  # pragma: no cover - compiled
-    """``np.interp(x, g, f)`` for one value on the uniform grid ``g`` (spacing ``1 / inv_h``) with
-    ``slope = np.diff(f) / np.diff(g)``: NumPy's interval choice and arithmetic (finite tables)."""
-    n = g.size
-    if x > g[n - 1]:
-        return f[n - 1]
-    if x < g[0]:
-        return f[0]
-    j = int((x - g[0]) * inv_h)
-    if j > n - 1:
-        j = n - 1
-    if j < 0:
-        j = 0
-    while j < n - 1 and g[j + 1] <= x:
-        j += 1
-    while j > 0 and g[j] > x:
-        j -= 1
-    if j == n - 1 or g[j] == x:
-        return f[j]
-    return slope[j] * (x - g[j]) + f[j]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _assign_kernel(T, det, g, f, slope, inv_h, period, half_w, lo_k, hi_k, tr, has_truth, pulse, mask):  # pragma: no cover
     """One pass over time-sorted tags: pulse ``k = rint((T − D(T)) / period)``, gate ``|dev| ≤ half_w``
     and ``lo_k ≤ k < hi_k``, group consecutive kept tags of one pulse into a detector bitmask, and
@@ -445,7 +423,7 @@ def _assign_kernel(T, det, g, f, slope, inv_h, period, half_w, lo_k, hi_k, tr, h
     terr_sum = 0.0
     half_period = period / 2
     for i in range(T.size):
-        u = T[i] - _interp1(T[i] * 1e-12, g, f, slope, inv_h)
+        u = T[i] - interp_uniform(T[i] * 1e-12, g, f, slope, inv_h)
         k = np.int64(np.rint(u / period))
         trv = tr[i] if has_truth else -1
         if trv >= 0:

@@ -113,28 +113,6 @@ class TrackingResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _enu_and_velocity(geometry: PassGeometry) -> tuple[np.ndarray, np.ndarray]:
-    t = np.asarray(geometry.t_s, dtype=float)
-    if geometry.enu_m is not None:
-        enu = np.asarray(geometry.enu_m, dtype=float)
-    else:
-        e = np.radians(np.asarray(geometry.elevation_deg, dtype=float))
-        a = np.radians(np.asarray(geometry.azimuth_deg, dtype=float))
-        r = np.asarray(geometry.range_m, dtype=float)
-        enu = np.stack([r * np.cos(e) * np.sin(a), r * np.cos(e) * np.cos(a), r * np.sin(e)], axis=1)
-    if enu.ndim != 2 or enu.shape != (t.size, 3):
-        raise ValueError(f"geometry.enu_m must have shape ({t.size}, 3); got {enu.shape}")
-    if geometry.enu_velocity_m_s is not None:
-        vel = np.asarray(geometry.enu_velocity_m_s, dtype=float)
-        if vel.shape != enu.shape:
-            raise ValueError(f"geometry.enu_velocity_m_s must have shape ({t.size}, 3); got {vel.shape}")
-    elif t.size >= 2:
-        vel = np.gradient(enu, t, axis=0)
-    else:
-        vel = np.zeros_like(enu)
-    return enu, vel
-
-
 def los_axis_rates(geometry: PassGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Angular rate of the line of sight (rad/s) split on the two tracker axes, and its magnitude.
 
@@ -143,7 +121,7 @@ def los_axis_rates(geometry: PassGeometry) -> tuple[np.ndarray, np.ndarray, np.n
     along-track rotation), b2 = u × b1 (Y). For a station in the orbital plane all the motion is
     on X. Returns ``(rate_x, rate_y, |ω|)``, each of the geometry's length.
     """
-    enu, vel = _enu_and_velocity(geometry)
+    enu, vel = geometry.enu_state()
     r = np.linalg.norm(enu, axis=1)
     if np.any(r <= 0):
         raise ValueError("geometry.range_m must be > 0")

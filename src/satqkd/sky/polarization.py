@@ -60,25 +60,9 @@ DEFAULT_HWP_ERROR_CORRELATION_S = 20.0
 
 
 def _look_vectors(geometry: PassGeometry):
-    t = np.asarray(geometry.t_s, dtype=float)
-    if geometry.enu_m is not None:
-        enu = np.asarray(geometry.enu_m, dtype=float)
-    else:
-        e = np.radians(np.asarray(geometry.elevation_deg, dtype=float))
-        a = np.radians(np.asarray(geometry.azimuth_deg, dtype=float))
-        r = np.asarray(geometry.range_m, dtype=float)
-        enu = np.stack([r * np.cos(e) * np.sin(a), r * np.cos(e) * np.cos(a), r * np.sin(e)], axis=1)
-    if enu.shape != (t.size, 3):
-        raise ValueError(f"geometry.enu_m must have shape ({t.size}, 3); got {enu.shape}")
-    if geometry.enu_velocity_m_s is not None:
-        vel = np.asarray(geometry.enu_velocity_m_s, dtype=float)
-        if vel.shape != enu.shape:
-            raise ValueError(f"geometry.enu_velocity_m_s must have shape ({t.size}, 3); got {vel.shape}")
-    elif t.size >= 2:
-        vel = np.gradient(enu, t, axis=0)
-    else:
+    if geometry.enu_velocity_m_s is None and np.size(geometry.t_s) < 2:
         raise ValueError("geometry needs enu_velocity_m_s or at least two time steps")
-    return enu, vel
+    return geometry.enu_state()
 
 
 def frame_rotation_deg(geometry: PassGeometry, nasmyth: bool = True, coude: bool = False) -> np.ndarray:

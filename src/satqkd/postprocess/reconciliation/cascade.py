@@ -51,7 +51,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from .result import ECResult, binary_entropy, packed_bytes
+from .result import ECResult, as_bits, binary_entropy, packed_bytes
 
 __all__ = [
     "CascadeParams",
@@ -216,15 +216,6 @@ def biconf_pass_id(params: CascadeParams, batch: int, plane: int, complement: bo
 
 def _pass_rng(seed: int, kind: int, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), kind, index])))
-
-
-def _check_bits(a, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of 0/1, got shape {a.shape}")
-    if a.size and (a.dtype.kind not in "biu" or a.min() < 0 or a.max() > 1):
-        raise ValueError(f"{name} must contain only 0/1 values")
-    return np.ascontiguousarray(a, dtype=np.uint8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -804,7 +795,7 @@ class CascadeAlice:
     """
 
     def __init__(self, alice_bits: np.ndarray, params: CascadeParams):
-        self.bits = _check_bits(alice_bits, "alice_bits")
+        self.bits = as_bits(alice_bits, "alice_bits")
         self.params = params
         self.n = self.bits.size
         self._prefixes = np.empty((params.n_passes, self.n + 1), np.uint8)
@@ -880,7 +871,7 @@ class CascadeBob:
     """
 
     def __init__(self, bob_bits: np.ndarray, params: CascadeParams, qber_estimate: float):
-        self.bits = _check_bits(bob_bits, "bob_bits").copy()
+        self.bits = as_bits(bob_bits, "bob_bits").copy()
         if not 0.0 <= float(qber_estimate) < 0.5:
             raise ValueError(f"qber_estimate must be in [0, 0.5), got {qber_estimate}")
         self.params = params
@@ -1107,8 +1098,8 @@ def reconcile(alice_bits: np.ndarray, bob_bits: np.ndarray, qber_estimate: float
     >>> r.residual_errors, r.leak_bits == r.details["answers"]
     (0, True)
     """
-    a = _check_bits(alice_bits, "alice_bits")
-    b = _check_bits(bob_bits, "bob_bits")
+    a = as_bits(alice_bits, "alice_bits")
+    b = as_bits(bob_bits, "bob_bits")
     if a.size != b.size:
         raise ValueError(f"alice_bits and bob_bits must have the same length, got {a.size} and {b.size}")
     params = dataclasses.replace(params or CascadeParams(), seed=_seed_from(rng_or_seed))

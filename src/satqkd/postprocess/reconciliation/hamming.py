@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .result import ECResult, binary_entropy, packed_bytes
+from .result import ECResult, as_bits, binary_entropy, packed_bytes
 
 __all__ = [
     "WinnowSchedule",
@@ -53,15 +53,6 @@ __all__ = [
 #: Smallest and default largest block exponent m (blocks of 2^m bits).
 MIN_BLOCK_EXP = 3
 DEFAULT_MAX_BLOCK_EXP = 12
-
-
-def _as_bits(a: np.ndarray, name: str) -> np.ndarray:
-    a = np.asarray(a)
-    if a.ndim != 1:
-        raise ValueError(f"{name} must be a 1-D array of 0/1 bits, got shape {a.shape}")
-    if a.size and (a.min() < 0 or a.max() > 1):
-        raise ValueError(f"{name} must contain only 0 and 1")
-    return a.astype(np.uint8, copy=False)
 
 
 def block_parities(blocks: np.ndarray) -> np.ndarray:
@@ -234,7 +225,7 @@ class HammingAlice:
     """
 
     def __init__(self, bits: np.ndarray, qber_estimate: float, seed: int, **schedule_kw) -> None:
-        self.bits = _as_bits(bits, "alice_bits")
+        self.bits = as_bits(bits, "alice_bits")
         self.schedule = WinnowSchedule(self.bits.size, qber_estimate, seed, **schedule_kw)
         self._blocks: np.ndarray | None = None
 
@@ -266,7 +257,7 @@ class HammingBob:
     """Bob's side of Winnow: corrects his key from Alice's parities and syndromes."""
 
     def __init__(self, bits: np.ndarray, qber_estimate: float, seed: int, **schedule_kw) -> None:
-        self.bits = _as_bits(bits, "bob_bits").copy()
+        self.bits = as_bits(bits, "bob_bits").copy()
         self.schedule = WinnowSchedule(self.bits.size, qber_estimate, seed, **schedule_kw)
         self._blocks: np.ndarray | None = None
         self._mismatch: np.ndarray | None = None
@@ -336,8 +327,8 @@ def reconcile(
     >>> r.residual_errors
     0
     """
-    a = _as_bits(alice_bits, "alice_bits")
-    b = _as_bits(bob_bits, "bob_bits")
+    a = as_bits(alice_bits, "alice_bits")
+    b = as_bits(bob_bits, "bob_bits")
     if a.size != b.size:
         raise ValueError(f"alice_bits and bob_bits must have the same length, got {a.size} and {b.size}")
     kw = dict(quiet_passes=quiet_passes, max_block_exp=max_block_exp, max_passes=max_passes)

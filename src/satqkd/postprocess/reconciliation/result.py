@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ECResult", "binary_entropy", "packed_bytes"]
+__all__ = ["ECResult", "as_bits", "binary_entropy", "packed_bytes"]
 
 
 def binary_entropy(p: float | np.ndarray) -> float | np.ndarray:
@@ -24,6 +24,16 @@ def binary_entropy(p: float | np.ndarray) -> float | np.ndarray:
         h = -q * np.log2(q) - (1 - q) * np.log2(1 - q)
     h = np.where((q <= 0) | (q >= 1), 0.0, h)
     return float(h) if np.ndim(h) == 0 else h
+
+
+def as_bits(a, name: str) -> np.ndarray:
+    """``a`` as a contiguous ``np.uint8`` array of 0/1; ``ValueError`` naming ``name`` otherwise."""
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array of 0/1 bits, got shape {a.shape}")
+    if a.size and (a.dtype.kind not in "biu" or a.min() < 0 or a.max() > 1):
+        raise ValueError(f"{name} must contain only 0 and 1 (0/1 values)")
+    return np.ascontiguousarray(a, dtype=np.uint8)
 
 
 def packed_bytes(n_bits: int) -> int:
