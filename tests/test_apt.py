@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from satqkd.config import AptConfig
-from satqkd.records import PassGeometry
 from satqkd.sky import apt
 
-R_EARTH = 6371e3
-MU = 3.986004418e14
+import synthetic_passes
+from synthetic_passes import geometry_from_enu
 
-
-def circular_pass(max_el_deg=47.8, alt_m=495e3, max_range_m=1200e3, step_s=1.0):
-    """Circular orbit over a spherical, non-rotating Earth; station at (0, 0, R); the track heads north
-    and passes at the central angle giving ``max_el_deg``; samples with range ≤ ``max_range_m``."""
-    rs = R_EARTH + alt_m
-    e = math.radians(max_el_deg)
-    psi = math.acos(R_EARTH * math.cos(e) / rs) - e
-    n = math.sqrt(MU / rs**3)
-    c, d = np.array([math.sin(psi), 0.0, math.cos(psi)]), np.array([0.0, 1.0, 0.0])
-    t = np.arange(-600.0, 600.0 + step_s / 2, step_s)
-    ph = n * t
-    pos = rs * (np.cos(ph)[:, None] * c + np.sin(ph)[:, None] * d) - np.array([0.0, 0.0, R_EARTH])
-    vel = rs * n * (-np.sin(ph)[:, None] * c + np.cos(ph)[:, None] * d)
-    r = np.linalg.norm(pos, axis=1)
-    k = (r <= max_range_m) & (pos[:, 2] > 0)
-    return _geometry(t[k] - t[k][0], pos[k], vel[k])
+circular_pass = functools.partial(synthetic_passes.circular_pass, alt_m=495e3)
 
 
 def constant_rate(rate_deg_s=0.5, duration_s=60.0, r=800e3, el0_deg=30.0):
@@ -40,17 +24,7 @@ def constant_rate(rate_deg_s=0.5, duration_s=60.0, r=800e3, el0_deg=30.0):
     ph = math.radians(el0_deg) + w * t
     pos = r * np.stack([np.zeros_like(ph), np.cos(ph), np.sin(ph)], axis=1)
     vel = r * w * np.stack([np.zeros_like(ph), -np.sin(ph), np.cos(ph)], axis=1)
-    return _geometry(t, pos, vel)
-
-
-def _geometry(t, pos, vel):
-    r = np.linalg.norm(pos, axis=1)
-    m = t.size
-    return PassGeometry(
-        "synthetic", "station", datetime(2016, 12, 19, tzinfo=timezone.utc), t,
-        np.degrees(np.arcsin(pos[:, 2] / r)), np.degrees(np.arctan2(pos[:, 0], pos[:, 1])) % 360.0, r,
-        np.sum(pos * vel, axis=1) / r, np.full(m, -30.0), np.zeros(m, bool), pos, vel,
-    )
+    return geometry_from_enu(t, pos, vel)
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +41,7 @@ def test_los_rate_of_the_pass(pass_):
     rx, ry, mag = apt.los_axis_rates(pass_)
     i = pass_.culmination_index
     # at culmination the velocity is across the line of sight: ω = v / L
-    v = math.sqrt(MU / (R_EARTH + 495e3))
+    v = math.sqrt(synthetic_passes.MU / (synthetic_passes.R_EARTH + 495e3))
     assert math.degrees(mag[i]) == pytest.approx(math.degrees(v / pass_.range_m[i]), rel=1e-3)
     assert 0.6 < math.degrees(mag.max()) < 0.8  # paper: "effective angular velocity ... ~1°/s" (alt-az axis)
     assert np.argmax(mag) == i

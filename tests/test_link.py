@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
@@ -14,40 +13,9 @@ from satqkd.config import BackgroundConfig
 from satqkd.records import LinkSeries, PassGeometry
 from satqkd.sky import link as L
 
-R_EARTH = 6371e3
-MU = 3.986004418e14
+import synthetic_passes
 
-
-def circular_pass(max_el_deg=47.8, alt_m=500e3, max_range_m=1200e3, step_s=1.0, heading_deg=0.0):
-    """Satellite on a circular orbit over a spherical, non-rotating Earth, seen from a station at (0, 0, R).
-
-    The ground track passes the station at the central angle that gives ``max_el_deg`` at
-    culmination (t = 0 before re-basing); the track heads north, then everything is turned by
-    ``heading_deg`` about the vertical. Samples with range ≤ ``max_range_m`` are kept.
-    """
-    rs = R_EARTH + alt_m
-    e = math.radians(max_el_deg)
-    psi = math.acos(R_EARTH * math.cos(e) / rs) - e
-    n = math.sqrt(MU / rs**3)
-    c = np.array([math.sin(psi), 0.0, math.cos(psi)])
-    d = np.array([0.0, 1.0, 0.0])
-    t = np.arange(-600.0, 600.0 + step_s / 2, step_s)
-    ph = n * t
-    pos = rs * (np.cos(ph)[:, None] * c + np.sin(ph)[:, None] * d) - np.array([0.0, 0.0, R_EARTH])
-    vel = rs * n * (-np.sin(ph)[:, None] * c + np.cos(ph)[:, None] * d)
-    h = math.radians(heading_deg)
-    rot = np.array([[math.cos(h), math.sin(h), 0.0], [-math.sin(h), math.cos(h), 0.0], [0.0, 0.0, 1.0]])
-    pos, vel = pos @ rot.T, vel @ rot.T
-    r = np.linalg.norm(pos, axis=1)
-    keep = (r <= max_range_m) & (pos[:, 2] > 0)
-    pos, vel, r, t = pos[keep], vel[keep], r[keep], t[keep]
-    el = np.degrees(np.arcsin(pos[:, 2] / r))
-    az = np.degrees(np.arctan2(pos[:, 0], pos[:, 1])) % 360.0
-    m = t.size
-    return PassGeometry(
-        "synthetic", "station", datetime(2016, 12, 19, 16, 50, tzinfo=timezone.utc), t - t[0], el, az, r,
-        np.sum(pos * vel, axis=1) / r, np.full(m, -30.0), np.zeros(m, bool), pos, vel,
-    )
+circular_pass = synthetic_passes.circular_pass
 
 
 @pytest.fixture(scope="module")

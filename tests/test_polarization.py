@@ -2,48 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from satqkd.config import PolarizationConfig
-from satqkd.records import PassGeometry
 from satqkd.sky import polarization as P
 
-R_EARTH = 6371e3
-MU = 3.986004418e14
+import synthetic_passes
+from synthetic_passes import geometry_from_enu
 
-
-def _geometry(t, pos, vel):
-    r = np.linalg.norm(pos, axis=1)
-    m = t.size
-    return PassGeometry(
-        "synthetic", "station", datetime(2016, 12, 19, tzinfo=timezone.utc), t,
-        np.degrees(np.arcsin(pos[:, 2] / r)), np.degrees(np.arctan2(pos[:, 0], pos[:, 1])) % 360.0, r,
-        np.sum(pos * vel, axis=1) / r, np.full(m, -30.0), np.zeros(m, bool), pos, vel,
-    )
-
-
-def circular_pass(max_el_deg=47.8, alt_m=495e3, max_range_m=1200e3, heading_deg=0.0, step_s=1.0):
-    """Circular orbit over a spherical, non-rotating Earth, station at (0, 0, R), track heading north
-    (then turned by ``heading_deg`` about the vertical), samples with range ≤ ``max_range_m``."""
-    rs = R_EARTH + alt_m
-    e = math.radians(max_el_deg)
-    psi = math.acos(R_EARTH * math.cos(e) / rs) - e
-    n = math.sqrt(MU / rs**3)
-    c, d = np.array([math.sin(psi), 0.0, math.cos(psi)]), np.array([0.0, 1.0, 0.0])
-    t = np.arange(-600.0, 600.0 + step_s / 2, step_s) + 0.25  # never exactly at the zenith
-    ph = n * t
-    pos = rs * (np.cos(ph)[:, None] * c + np.sin(ph)[:, None] * d) - np.array([0.0, 0.0, R_EARTH])
-    vel = rs * n * (-np.sin(ph)[:, None] * c + np.cos(ph)[:, None] * d)
-    h = math.radians(heading_deg)
-    rot = np.array([[math.cos(h), math.sin(h), 0.0], [-math.sin(h), math.cos(h), 0.0], [0.0, 0.0, 1.0]])
-    pos, vel = pos @ rot.T, vel @ rot.T
-    r = np.linalg.norm(pos, axis=1)
-    k = (r <= max_range_m) & (pos[:, 2] > 0)
-    return _geometry(t[k] - t[k][0], pos[k], vel[k])
+circular_pass = functools.partial(synthetic_passes.circular_pass, alt_m=495e3, t_offset_s=0.25)
 
 
 def horizontal_circle(el_deg=30.0, r=1000e3, rate_deg_s=0.5, duration_s=200.0):
@@ -54,7 +25,7 @@ def horizontal_circle(el_deg=30.0, r=1000e3, rate_deg_s=0.5, duration_s=200.0):
     pos = r * np.stack([math.cos(e) * np.sin(a), math.cos(e) * np.cos(a), np.full_like(a, math.sin(e))], axis=1)
     w = math.radians(rate_deg_s)
     vel = r * w * np.stack([math.cos(e) * np.cos(a), -math.cos(e) * np.sin(a), np.zeros_like(a)], axis=1)
-    return _geometry(t, pos, vel)
+    return geometry_from_enu(t, pos, vel)
 
 
 def _mod180(x):

@@ -35,7 +35,6 @@ statistics that give no key, or a failed authentication tag; an abort yields no 
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
