@@ -10,7 +10,7 @@ from scipy import integrate
 
 import satqkd
 from satqkd.config import BackgroundConfig
-from satqkd.records import LinkSeries, PassGeometry
+from satqkd.records import LinkSeries
 from satqkd.sky import link as L
 
 import synthetic_passes
