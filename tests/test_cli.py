@@ -112,3 +112,14 @@ def test_run_rejects_unknown_methods(tmp_path):
     assert r.returncode == 2 and "--ec must be one of" in r.stderr and not out.exists()
     r = run("postprocess", str(tmp_path / "nothing"), "--out", str(out))
     assert r.returncode == 2 and "no raw records" in r.stderr and not out.exists()
+
+
+def test_passes_lists_a_week_of_windows():
+    r = run("passes", "--days", "3", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert len(rows) >= 3
+    first = rows[0]
+    assert first["start_utc"].startswith("2016-12-19T16:49") and abs(first["max_elevation_deg"] - 47.8) < 0.5
+    assert all(r_["max_range_km"] <= 1200.0 + 1e-6 and r_["duration_s"] > 0 for r_ in rows)
+    assert run("passes", "--station", "second").returncode == 2  # the Micius preset has one station

@@ -137,6 +137,45 @@ def _print_pass_summary(s: dict, seconds: float) -> None:
 
 
 @app.command()
+def passes(
+    preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file"),
+    days: Optional[float] = typer.Option(None, min=0.01, max=366, help="search length (default: the config's search_days)"),
+    station: str = typer.Option("first", help="first | second (the relay presets' second station)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Find the QKD windows of the configured satellite over a station (night, elevation and range rules)."""
+    cfg = _load(preset, config)
+    _check_choice("station", station, ("first", "second"))
+    st = cfg.station if station == "first" else cfg.second_station
+    if st is None:
+        _fail_input("--station second needs a config with [second_station]")
+    rules = cfg.passes if days is None else cfg.passes.model_copy(update={"search_days": days})
+    from .sky.orbit import find_passes
+
+    found = find_passes(cfg.orbit, st, rules, satellite_name=cfg.satellite)
+    rows = [
+        {
+            "start_utc": g.start_utc.isoformat(),
+            "duration_s": round(g.duration_s, 1),
+            "max_elevation_deg": round(float(g.elevation_deg.max()), 2),
+            "min_range_km": round(float(g.range_m.min()) / 1e3, 1),
+            "max_range_km": round(float(g.range_m.max()) / 1e3, 1),
+        }
+        for g in found
+    ]
+    if json_out:
+        typer.echo(json.dumps(rows))
+        return
+    t = Table(title=f"{cfg.satellite} over {st.name}: {len(rows)} QKD window(s) in {rules.search_days:g} day(s)")
+    for c in ("start (UTC)", "duration (s)", "max elevation (°)", "range (km)"):
+        t.add_column(c, justify="right")
+    for r in rows:
+        t.add_row(r["start_utc"][:19], f"{r['duration_s']:.0f}", f"{r['max_elevation_deg']:.1f}", f"{r['min_range_km']:.0f}–{r['max_range_km']:.0f}")
+    out_console.print(t)
+
+
+@app.command()
 def link(
     preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
     config: Optional[Path] = typer.Option(None, help="mission TOML file"),
