@@ -15,7 +15,7 @@ $(VENV): pyproject.toml
 demo: $(VENV)
 	$(BIN)/satqkd run --preset micius-2016-12-19 --seed $(SEED) --out $(OUT)
 	@echo
-	@echo "report:  $(OUT)/summary.json   (time series: $(OUT)/timeseries.csv, raw records: $(OUT)/raw.npz)"
+	@echo "report:  $(OUT)/report.html and $(OUT)/summary.json   (time series: $(OUT)/timeseries.csv, raw records: $(OUT)/raw.npz)"
 	@echo "figures: $(OUT)/fig3_pass.png $(OUT)/fig4_link_efficiency.png $(OUT)/fig2c_polarization.png $(OUT)/key_budget.png"
 	@echo "keys:    $(OUT)/keys/alice.key $(OUT)/keys/bob.key (identical)"
 

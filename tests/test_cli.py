@@ -123,3 +123,13 @@ def test_passes_lists_a_week_of_windows():
     assert first["start_utc"].startswith("2016-12-19T16:49") and abs(first["max_elevation_deg"] - 47.8) < 0.5
     assert all(r_["max_range_km"] <= 1200.0 + 1e-6 and r_["duration_s"] > 0 for r_ in rows)
     assert run("passes", "--station", "second").returncode == 2  # the Micius preset has one station
+
+
+def test_simulate_writes_an_html_report_with_its_figures(tmp_path):
+    out = tmp_path / "sim"
+    r = run("simulate", "--seed", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    page = (out / "report.html").read_text()
+    for fig in ("fig3_pass.png", "fig4_link_efficiency.png", "fig2c_polarization.png"):
+        assert f'src="{fig}"' in page and (out / fig).is_file()
+    assert "3,551,136" in page and "sifted bits" in page

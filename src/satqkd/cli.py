@@ -265,6 +265,10 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     write_keys(res, out)
     if res.ok:
         report.plot_key_budget(pp["key_budget"], out / "key_budget.png", title=f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits")
+    if (out / "fig3_pass.png").is_file() or res.ok:
+        from .outputs import write_html_report
+
+        write_html_report(out)
     return summary
 
 

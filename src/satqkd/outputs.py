@@ -32,7 +32,18 @@ def write_simulation(sim, out: str | Path, *, figures: bool = True) -> list[Path
         link = sim.link
         if link.contrast_compensated is not None and link.contrast_uncompensated is not None:
             files.append(report.plot_polarization(link.t_s, link.contrast_compensated, link.contrast_uncompensated, d / "fig2c_polarization.png"))
+        files.append(write_html_report(d))
     return files
+
+
+def write_html_report(d: Path) -> Path:
+    """``report.html`` from the directory's summary.json and PNG figures (call again after adding some)."""
+    import json
+
+    summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
+    order = ["fig3_pass.png", "fig4_link_efficiency.png", "fig2c_polarization.png", "key_budget.png"]
+    figs = [f for f in order if (d / f).is_file()]
+    return report.write_html(summary, figs, d / "report.html")
 
 
 def postprocess_summary(res) -> dict:
