@@ -95,3 +95,16 @@ def test_relay_preset_has_both_stations():
     cfg = load_preset("micius-relay-xinglong-nanshan")
     assert cfg.station.name == "Xinglong" and cfg.second_station.name == "Nanshan"
     assert abs(cfg.second_station.latitude_deg - 43.475) < 1e-9
+
+
+def test_shipped_example_configs_load_and_find_a_pass():
+    from pathlib import Path
+
+    import satqkd
+
+    examples = sorted((Path(__file__).parent.parent / "examples").glob("*.toml"))
+    assert examples
+    for p in examples:
+        cfg = load_config(p)
+        g = satqkd.find_pass(cfg)
+        assert g.duration_s > 60 and g.range_m.max() <= 1200e3 + 1
