@@ -231,6 +231,19 @@ class SimulationConfig(_Model):
     progress_every_s: float = Field(1.0, gt=0, le=3600)
 
 
+class AttackConfig(_Model):
+    """An eavesdropper on the quantum channel, for security demonstrations (``satqkd.quantum.attacks``).
+
+    ``intercept_resend``: Eve measures a fraction of the pulses in a random basis and resends one photon
+    in the state she found. ``pns``: photon-number splitting (Brassard, Lütkenhaus, Mor, Sanders,
+    PRL 85, 1330 (2000)) tuned so that Bob's signal gain is the honest one. ``beam_splitting``: Eve
+    replaces the lossy channel by a lossless one and keeps the lost part (Bob's statistics unchanged).
+    """
+
+    kind: Literal["none", "intercept_resend", "pns", "beam_splitting"] = Field("none", description="attack model; 'none' = honest channel")
+    fraction: float = Field(1.0, ge=0, le=1, description="fraction of the pulses Eve attacks (each pulse independently)")
+
+
 class MissionConfig(_Model):
     """A whole mission: one satellite, one ground station, one pass search and everything along the link."""
 
@@ -253,6 +266,7 @@ class MissionConfig(_Model):
     security: SecurityConfig = SecurityConfig()
     simulation: SimulationConfig = SimulationConfig()
     second_station: GroundStationConfig | None = Field(None, description="relay presets: the far ground station")
+    attack: AttackConfig = Field(AttackConfig(), description="eavesdropper on the quantum channel (security demonstrations)")
 
 
 def _describe(err: ValidationError, source: str) -> str:

@@ -44,6 +44,12 @@ is tagged with probability ``beacon_detection_probability`` and jitter ``sync_ji
 The per-pulse reference :func:`sample_slice_per_pulse` follows every pulse and photon instead and
 must agree statistically (``tests/test_sampler.py``).
 
+Eavesdropping (``cfg.attack``, :mod:`.attacks`): with an attack, steps 1–2 take the per-slice,
+per-intensity click probability and the click-pattern law given ≥ 1 detection from
+:func:`.attacks.click_model` (exact photon-number sums) instead of the Poisson-thinning kernels;
+everything else is unchanged. Without one (the default) the code path and the random stream are
+exactly those of the honest sampler.
+
 Implementation: the random numbers are drawn with NumPy in whole arrays (the stream depends only on
 the seed); the per-event arithmetic on them runs in ``numba.njit(cache=True)`` kernels that walk the
 slices in order (no per-pulse slice index is stored), merge the already time-sorted tag streams
@@ -61,6 +67,7 @@ import numba
 import numpy as np
 
 from ..records import LinkSeries, RawRecords
+from . import attacks as _atk
 from . import detector as _det
 from . import source as _src
 from .interp import interp_uniform
@@ -793,8 +800,12 @@ def sample_pass(cfg, link: LinkSeries, rng: np.random.Generator, progress: Progr
 
     # 1. which pulses click, and their classes (pulses are grouped by slice: m[s] in slice s)
     mu_act = _src.draw_mean_photon_numbers(mu, src.intensity_fluctuation, ns, rng)
-    lam = mu_act * (lk.eta * lk.detector_efficiency)[:, None]  # (ns, K) Λ_i
-    p_click = -np.expm1(-lam)
+    attack = _atk.click_model(cfg, mu_act, lk.eta, lk.detector_efficiency, lk.misalignment)  # None: honest
+    if attack is None:
+        lam = mu_act * (lk.eta * lk.detector_efficiency)[:, None]  # (ns, K) Λ_i
+        p_click = -np.expm1(-lam)
+    else:
+        p_click = attack.p_click
     m = rng.binomial(n, p_click @ p)
     idx = _uniform_subsets(grid, m, rng)
     scratch = (np.empty(idx.size), np.empty(idx.size))  # float64 buffers reused for the uniforms
@@ -803,7 +814,10 @@ def sample_pass(cfg, link: LinkSeries, rng: np.random.Generator, progress: Progr
     report(1)
 
     # 2. which detectors click; signal tags: the first detector of every pulse, then the others
-    first, more, mask, extra = _click_patterns_by_slice(lam, m, inten, basis, bit, lk.misalignment, rng, scratch)
+    if attack is None:
+        first, more, mask, extra = _click_patterns_by_slice(lam, m, inten, basis, bit, lk.misalignment, rng, scratch)
+    else:
+        first, more, mask, extra = attack.draw(m, inten, basis, bit, rng)
     n_double = int(np.count_nonzero(mask & (mask - 1)))
     extra_pulse, extra_det = _tags_from_masks(idx[more], extra)
     del mask, extra, more
@@ -854,6 +868,8 @@ def sample_pass(cfg, link: LinkSeries, rng: np.random.Generator, progress: Progr
         background_tags=int(n_bg),
         revealed_pulses=int(rev.size),
     )
+    if attack is not None:
+        meta.update(attack=attack.attack.kind, attack_fraction=attack.attack.fraction)
     raw = _records(cfg, grid, alice, emitted, (t, d, tr), n_dead, beacon, meta)
     report(6)
     return raw
