@@ -133,3 +133,12 @@ def test_simulate_writes_an_html_report_with_its_figures(tmp_path):
     for fig in ("fig3_pass.png", "fig4_link_efficiency.png", "fig2c_polarization.png"):
         assert f'src="{fig}"' in page and (out / fig).is_file()
     assert "3,551,136" in page and "sifted bits" in page
+
+
+def test_run_under_a_pns_attack_gives_no_key_and_exit_1(tmp_path):
+    out = tmp_path / "pns"
+    r = run("run", "--seed", "3", "--attack", "pns", "--out", str(out), "--no-figures")
+    assert r.returncode == 1
+    s = json.loads((out / "summary.json").read_text())
+    assert s["aborted"] and s["final_key_bits"] == 0 and not (out / "keys").exists()
+    assert run("run", "--attack", "laser", "--out", str(tmp_path / "x")).returncode == 2

@@ -49,6 +49,17 @@ def _load(preset: Optional[str], config: Optional[Path]) -> MissionConfig:
         raise  # unreachable
 
 
+def _with_attack(cfg: MissionConfig, attack: Optional[str], fraction: float) -> MissionConfig:
+    if attack is None:
+        return cfg
+    from .config import AttackConfig
+
+    kinds = ("intercept_resend", "pns", "beam_splitting")
+    if attack not in kinds:
+        _fail_input(f"--attack must be one of {', '.join(kinds)}; got {attack!r}")
+    return cfg.model_copy(update={"attack": AttackConfig(kind=attack, fraction=fraction)})
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         _fail_input(f"--out {out} exists and is not a directory")
@@ -301,9 +312,11 @@ def run(
     figures: bool = typer.Option(True, help="write the PNG figures"),
     store: Optional[Path] = typer.Option(None, help="deposit the ground station's final key in this key store (SQLite)"),
     sat_store: Optional[Path] = typer.Option(None, help="deposit the satellite's final key in this key store"),
+    attack: Optional[str] = typer.Option(None, help="eavesdropper: intercept_resend | pns | beam_splitting"),
+    attack_fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="fraction of pulses the eavesdropper attacks"),
 ) -> None:
     """Simulate a pass and post-process it into final keys at both ends."""
-    cfg = _load(preset, config)
+    cfg = _with_attack(_load(preset, config), attack, attack_fraction)
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
