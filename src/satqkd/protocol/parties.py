@@ -319,7 +319,9 @@ def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random
         corrected, leak, keep, ec_res = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est)
         flipped = corrected != key_bits
         if keep is not None:
-            flipped &= keep
+            # bits of LDPC frames that failed to decode: their error count is unknown, so count
+            # every one of them as an error (the phase-error bound of the other basis uses it)
+            flipped = np.where(keep, flipped, True)
         m_sig = np.array([np.count_nonzero(flipped & (key_basis == b)) for b in (0, 1)], dtype=np.int64)
         ep.send("ec_done", m_signal=m_sig)
         ep.checkpoint()
