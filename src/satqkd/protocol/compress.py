@@ -24,17 +24,22 @@ def varint_encode(values: np.ndarray) -> bytes:
 
 
 @numba.njit(cache=True, nogil=True)
+def _put_varint(x, out, n):  # pragma: no cover - compiled
+    """Write ``x`` (uint64) as a LEB128 varint at ``out[n:]``; return the next free position."""
+    while x >= 0x80:
+        out[n] = np.uint8((x & np.uint64(0x7F)) | np.uint64(0x80))
+        x >>= np.uint64(7)
+        n += 1
+    out[n] = np.uint8(x)
+    return n + 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _varint_encode(v):
     out = np.empty(v.size * 10, dtype=np.uint8)
     n = 0
     for i in range(v.size):
-        x = v[i]
-        while x >= 0x80:
-            out[n] = np.uint8((x & np.uint64(0x7F)) | np.uint64(0x80))
-            x >>= np.uint64(7)
-            n += 1
-        out[n] = np.uint8(x)
-        n += 1
+        n = _put_varint(v[i], out, n)
     return out, n
 
 
@@ -168,14 +173,8 @@ def _write_gaps(a, base, out):  # pragma: no cover - compiled
     n = 0
     prev = base
     for i in range(a.size):
-        x = np.uint64(a[i] - prev)
+        n = _put_varint(np.uint64(a[i] - prev), out, n)
         prev = a[i]
-        while x >= 0x80:
-            out[n] = np.uint8((x & np.uint64(0x7F)) | np.uint64(0x80))
-            x >>= np.uint64(7)
-            n += 1
-        out[n] = np.uint8(x)
-        n += 1
 
 
 @numba.njit(cache=True, nogil=True)
