@@ -56,9 +56,9 @@ REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
 #: transcript mode, or verify, verify_result, pa_seed in each mode
 REMAINING_TAGS = {"transcript": 2, "each": 3}
 KEY_INTENSITY = 0  # the signal state carries the key
-#: LDPC retry: positions revealed per failed frame (0.3 % of the 1e5-bit frames, as ldpc.reconcile)
-LDPC_REVEAL_STEP = 300
-LDPC_MAX_RETRIES = 8
+#: LDPC retries: bits revealed per failed frame and per retry (the module's step); 16 retries leave
+#: margin when the QBER estimate is a few percent low at QBER ≥ 3 %
+LDPC_MAX_RETRIES = 16
 
 
 class ProtocolAbort(RuntimeError):
@@ -265,7 +265,7 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
             if not failed.any() or not bool(ep.recv("ec_continue")["more"]):
                 break
             frames = np.flatnonzero(failed)
-            vals = alice.reveal(frames, LDPC_REVEAL_STEP)
+            vals = alice.reveal(frames, rec.ldpc.REVEAL_STEP)
             leak += int(sum(v.size for v in vals))
             ep.send("ec_reveal", frames=frames, values=np.concatenate(vals).astype(bool), sizes=np.array([v.size for v in vals]))
         return leak, _ldpc_keep(plans, alice.perm, ~failed)
