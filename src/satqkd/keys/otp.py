@@ -241,43 +241,38 @@ def decrypt_bytes(store: KeyStore, peer: str, blob: bytes, *, within=None) -> tu
     return out["pt"], rep
 
 
+def _through_file(op, store: KeyStore, peer: str, in_path: str | Path, out_path: str | Path) -> OtpReport:
+    """Run ``op`` (:func:`encrypt_bytes` or :func:`decrypt_bytes`) on ``in_path``, writing its output to a
+    temporary file inside the key-consuming transaction and renaming it to ``out_path`` afterwards.
+
+    If anything fails before the commit, the temporary file is removed and no key is consumed; a
+    crash between commit and rename loses key, never reuses it."""
+    in_path, out_path = Path(in_path), Path(out_path)
+    data = in_path.read_bytes()
+    tmp: dict = {}
+
+    def _write(payload: bytes) -> None:
+        tmp["path"] = _write_atomic_tmp(out_path, payload)
+
+    try:
+        _, rep = op(store, peer, data, within=_write)
+    except BaseException:
+        if "path" in tmp:
+            tmp["path"].unlink(missing_ok=True)
+        raise
+    os.replace(tmp["path"], out_path)
+    return rep
+
+
 def encrypt_file(store: KeyStore, peer: str, in_path: str | Path, out_path: str | Path) -> OtpReport:
     """One-time-pad ``in_path`` for ``peer`` into ``out_path`` (written atomically).
 
     The key is marked consumed in the transaction that writes the output (a crash between
     commit and the final rename loses key, never reuses it).
     """
-    in_path, out_path = Path(in_path), Path(out_path)
-    data = in_path.read_bytes()
-    tmp: dict = {}
-
-    def _write(blob: bytes) -> None:
-        tmp["path"] = _write_atomic_tmp(out_path, blob)
-
-    try:
-        _, rep = encrypt_bytes(store, peer, data, within=_write)
-    except BaseException:
-        if "path" in tmp:
-            tmp["path"].unlink(missing_ok=True)
-        raise
-    os.replace(tmp["path"], out_path)
-    return rep
+    return _through_file(encrypt_bytes, store, peer, in_path, out_path)
 
 
 def decrypt_file(store: KeyStore, peer: str, in_path: str | Path, out_path: str | Path) -> OtpReport:
     """Verify and decrypt ``in_path`` (from ``peer``) into ``out_path``; consumes the same key ids."""
-    in_path, out_path = Path(in_path), Path(out_path)
-    blob = in_path.read_bytes()
-    tmp: dict = {}
-
-    def _write(pt: bytes) -> None:
-        tmp["path"] = _write_atomic_tmp(out_path, pt)
-
-    try:
-        _, rep = decrypt_bytes(store, peer, blob, within=_write)
-    except BaseException:
-        if "path" in tmp:
-            tmp["path"].unlink(missing_ok=True)
-        raise
-    os.replace(tmp["path"], out_path)
-    return rep
+    return _through_file(decrypt_bytes, store, peer, in_path, out_path)

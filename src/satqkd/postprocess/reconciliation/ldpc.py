@@ -700,7 +700,7 @@ def _load_cached(path: Path, key: str, n: int, m: int):
 
 
 #: The disk cache is trimmed (oldest files first) to stay below this size.
-CACHE_MAX_BYTES = 2 * 10**9
+CACHE_MAX_BYTES = 512 * 2**20
 
 
 def _trim_cache(cdir: Path, keep: Path) -> None:
