@@ -580,6 +580,160 @@ def kme_demo(
     )
 
 
+# ------------------------------------------------------------------------------ two processes
+party_app = typer.Typer(help="Alice (satellite) and Bob (ground station) as two processes over TCP.", no_args_is_help=True)
+app.add_typer(party_app, name="party")
+
+
+@party_app.command("make-pool")
+def party_make_pool(
+    file: Path = typer.Argument(..., help="pool file to create (never overwritten); copy it to the other party"),
+    bits: int = typer.Option(..., "--bits", min=1, max=1 << 32, help="secret bits (one run uses 639)"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="INSECURE: reproducible, not secret bits (tests and demos only)"),
+) -> None:
+    """Write a pre-shared authentication key pool: N secret random bits from the OS (secrets module)."""
+    from .protocol.poolfile import PoolFileError, make_pool
+
+    try:
+        pf = make_pool(file, bits, seed=seed)
+    except PoolFileError as exc:
+        _fail_input(str(exc))
+    if pf.insecure:
+        _error("warning: --seed makes the pool reproducible and NOT secret: use it for tests and demos only")
+    out_console.print(f"wrote {file}: {pf.nbits:,} bits, pool id {pf.id_hex}; give the other party a copy (over a trusted path)")
+
+
+@party_app.command("split")
+def party_split(
+    raw_dir: Path = typer.Argument(..., help="directory with raw.npz holding both parties' records"),
+    alice_out: Path = typer.Option(..., "--alice-out", help="directory for Alice's own raw.npz (the satellite's file)"),
+    bob_out: Path = typer.Option(..., "--bob-out", help="directory for Bob's own raw.npz (the ground station's file)"),
+) -> None:
+    """Split raw.npz into each party's own file (what a deployment ships to each side)."""
+    from .rawio import load_raw, save_raw
+
+    for d in (alice_out, bob_out):
+        if d.exists() and not d.is_dir():
+            _fail_input(f"{d} exists and is not a directory")
+    if alice_out.resolve() == bob_out.resolve():
+        _fail_input("--alice-out and --bob-out must be two directories")
+    try:
+        views = {role: load_raw(raw_dir, party=role) for role in ("alice", "bob")}
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        _fail_input(f"{raw_dir}: {exc}")
+    for role, d in (("alice", alice_out), ("bob", bob_out)):
+        out_console.print(f"{role}: {save_raw(views[role], d)} ({views[role]!r})")
+
+
+def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[str], pool: Path, out: Path,
+           preset: Optional[str], config: Optional[Path], seed: Optional[int], ec: str, finite_key: str,
+           timeout_s: float, message_timeout_s: float) -> None:
+    import contextlib
+
+    from .outputs import party_summary, write_party_key
+    from . import report
+    from .protocol.poolfile import PoolFileError
+    from .protocol.remote import check_pool, load_party_view, parse_address, run_party
+
+    if (listen is None) == (connect is None):
+        _fail_input("give exactly one of --listen HOST:PORT or --connect HOST:PORT")
+    try:
+        addr = parse_address(listen if listen is not None else connect)
+    except ValueError as exc:
+        _fail_input(f"--{'listen' if listen is not None else 'connect'}: {exc}")
+    if connect is not None and addr[1] == 0:
+        _fail_input("--connect: port 0 is not a peer's port")
+    cfg = _load(preset, config)
+    _check_out(out)
+    _check_choice("ec", ec, EC_CHOICES)
+    _check_choice("finite-key", finite_key, FK_CHOICES)
+    if (out / "keys" / f"{role}.key").exists():
+        _fail_input(f"--out {out} already holds keys/{role}.key from an earlier run: a key is never overwritten, choose another --out")
+    try:
+        view = load_party_view(raw_dir, role)
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
+        _fail_input(f"{raw_dir}: {exc}")
+    try:
+        pf, need = check_pool(pool)
+    except PoolFileError as exc:
+        _fail_input(str(exc))
+    if pf.insecure:
+        _error("warning: the pool was made with --seed: it is NOT secret (tests and demos only)")
+    console.print(f"{role}: pool {pool}: {pf.nbits:,} bits left, a run reserves {need}")
+    live = console.status(f"{role}: starting") if console.is_terminal else contextlib.nullcontext()
+    with live as st:
+        def status(msg: str) -> None:
+            if st is not None:
+                st.update(f"[bold]{role}[/]: {msg}")
+
+        def listening(port: int) -> None:
+            console.print(f"{role}: listening on {addr[0]}:{port} (up to {timeout_s:g} s)")
+
+        try:
+            run = run_party(role, view, cfg, pool, listen=addr if listen is not None else None,
+                            connect=addr if connect is not None else None, seed=seed, ec=ec, finite_key=finite_key,
+                            timeout_s=timeout_s, message_timeout_s=message_timeout_s, on_status=status, on_listening=listening)
+        except PoolFileError as exc:
+            _fail_input(str(exc))
+        except ValueError as exc:  # e.g. Bob's records cannot be synchronised
+            _fail_input(f"{raw_dir}: {exc}")
+        except OSError as exc:  # e.g. the pool file cannot be rewritten
+            _error(f"{role}: {exc}")
+            raise typer.Exit(1)
+    s = party_summary(run, ec, finite_key, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    if run.ok:  # only a verified key, and only once both checkpoints passed
+        s["key_file"] = str(write_party_key(role, run.outcome.key, out))
+    report.write_json(s, out / "summary.json")
+    t = Table(title=f"{role} ({'satellite' if role == 'alice' else 'ground station'}) ↔ {run.peer or 'no peer'}")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    if s["aborted"]:
+        t.add_row("result", f"aborted: {s['abort_reason']}")
+    t.add_row("sifted key bits", f"{s['sifted_key_bits']:,}")
+    t.add_row("final key bits", f"{s['final_key_bits']:,}")
+    t.add_row("ε (total)", f"{s['epsilon']:.2g}" if s["epsilon"] else "—")
+    t.add_row("QBER", f"{100 * s['qber_key']:.2f} %" if s["qber_key"] is not None else "—")
+    t.add_row("classical traffic", f"{s['classical_bytes_up'] / 1e6:.2f} MB up, {s['classical_bytes_down'] / 1e6:.2f} MB down, {s['round_trips']} round trips")
+    t.add_row("time on the RF link", f"{s['link_time_s']:.1f} s")
+    ap = s["auth_pool"]
+    t.add_row("auth pool bits", f"{ap['bits_used']} used, {ap['bits_reserved_and_discarded'] + ap['bits_skipped_to_meet_peer']} removed, {ap['bits_left']:,} left")
+    out_console.print(t)
+    out_console.print(f"wrote {out}/summary.json" + (f" and {s['key_file']}" if run.ok else " (no key: the run did not succeed)"))
+    if not run.ok:
+        _error(f"{role}: {s['abort_reason']}")
+        raise typer.Exit(1)
+
+
+def _party_command(role: str):
+    def cmd(
+        raw_dir: Path = typer.Argument(..., help=f"directory with raw.npz ({role} reads only {'her' if role == 'alice' else 'his'} own part of it)"),
+        listen: Optional[str] = typer.Option(None, "--listen", help="HOST:PORT to listen on for the peer (port 0: any free port)"),
+        connect: Optional[str] = typer.Option(None, "--connect", help="HOST:PORT of the listening peer (retried until --timeout-s)"),
+        pool: Path = typer.Option(..., "--pool", help="this party's copy of the authentication pool (rewritten: used bits removed)"),
+        out: Path = typer.Option(Path(f"out/{role}"), help="output directory: summary.json, keys/" + role + ".key"),
+        preset: Optional[str] = typer.Option(None, help="preset the records were simulated with (default micius-2016-12-19)"),
+        config: Optional[Path] = typer.Option(None, help="mission TOML file"),
+        seed: Optional[int] = typer.Option(None, min=0, help="reproducible protocol draws (tests, demos; equals `postprocess --seed`); default: fresh OS randomness"),
+        ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+        finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+        timeout_s: float = typer.Option(120.0, "--timeout-s", min=0.1, help="how long to wait for the peer to connect / listen"),
+        message_timeout_s: float = typer.Option(600.0, "--message-timeout-s", min=0.1, help="how long to wait for each protocol message"),
+    ) -> None:
+        _party(role, raw_dir, listen, connect, pool, out, preset, config, seed, ec, finite_key, timeout_s, message_timeout_s)
+
+    cmd.__doc__ = (
+        "Run the satellite's side of post-processing against a bob process (TCP)."
+        if role == "alice"
+        else "Run the ground station's side of post-processing against an alice process (TCP)."
+    )
+    return cmd
+
+
+party_app.command("alice")(_party_command("alice"))
+party_app.command("bob")(_party_command("bob"))
+
+
 def main() -> None:
     try:
         app()

@@ -124,3 +124,67 @@ def write_keys(res, out: str | Path) -> list[Path]:
         tmp.replace(p)
         files.append(p)
     return files
+
+
+def party_summary(run, ec: str, finite_key: str, seed: int | None) -> dict:
+    """``summary.json`` of one party's run (:class:`~satqkd.protocol.remote.PartyRun`; no key bits)."""
+    o = run.outcome
+    st = run.stats
+    eps_parts = dict(o.epsilon_parts) if o is not None else {}
+    est = o.estimate if o is not None else None
+    return {
+        "role": run.role,
+        "peer": run.peer,
+        "final_key_bits": int(o.key.size) if run.ok else 0,
+        "aborted": not run.ok,
+        "abort_reason": run.abort_reason,
+        "epsilon": float(sum(eps_parts.values())) if eps_parts else None,
+        "epsilon_parts": eps_parts,
+        "sifted_key_bits": o.sifted_key_bits if o is not None else 0,
+        "qber_key": o.qber if o is not None else None,
+        "leak_ec_bits": o.leak_ec_bits if o is not None else 0,
+        "verification_tag_bits": o.verification_tag_bits if o is not None else 0,
+        "ec_method": ec,
+        "finite_key_method": finite_key,
+        "auth_key_bits": run.auth_bits_used,
+        "auth_pool": {
+            "pool_id": run.pool_id,
+            "insecure_seeded_pool": run.pool_insecure,
+            "offset_before": run.pool_offset_before,
+            "offset_after": run.pool_offset_after,
+            "bits_skipped_to_meet_peer": run.pool_bits_skipped,
+            "bits_reserved_and_discarded": run.pool_bits_reserved,
+            "bits_used": run.auth_bits_used,
+            "bits_left": run.pool_bits_left,
+        },
+        "classical_bytes_up": st.bytes_up if st else 0,
+        "classical_bytes_down": st.bytes_down if st else 0,
+        "messages_up": st.messages_up if st else 0,
+        "messages_down": st.messages_down if st else 0,
+        "round_trips": st.round_trips if st else 0,
+        "link_time_s": round(st.link_time_s, 3) if st else 0.0,
+        "estimate": est.as_dict() if est is not None and hasattr(est, "as_dict") else None,
+        "counts": o.counts if o is not None else {},
+        "seed": seed,
+        "stage_seconds": {**{k: round(v, 4) for k, v in run.seconds.items()},
+                          **({f"party_{k}": round(v, 4) for k, v in o.stage_seconds.items()} if o is not None else {})},
+    }
+
+
+def write_party_key(role: str, key, out: str | Path) -> Path:
+    """``out/keys/<role>.key``: one party's verified final key, packed like :func:`write_keys`
+    (bits MSB first, zero-padded to a byte), written atomically (temp file, fsync, rename)."""
+    import os
+
+    import numpy as np
+
+    d = Path(out) / "keys"
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{role}.key"
+    tmp = p.with_suffix(".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(np.packbits(np.asarray(key).astype(np.uint8)).tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(p)
+    return p

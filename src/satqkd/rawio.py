@@ -21,7 +21,7 @@ import numpy as np
 from .protocol.compress import decode_gaps, encode_gaps, pack_kbits, unpack_kbits
 from .records import RawRecords
 
-__all__ = ["save_raw", "load_raw", "RAW_FILENAME", "FORMAT_VERSION"]
+__all__ = ["save_raw", "load_raw", "RAW_FILENAME", "FORMAT_VERSION", "PARTY_FIELDS", "PUBLIC_META"]
 
 RAW_FILENAME = "raw.npz"
 FORMAT_VERSION = 2
@@ -65,8 +65,33 @@ def save_raw(raw: RawRecords, directory: str | Path, *, include_truth: bool = Fa
     return final
 
 
-def load_raw(path: str | Path) -> RawRecords:
-    """Read raw records from a ``raw.npz`` file or a directory holding one."""
+#: what each party holds (besides the public pass parameters ``rep_rate_hz``, ``intensities``,
+#: ``probabilities``): see ``load_raw(..., party=...)``
+PARTY_FIELDS = {
+    "alice": ("alice_pulse_index", "alice_intensity", "alice_basis", "alice_bit", "slice_start_s", "slice_emitted"),
+    "bob": ("bob_time_ps", "bob_detector", "beacon_time_ps", "beacon_index", "beacon_rate_hz", "window_ns"),
+}
+_PUBLIC_FIELDS = ("rep_rate_hz", "intensities", "probabilities")
+#: metadata both parties may know: the announced pass and pulse range (no simulation ground truth)
+PUBLIC_META = ("pass_id", "mean_range_m", "first_pulse_index", "n_pulses", "slice_s")
+_EMPTY = {
+    "alice_pulse_index": np.int64, "alice_intensity": np.uint8, "alice_basis": np.uint8, "alice_bit": np.uint8,
+    "slice_start_s": np.float64, "bob_time_ps": np.int64, "bob_detector": np.uint8, "beacon_time_ps": np.int64,
+    "beacon_index": np.int64,
+}
+
+
+def load_raw(path: str | Path, *, party: str | None = None) -> RawRecords:
+    """Read raw records from a ``raw.npz`` file or a directory holding one.
+
+    ``party="alice"`` or ``"bob"`` reads only that party's members of the archive (the archive's
+    members are read lazily: the other party's arrays are never read from disk) plus the public
+    pass parameters and :data:`PUBLIC_META`; the other party's fields are empty arrays
+    (``slice_emitted`` of shape ``(0, k)``, scalars 0) and the ground truth is left out.
+    """
+    if party not in (None, "alice", "bob"):
+        raise ValueError(f"party must be None, 'alice' or 'bob', got {party!r}")
+    wanted = None if party is None else set(_PUBLIC_FIELDS) | set(PARTY_FIELDS[party])
     p = Path(path)
     if p.is_dir():
         p = p / RAW_FILENAME
@@ -80,6 +105,15 @@ def load_raw(path: str | Path) -> RawRecords:
         for f in fields(RawRecords):
             if f.name == "meta":
                 kwargs["meta"] = json.loads(str(z["meta_json"])) if "meta_json" in z else {}
+                if wanted is not None:
+                    kwargs["meta"] = {k: v for k, v in kwargs["meta"].items() if k in PUBLIC_META}
+            elif wanted is not None and f.name not in wanted:
+                if f.name in _EMPTY:
+                    kwargs[f.name] = np.zeros(0, dtype=_EMPTY[f.name])
+                elif f.name == "slice_emitted":
+                    kwargs[f.name] = np.zeros((0, len(kwargs["intensities"])), dtype=np.int64)
+                elif f.name in ("beacon_rate_hz", "window_ns"):
+                    kwargs[f.name] = 0.0
             elif f.name + ".gaps" in z:
                 n = int(z[f.name + ".n"])
                 kwargs[f.name] = decode_gaps(z[f.name + ".gaps"], n, int(z[f.name + ".base"]))
@@ -99,7 +133,7 @@ def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
         for name, value in arrays.items():
             a = np.asanyarray(value)
             with zf.open(name + ".npy", "w", force_zip64=True) as fh:
-                if a.dtype.hasobject or not a.flags.c_contiguous or a.ndim == 0:
+                if a.dtype.hasobject or not a.flags.c_contiguous or a.ndim == 0 or a.size == 0:
                     np.lib.format.write_array(fh, a, allow_pickle=False)
                 else:
                     np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(a))

@@ -22,7 +22,7 @@ from ..records import RawRecords
 from .channel import ChannelStats, memory_pair
 from .parties import AliceData, BobData, PartyOutcome, ProtocolOptions, alice_party, bob_party
 
-__all__ = ["PostprocessResult", "postprocess", "EC_METHODS", "FINITE_KEY_METHODS", "split_raw"]
+__all__ = ["PostprocessResult", "postprocess", "EC_METHODS", "FINITE_KEY_METHODS", "split_raw", "protocol_options", "party_rngs"]
 
 EC_METHODS = ("cascade", "ldpc", "hamming")
 FINITE_KEY_METHODS = ("chernoff", "lim2014", "paper2017")
@@ -88,6 +88,33 @@ def split_raw(raw: RawRecords) -> tuple[AliceData, RawRecords]:
     return alice, raw
 
 
+def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = "chernoff") -> ProtocolOptions:
+    """The public protocol parameters both parties derive from the mission configuration."""
+    if ec not in EC_METHODS:
+        raise ValueError(f"ec must be one of {EC_METHODS}, got {ec!r}")
+    if finite_key not in FINITE_KEY_METHODS:
+        raise ValueError(f"finite_key must be one of {FINITE_KEY_METHODS}, got {finite_key!r}")
+    src, sec = cfg.source, cfg.security
+    return ProtocolOptions(
+        intensities=tuple(src.intensities),
+        probabilities=tuple(src.probabilities),
+        intensity_fluctuation=float(src.intensity_fluctuation),
+        ec_method=ec,
+        finite_key=finite_key,
+        epsilon=sec.epsilon,
+        epsilon_cor=sec.epsilon_cor,
+        qber_abort=sec.qber_abort,
+    )
+
+
+def party_rngs(seed: int | None) -> tuple[np.random.Generator, ...]:
+    """``(pool, alice, bob, sync)`` generators of a run: from ``seed`` (reproducible), or, with
+    ``seed=None``, from fresh OS entropy (what a real deployment must use: Bob's squashing bits are
+    secret). The same seed gives the same streams here and in the two-process parties."""
+    ss = np.random.SeedSequence([int(seed), 0x5A7]) if seed is not None else np.random.SeedSequence()
+    return tuple(np.random.default_rng(c) for c in ss.spawn(4))
+
+
 def postprocess(
     raw: RawRecords,
     cfg: MissionConfig,
@@ -101,23 +128,8 @@ def postprocess(
     auth_mode: str = "transcript",
 ) -> PostprocessResult:
     """Sifting → estimation → error correction → verification → privacy amplification, two parties."""
-    if ec not in EC_METHODS:
-        raise ValueError(f"ec must be one of {EC_METHODS}, got {ec!r}")
-    if finite_key not in FINITE_KEY_METHODS:
-        raise ValueError(f"finite_key must be one of {FINITE_KEY_METHODS}, got {finite_key!r}")
-    ss = np.random.SeedSequence([int(seed), 0x5A7])
-    r_pool, r_alice, r_bob, r_sync = (np.random.default_rng(c) for c in ss.spawn(4))
-    src, sec = cfg.source, cfg.security
-    opts = ProtocolOptions(
-        intensities=tuple(src.intensities),
-        probabilities=tuple(src.probabilities),
-        intensity_fluctuation=float(src.intensity_fluctuation),
-        ec_method=ec,
-        finite_key=finite_key,
-        epsilon=sec.epsilon,
-        epsilon_cor=sec.epsilon_cor,
-        qber_abort=sec.qber_abort,
-    )
+    opts = protocol_options(cfg, ec, finite_key)
+    r_pool, r_alice, r_bob, r_sync = party_rngs(seed)
     alice_data, _ = split_raw(raw)
     t0 = time.perf_counter()
     det = synchronise(raw, rng=r_sync)
