@@ -30,6 +30,9 @@ _LAZY = {
     "PostprocessResult": ("satqkd.protocol.session", "PostprocessResult"),
     "save_raw": ("satqkd.rawio", "save_raw"),
     "load_raw": ("satqkd.rawio", "load_raw"),
+    "plan_campaign": ("satqkd.campaign", "plan_campaign"),
+    "run_campaign": ("satqkd.campaign", "run_campaign"),
+    "CampaignResult": ("satqkd.campaign", "CampaignResult"),
 }
 
 __all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", *_LAZY]

@@ -370,6 +370,75 @@ def postprocess_cmd(
         raise typer.Exit(1)
 
 
+@app.command()
+def campaign(
+    preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file"),
+    days: Optional[float] = typer.Option(None, min=0.01, max=366, help="campaign length from the config's search start (default: its search_days)"),
+    seed: int = typer.Option(0, min=0, help="campaign seed (pass i runs with a seed from SeedSequence of (seed, i))"),
+    out: Path = typer.Option(Path("out/campaign"), help="output directory"),
+    workers: int = typer.Option(1, min=1, max=1024, help="local worker processes (1: run in this process)"),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://host:8786 (needs the dask extra of satqkd)"),
+    clear_sky: float = typer.Option(1.0, "--clear-sky", min=0.0, max=1.0, help="probability that a night is clear"),
+    ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+    finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+    figures: bool = typer.Option(True, help="write campaign.png and key_vs_elevation.png"),
+    json_out: bool = typer.Option(False, "--json", help="print campaign.json to stdout instead of the table"),
+) -> None:
+    """Every QKD pass of N days: weather, simulation and post-processing per pass; totals, CSV and figures."""
+    cfg = _load(preset, config)
+    _check_out(out)
+    _check_choice("ec", ec, EC_CHOICES)
+    _check_choice("finite-key", finite_key, FK_CHOICES)
+    from .campaign import check_campaign_args, run_campaign, write_campaign_outputs
+
+    try:
+        check_campaign_args(days=days, seed=seed, workers=workers, scheduler=scheduler,
+                            clear_sky_probability=clear_sky, ec=ec, finite_key=finite_key)
+    except (ValueError, ImportError) as exc:
+        _fail_input(str(exc).replace("clear_sky_probability", "--clear-sky"))
+    with _progress() as prog:
+        task = prog.add_task("passes", total=None)
+        try:
+            res = run_campaign(cfg, days=days, seed=seed, workers=workers, scheduler=scheduler,
+                               clear_sky_probability=clear_sky, ec=ec, finite_key=finite_key,
+                               progress=lambda d, t: prog.update(task, completed=d, total=t,
+                                                                 description=f"pass {d:.0f}/{t:.0f}"))
+        except OSError as exc:  # e.g. the Dask scheduler cannot be reached
+            _error(f"campaign failed: {exc}")
+            raise typer.Exit(1)
+    files = write_campaign_outputs(res, out, figures=figures)
+    if json_out:
+        typer.echo(json.dumps(res.to_json(), default=str))
+    else:
+        _print_campaign(res, files)
+    if res.passes_error:
+        _error(f"{res.passes_error} pass(es) failed with an error (abort_reason in {out}/passes.csv)")
+        raise typer.Exit(1)
+
+
+def _print_campaign(res, files) -> None:
+    t = Table(title=f"{res.satellite} over {res.station}: {res.days:g} day(s) from {res.search_start_utc[:16]} UTC "
+                    f"(seed {res.seed}, clear-night probability {res.clear_sky_probability:g})")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    t.add_row("passes found / simulated / with key", f"{res.passes_found} / {res.passes_simulated} / {res.passes_with_key}")
+    tot = res.totals()
+    t.add_row("cloudy / aborted / failed passes", f"{tot['passes_cloudy']} / {tot['passes_aborted']} / {tot['passes_error']}")
+    t.add_row("clear nights", f"{tot['clear_nights']} of {tot['nights']}")
+    t.add_row("total final key", f"{res.total_final_key_bits:,} bits")
+    t.add_row("key per day", f"{res.key_bits_per_day:,.0f} bits/day")
+    eps = res.max_epsilon_per_pass
+    t.add_row("ε per pass key (max)", f"{eps:.2g}" if eps is not None else "—")
+    for label, r in (("best pass", res.best_pass), ("worst pass", res.worst_pass)):
+        if r is not None:
+            what = f"{r.final_key_bits:,} bits" if r.has_key else f"aborted: {r.abort_reason}"
+            t.add_row(label, f"{r.start_utc[:19]} UTC, {r.max_elevation_deg:.1f}°, {r.duration_s:.0f} s: {what}")
+    t.add_row("executor", f"{res.executor}, {res.wall_seconds:.1f} s wall")
+    out_console.print(t)
+    out_console.print(f"wrote {', '.join(str(f) for f in files)}")
+
+
 bench_app = typer.Typer(help="Quick measurements (the full suite: `make bench`).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
