@@ -171,3 +171,50 @@ def test_other_error_correction_methods_agree(short_raws, ec):
     # the paper's Hamming/Winnow leaks more than Cascade: shorter key
     c = postprocess(short_raws[6], CFG, seed=6, ec="cascade")
     assert r.final_key_bits < c.final_key_bits
+
+
+def test_ldpc_targeted_requests_leak_only_the_revealed_values(short_raws, monkeypatch):
+    """LDPC in the protocol: Bob names the items he wants; leak = syndrome leak + every value Alice revealed."""
+    from satqkd.postprocess.reconciliation import ldpc
+
+    seen = {"revealed": 0, "named": 0, "syndrome_leak": 0}
+    reveal, requests, syndromes = ldpc.LdpcAlice.reveal, ldpc.LdpcBob.requests, ldpc.LdpcAlice.syndromes
+
+    def counting_reveal(self, frames, count, items=None):
+        vals = reveal(self, frames, count, items=items)
+        seen["revealed"] += sum(v.size for v in vals)
+        return vals
+
+    def counting_requests(self, frames, count):
+        req = requests(self, frames, count)
+        seen["named"] += sum(r.size for r in req)
+        return req
+
+    def counting_syndromes(self):
+        seen["syndrome_leak"] = sum(pl.syndrome_leak for pl in self.plans)
+        return syndromes(self)
+
+    monkeypatch.setattr(ldpc.LdpcAlice, "reveal", counting_reveal)
+    monkeypatch.setattr(ldpc.LdpcBob, "requests", counting_requests)
+    monkeypatch.setattr(ldpc.LdpcAlice, "syndromes", counting_syndromes)
+    r = postprocess(short_raws[7], CFG, seed=7, ec="ldpc")
+    assert r.ok and r.keys_match, r.abort_reason
+    assert seen["named"] > 0  # the start rate is aggressive: some frames needed requested items
+    # every frame decoded here, so no dropped frame adds its bits to the leak
+    assert r.alice.leak_ec_bits == r.bob.leak_ec_bits == seen["syndrome_leak"] + seen["revealed"]
+
+
+def test_ldpc_request_for_a_key_position_aborts_with_no_key(short_raws, monkeypatch):
+    """Alice reveals only punctured positions and check halves: a request naming a key bit ends the run."""
+    from satqkd.postprocess.reconciliation import ldpc
+
+    def greedy(self, frames, count):
+        return [np.asarray(self.plans[f].key_pos[:count], dtype=np.int64) for f in frames]
+
+    monkeypatch.setattr(ldpc.LdpcBob, "requests", greedy)
+    monkeypatch.setattr(ldpc, "START_EFFICIENCY", {k: 0.9 for k in ldpc.START_EFFICIENCY})  # force retries
+    r = postprocess(short_raws[8], CFG, seed=8, ec="ldpc")
+    assert not r.ok
+    assert r.alice.key is None and r.bob.key is None
+    assert "only punctured positions may be requested" in r.alice.abort_reason
+    assert "peer aborted" in r.bob.abort_reason

@@ -11,8 +11,10 @@ down sifting        Alice's bases and intensity labels of those pulses, her bits
                     decoy/vacuum events (they never become key), emitted pulses per intensity,
                     the public seed of error correction
 up   test_errors    Bob's error counts on the decoy/vacuum events per basis and intensity
- ⇅   ec_*           error correction (Cascade: Bob's parity queries, Alice's answers; LDPC and
-                    Hamming/Winnow: their own exchanges), leakage counted from what was sent
+ ⇅   ec_*           error correction (Cascade: Bob's parity queries, Alice's answers; LDPC:
+                    Alice's syndromes, Bob's failed-frame bitmap and named reveal requests,
+                    Alice's revealed values; Hamming/Winnow: their own exchange), leakage
+                    counted from Alice's disclosed bits
 up   ec_done        Bob's error counts of the signal (key) events per basis — public, charged by
                     the estimation (⌈log2(n+1)⌉ bits each)
 down verify         Alice's fresh hash key and the tag of her key (ε_cor)
@@ -255,17 +257,35 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
             leak += int(par.size) + int(np.asarray(syn).size)
         return leak, None
     if opts.ec_method == "ldpc":
-        plans = rec.plan_frames(key_bits.size, qber_est)
+        plans = rec.plan_frames(key_bits.size, qber_est, targeted=True)
         alice = rec.LdpcAlice(key_bits, plans, seed, rng)
         syn = alice.syndromes()
         ep.send("ec_syndromes", syndromes=np.concatenate(syn).astype(bool), sizes=np.array([x.size for x in syn]))
         leak = int(sum(pl.syndrome_leak for pl in plans))
+        step = rec.ldpc.REVEAL_STEP
         while True:
             failed = np.asarray(ep.recv("ec_failed")["failed"], dtype=bool)
-            if not failed.any() or not bool(ep.recv("ec_continue")["more"]):
+            if failed.size != len(plans):
+                raise ProtocolAbort(f"failure bitmap of {failed.size} frames for {len(plans)} frames")
+            if not failed.any():
+                break
+            cont = ep.recv("ec_continue")
+            if not bool(cont["more"]):
                 break
             frames = np.flatnonzero(failed)
-            vals = alice.reveal(frames, rec.ldpc.REVEAL_STEP)
+            # Bob names the items he wants (LdpcBob.requests; an empty request: the public order)
+            req = _split(cont["items"], cont["sizes"], np.int64)
+            if len(req) != frames.size or any(r.size > step for r in req):
+                raise ProtocolAbort(f"reveal requests must name ≤ {step} items for each of the {frames.size} failed frames")
+            vals: list = [None] * frames.size
+            named = [k for k, r in enumerate(req) if r.size]
+            public = [k for k, r in enumerate(req) if not r.size]
+            if named:  # LdpcAlice.reveal refuses items that are out of range, repeated or not allowed
+                for k, v in zip(named, alice.reveal(frames[named], step, items=[req[k] for k in named])):
+                    vals[k] = v
+            if public:
+                for k, v in zip(public, alice.reveal(frames[public], step)):
+                    vals[k] = v
             leak += int(sum(v.size for v in vals))
             ep.send("ec_reveal", frames=frames, values=np.concatenate(vals).astype(bool), sizes=np.array([v.size for v in vals]))
         return leak, _ldpc_keep(plans, alice.perm, ~failed)
@@ -279,8 +299,11 @@ def _ldpc_keep(plans, perm: np.ndarray, ok: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _split(flat: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
-    return np.split(np.asarray(flat, dtype=np.uint8), np.cumsum(np.asarray(sizes, dtype=np.int64))[:-1])
+def _split(flat: np.ndarray, sizes: np.ndarray, dtype=np.uint8) -> list[np.ndarray]:
+    flat, sizes = np.asarray(flat, dtype=dtype), np.asarray(sizes, dtype=np.int64)
+    if sizes.ndim != 1 or np.any(sizes < 0) or int(sizes.sum()) != flat.size:
+        raise ProtocolAbort(f"message sizes ({int(sizes.sum())}) do not match its {flat.size} values")
+    return np.split(flat, np.cumsum(sizes)[:-1])
 
 
 # ------------------------------------------------------------------------------------------ Bob
@@ -375,7 +398,7 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
                 break
         return bob.bits, leak, None, {"method": "winnow", "round_trips": trips}
     if opts.ec_method == "ldpc":
-        plans = rec.plan_frames(key_bits.size, qber_est)
+        plans = rec.plan_frames(key_bits.size, qber_est, targeted=True)
         bob = rec.LdpcBob(key_bits, plans, qber_est, seed)
         msg = ep.recv("ec_syndromes")
         failed = np.asarray(bob.on_syndromes(_split(msg["syndromes"], msg["sizes"])), dtype=bool)
@@ -386,13 +409,21 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
             if not failed.any():
                 break
             more = retries < LDPC_MAX_RETRIES
-            ep.send("ec_continue", more=more)
             if not more:
+                ep.send("ec_continue", more=False)
                 break
+            # targeted requests: functions of the error pattern's syndrome and public data only
+            # (LdpcBob.requests), so they disclose nothing about the key beyond the revealed values
+            frames = np.flatnonzero(failed)
+            req = bob.requests(frames, rec.ldpc.REVEAL_STEP)
+            ep.send("ec_continue", more=True, items=np.concatenate(req).astype(np.int64),
+                    sizes=np.array([x.size for x in req], dtype=np.int64))
             r = ep.recv("ec_reveal")
+            if not np.array_equal(np.asarray(r["frames"], dtype=np.int64), frames):
+                raise ProtocolAbort("Alice revealed items of other frames than the failed ones")
             vals = _split(r["values"], r["sizes"])
             leak += int(sum(v.size for v in vals))
-            failed = np.asarray(bob.on_reveal(np.asarray(r["frames"]), vals), dtype=bool)
+            failed = np.asarray(bob.on_reveal(frames, vals), dtype=bool)
             retries += 1
         bits, keep = bob.result_bits()
         return bits, leak, keep, {"method": "ldpc", "retries": retries, "frames": len(plans)}
