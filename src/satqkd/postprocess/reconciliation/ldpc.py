@@ -1113,8 +1113,8 @@ def plan_frames(n_bits: int, qber_estimate: float, *, efficiency: float | None =
 
     ``f₀ = efficiency`` or, by default, the mother code's :data:`START_EFFICIENCY` (aggressive:
     the blind retries add what a frame lacks; raised at high QBER where a reveal step is a small
-    part of the leak, more so for retries in the public order (``targeted=False``, as in
-    :mod:`satqkd.protocol.parties`) than for :meth:`LdpcBob.requests` (``targeted=True``), see
+    part of the leak, more so for retries in the public order (``targeted=False``) than for
+    :meth:`LdpcBob.requests` (``targeted=True``, as in :mod:`satqkd.protocol.parties`), see
     :func:`_start_efficiency`; up to :data:`START_SLACK` more if that avoids modifying the code). The mother code is the lowest-rate one with ``R0 ≥ R`` (shortening) or
     the top one (puncturing, at most ``max_puncture·n``). The number of
     frames ``F`` is the smallest that fits at ``frame_length``; the code length is then shrunk to a
