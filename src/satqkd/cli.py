@@ -382,7 +382,7 @@ def campaign(
     clear_sky: float = typer.Option(1.0, "--clear-sky", min=0.0, max=1.0, help="probability that a night is clear"),
     ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
     finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
-    figures: bool = typer.Option(True, help="write campaign.png and key_vs_elevation.png"),
+    figures: bool = typer.Option(True, help="write campaign.png, key_vs_elevation.png and peak_rate_vs_range.png"),
     json_out: bool = typer.Option(False, "--json", help="print campaign.json to stdout instead of the table"),
 ) -> None:
     """Every QKD pass of N days: weather, simulation and post-processing per pass; totals, CSV and figures."""
