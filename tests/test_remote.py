@@ -20,6 +20,7 @@ from satqkd.protocol.remote import load_party_view, run_alice, run_bob, run_part
 from satqkd.protocol.session import postprocess
 from satqkd.rawio import load_raw, save_raw
 from satqkd.records import PassGeometry
+from synthetic_passes import preset_pass_cut
 
 SATQKD = [sys.executable, "-m", "satqkd.cli"]
 CFG = satqkd.load_preset("micius-2016-12-19")
@@ -27,14 +28,7 @@ SEED = 3
 
 
 def _short_geometry(seconds: int) -> PassGeometry:
-    """The preset pass cut to ``seconds`` around culmination (as in test_protocol)."""
-    g = satqkd.find_pass(CFG)
-    c = g.culmination_index
-    sl = slice(c - seconds // 2, c + seconds // 2 + 1)
-    fields = ("t_s", "elevation_deg", "azimuth_deg", "range_m", "range_rate_m_s", "sun_altitude_deg", "sunlit", "enu_m", "enu_velocity_m_s")
-    d = {**g.__dict__, **{k: getattr(g, k)[sl] for k in fields}}
-    d["t_s"] = d["t_s"] - d["t_s"][0]
-    return PassGeometry(**d)
+    return preset_pass_cut(CFG, seconds)
 
 
 @pytest.fixture(scope="module")
