@@ -33,6 +33,8 @@ _LAZY = {
     "plan_campaign": ("satqkd.campaign", "plan_campaign"),
     "run_campaign": ("satqkd.campaign", "run_campaign"),
     "CampaignResult": ("satqkd.campaign", "CampaignResult"),
+    "run_relay_campaign": ("satqkd.relay_campaign", "run_relay_campaign"),
+    "RelayCampaignResult": ("satqkd.relay_campaign", "RelayCampaignResult"),
 }
 
 __all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", *_LAZY]

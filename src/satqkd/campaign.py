@@ -29,6 +29,9 @@ at the station's longitude (UTC + longitude/15 h), of the noon before the pass
 (:func:`night_of`). The 16:50 UTC Xinglong pass of the paper (00:40 local) is the night of
 2016-12-19. Two passes of one night share its weather.
 
+Two stations and the satellite relaying key between them (a config with ``second_station``):
+:mod:`satqkd.relay_campaign`, on the same machinery.
+
 Example::
 
     >>> import satqkd
@@ -62,6 +65,7 @@ __all__ = [
     "CampaignResult",
     "PassRecord",
     "check_campaign_args",
+    "clear_nights",
     "night_of",
     "pass_seed",
     "plan_campaign",
@@ -175,7 +179,16 @@ def weather(seed: int, n_nights: int, clear_sky_probability: float) -> np.ndarra
     ``u = default_rng(SeedSequence([seed, WEATHER_STREAM])).random(n_nights)``. A flat probability
     per night: no seasons, no correlation between consecutive nights, no partly cloudy passes.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), WEATHER_STREAM]))
+    return clear_nights([int(seed), WEATHER_STREAM], n_nights, clear_sky_probability)
+
+
+def clear_nights(entropy: Sequence[int], n_nights: int, clear_sky_probability: float) -> np.ndarray:
+    """Clear (``True``) or cloudy for nights ``0 .. n_nights - 1``, drawn from ``SeedSequence(entropy)``.
+
+    :func:`weather` with its own entropy (relay campaigns draw the second station's weather from
+    another stream: :mod:`satqkd.relay_campaign`).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(x) for x in entropy]))
     return rng.random(int(n_nights)) < float(clear_sky_probability)
 
 
@@ -465,50 +478,93 @@ def run_campaign(
                         clear_sky_probability=clear_sky_probability, ec=ec, finite_key=finite_key)
     t_start = time.perf_counter()
     rules = _rules(cfg, days)
+    plan = _plan_station(cfg, rules, lambda i: pass_seed(seed, i),
+                         lambda n: weather(seed, n, clear_sky_probability), ec, finite_key)
+    executor = _execute([plan], workers, scheduler, progress)
+    return _station_result(cfg, plan, rules, seed, clear_sky_probability, ec, finite_key, executor,
+                           round(time.perf_counter() - t_start, 3))
+
+
+@dataclass
+class _StationPlan:
+    """One station's side of a campaign before the passes run: window records (filled in as jobs finish)."""
+
+    cfg: MissionConfig
+    records: list[PassRecord]
+    jobs: list[_Job]
+    first_night: date
+    clear: np.ndarray
+    end: datetime
+
+
+def _plan_station(cfg: MissionConfig, rules, seed_of: Callable[[int], int], clear_of: Callable[[int], np.ndarray],
+                  ec: str, finite_key: str) -> _StationPlan:
+    """Windows of ``cfg.station`` in the span, the weather of its nights, the jobs of the clear passes.
+
+    ``seed_of(i)`` is the seed of pass ``i``; ``clear_of(n)`` the clear/cloudy draw of ``n`` nights.
+    """
     span_days = float(rules.search_days)
     geoms = plan_campaign(cfg, days=span_days)
     lon = cfg.station.longitude_deg
     first = night_of(rules.search_start_utc, lon)
     end = rules.search_start_utc + timedelta(days=span_days)
     last = night_of(end, lon)
-    clear = weather(seed, (last - first).days + 1, clear_sky_probability)
+    clear = clear_of((last - first).days + 1)
 
     records: list[PassRecord] = []
     jobs: list[_Job] = []
     for i, g in enumerate(geoms):
         night = night_of(g.start_utc, lon)
-        s = pass_seed(seed, i)
+        s = seed_of(i)
         records.append(_window_record(g, i, s, night, bool(clear[(night - first).days])))
         if records[-1].clear_sky:
             jobs.append((i, (cfg, g, s, ec, finite_key)))
+    return _StationPlan(cfg, records, jobs, first, clear, end)
 
-    total = len(records)
+
+def _execute(plans: Sequence[_StationPlan], workers: int, scheduler,
+             progress: Callable[[float, float], None] | None) -> str:
+    """Run the jobs of every plan on one executor, filling in each plan's records; returns the executor's name.
+
+    ``progress(done, total)`` counts the passes of all plans (cloudy ones at once).
+    """
+    jobs: list[_Job] = []
+    where: list[tuple[_StationPlan, int]] = []
+    for plan in plans:
+        for i, args in plan.jobs:
+            jobs.append((len(where), args))
+            where.append((plan, i))
+    total = sum(len(p.records) for p in plans)
     n_done = total - len(jobs)
     if progress is not None:
         progress(float(n_done), float(total))
 
-    def done(i: int, result: dict) -> None:
+    def done(k: int, result: dict) -> None:
         nonlocal n_done
-        records[i] = _merge(records[i], result)
+        plan, i = where[k]
+        plan.records[i] = _merge(plan.records[i], result)
         n_done += 1
         if progress is not None:
             progress(float(n_done), float(total))
 
     if not jobs:
-        executor = "none (no pass to simulate)"
-    elif scheduler is not None:
-        executor = _run_dask(jobs, scheduler, done)
-    elif workers > 1:
-        executor = _run_pool(jobs, workers, done)
-    else:
-        executor = _run_serial(jobs, done)
+        return "none (no pass to simulate)"
+    if scheduler is not None:
+        return _run_dask(jobs, scheduler, done)
+    if workers > 1:
+        return _run_pool(jobs, workers, done)
+    return _run_serial(jobs, done)
 
+
+def _station_result(cfg: MissionConfig, plan: _StationPlan, rules, seed: int, clear_sky_probability: float, ec: str,
+                    finite_key: str, executor: str, wall_seconds: float) -> CampaignResult:
+    lon = cfg.station.longitude_deg
     return CampaignResult(
         preset=cfg.name, satellite=cfg.satellite, station=cfg.station.name,
-        search_start_utc=rules.search_start_utc.isoformat(), days=span_days, seed=int(seed),
-        clear_sky_probability=float(clear_sky_probability), ec=ec, finite_key=finite_key, records=records,
-        nights=_night_totals(records, first, clear, rules.search_start_utc, end, lon), station_longitude_deg=float(lon), executor=executor,
-        wall_seconds=round(time.perf_counter() - t_start, 3),
+        search_start_utc=rules.search_start_utc.isoformat(), days=float(rules.search_days), seed=int(seed),
+        clear_sky_probability=float(clear_sky_probability), ec=ec, finite_key=finite_key, records=plan.records,
+        nights=_night_totals(plan.records, plan.first_night, plan.clear, rules.search_start_utc, plan.end, lon),
+        station_longitude_deg=float(lon), executor=executor, wall_seconds=wall_seconds,
     )
 
 

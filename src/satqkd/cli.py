@@ -382,10 +382,18 @@ def campaign(
     clear_sky: float = typer.Option(1.0, "--clear-sky", min=0.0, max=1.0, help="probability that a night is clear"),
     ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
     finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
-    figures: bool = typer.Option(True, help="write campaign.png, key_vs_elevation.png and peak_rate_vs_range.png"),
+    figures: bool = typer.Option(True, help="write campaign.png, key_vs_elevation.png and peak_rate_vs_range.png "
+                                              "(relay: relay_campaign.png and those per station)"),
     json_out: bool = typer.Option(False, "--json", help="print campaign.json to stdout instead of the table"),
+    relay: Optional[bool] = typer.Option(None, "--relay/--no-relay",
+                                         help="relay campaign over both stations (default: on when the config sets "
+                                              "second_station); --no-relay: the first station only"),
 ) -> None:
-    """Every QKD pass of N days: weather, simulation and post-processing per pass; totals, CSV and figures."""
+    """Every QKD pass of N days: weather, simulation and post-processing per pass; totals, CSV and figures.
+
+    With a config that sets second_station (preset micius-relay-xinglong-nanshan): the passes of
+    both stations and the satellite's relays between them (relays.csv, relay_campaign.png).
+    """
     cfg = _load(preset, config)
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
@@ -397,19 +405,32 @@ def campaign(
                             clear_sky_probability=clear_sky, ec=ec, finite_key=finite_key)
     except (ValueError, ImportError) as exc:
         _fail_input(str(exc).replace("clear_sky_probability", "--clear-sky"))
+    use_relay = cfg.second_station is not None if relay is None else relay
+    if use_relay:
+        from .relay_campaign import check_relay_config, run_relay_campaign, write_relay_campaign_outputs
+
+        try:
+            check_relay_config(cfg)
+        except ValueError as exc:
+            _fail_input(f"--relay: {exc}")
     with _progress() as prog:
         task = prog.add_task("passes", total=None)
         try:
-            res = run_campaign(cfg, days=days, seed=seed, workers=workers, scheduler=scheduler,
-                               clear_sky_probability=clear_sky, ec=ec, finite_key=finite_key,
-                               progress=lambda d, t: prog.update(task, completed=d, total=t,
-                                                                 description=f"pass {d:.0f}/{t:.0f}"))
+            tick = lambda d, t: prog.update(task, completed=d, total=t, description=f"pass {d:.0f}/{t:.0f}")  # noqa: E731
+            kw = dict(days=days, seed=seed, workers=workers, scheduler=scheduler,
+                      clear_sky_probability=clear_sky, ec=ec, finite_key=finite_key, progress=tick)
+            res = run_relay_campaign(cfg, **kw) if use_relay else run_campaign(cfg, **kw)
         except OSError as exc:  # e.g. the Dask scheduler cannot be reached
             _error(f"campaign failed: {exc}")
             raise typer.Exit(1)
-    files = write_campaign_outputs(res, out, figures=figures)
+    if use_relay:
+        files = write_relay_campaign_outputs(res, out, figures=figures)
+    else:
+        files = write_campaign_outputs(res, out, figures=figures)
     if json_out:
         typer.echo(json.dumps(res.to_json(), default=str))
+    elif use_relay:
+        _print_relay_campaign(res, files)
     else:
         _print_campaign(res, files)
     if res.passes_error:
@@ -435,6 +456,35 @@ def _print_campaign(res, files) -> None:
             what = f"{r.final_key_bits:,} bits" if r.has_key else f"aborted: {r.abort_reason}"
             t.add_row(label, f"{r.start_utc[:19]} UTC, {r.max_elevation_deg:.1f}°, {r.duration_s:.0f} s: {what}")
     t.add_row("executor", f"{res.executor}, {res.wall_seconds:.1f} s wall")
+    out_console.print(t)
+    out_console.print(f"wrote {', '.join(str(f) for f in files)}")
+
+
+def _print_relay_campaign(res, files) -> None:
+    a, b = res.first, res.second
+    t = Table(title=f"{a.satellite} relaying {a.station} ⇄ {b.station}: {res.days:g} day(s) from {a.search_start_utc[:16]} UTC "
+                    f"(seed {res.seed}, clear-night probability {a.clear_sky_probability:g} per station)")
+    t.add_column("figure")
+    for c in (a, b):
+        t.add_column(c.station, justify="right")
+    t.add_row("passes found / simulated / with key",
+              *(f"{c.passes_found} / {c.passes_simulated} / {c.passes_with_key}" for c in (a, b)))
+    tots = [c.totals() for c in (a, b)]
+    t.add_row("cloudy / aborted / failed passes",
+              *(f"{x['passes_cloudy']} / {x['passes_aborted']} / {x['passes_error']}" for x in tots))
+    t.add_row("clear nights", *(f"{x['clear_nights']} of {x['nights']}" for x in tots))
+    t.add_row("final key of the passes", *(f"{c.total_final_key_bits:,} bits" for c in (a, b)))
+    r = res.totals()
+    t.add_row("spent on authenticating relays", *(f"{r['auth_bits'][c.station]:,} bits" for c in (a, b)))
+    t.add_row("left on board at the end", *(f"{r['left_on_board_bits'][c.station]:,} bits" for c in (a, b)))
+    t.add_row("relays", str(r["relays"]), "")
+    t.add_row("relayed key (both stations)", f"{r['relayed_bits_total']:,} bits", "")
+    t.add_row("relayed key per day", f"{r['relayed_bits_per_day']:,.0f} bits/day", "")
+    if r["relays"]:
+        t.add_row("key storage on board (mean / max)", f"{r['storage_hours_mean']:.1f} / {r['storage_hours_max']:.1f} h", "")
+        eps = r["max_relay_epsilon"]
+        t.add_row("ε per relayed key (max)", f"{eps:.2g}" if eps is not None else "—", "")
+    t.add_row("executor", f"{res.executor}, {res.wall_seconds:.1f} s wall", "")
     out_console.print(t)
     out_console.print(f"wrote {', '.join(str(f) for f in files)}")
 
@@ -470,7 +520,7 @@ def bench_postprocess(
 @app.command()
 def relay(
     preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-relay-xinglong-nanshan)"),
-    config: Optional[Path] = typer.Option(None, help="mission TOML file (must set [second_station])"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file (must set a \\[second_station] table)"),
     seed: int = typer.Option(0, min=0, help="relay seed (the two pass seeds are derived from it)"),
     store_a: Path = typer.Option(..., "--store-a", help="key store of the first station (Xinglong)"),
     store_b: Path = typer.Option(..., "--store-b", help="key store of the second station (Nanshan)"),

@@ -78,11 +78,14 @@ __all__ = [
     "RelayExists",
     "RelayLink",
     "RelayResult",
+    "announcement_bytes",
     "deposit_pass",
     "find_relay_passes",
     "kme_demo_fill",
     "pass_seeds",
     "relay_deposited",
+    "relay_forgery_bound",
+    "relay_length_bits",
     "run_pass",
     "run_relay",
     "truncate_geometry",
@@ -408,6 +411,30 @@ def _read_root(store: KeyStore, link: str, root_id: str) -> bytes | None:
     return store.peek_segments(link, [Segment(ps[0].key_id, root_id, 0, ps[0].length_bits)])
 
 
+def relay_length_bits(*available_bits: int) -> int:
+    """Bits relayed from key of these lengths, one per link: ``L = min − AUTH_BITS_PER_LINK``, rounded
+    down to whole bytes; 0 if that leaves less than one byte (no relay).
+
+    Each link also gives :data:`AUTH_BITS_PER_LINK` bits of its key to authenticate the exchange.
+    """
+    L = min(int(n) for n in available_bits) - AUTH_BITS_PER_LINK
+    L -= L % 8
+    return L if L >= 8 else 0
+
+
+def announcement_bytes(ann: RelayAnnouncement) -> int:
+    """Bytes of the relay announcement as authenticated on each link: its metadata (JSON, without the
+    XOR's hex), the XOR itself, and 64 bytes of message framing."""
+    meta = {k: v for k, v in ann.to_json().items() if k != "xor_hex"}
+    return len(json.dumps(meta)) + len(ann.xor) + 64
+
+
+def relay_forgery_bound(announcement_len_bytes: int, *, links: int = 2) -> float:
+    """Probability that some relay message is forged: on each of ``links`` links the announcement
+    plus at most five short messages (≤ 256 bytes: ready, commit, done, revoke, ack), union bound."""
+    return links * (forgery_bound(announcement_len_bytes) + 5 * forgery_bound(256))
+
+
 def relay_deposited(
     first: PassOutcome,
     second: PassOutcome,
@@ -436,8 +463,7 @@ def relay_deposited(
         bad = [p for p in (first, second) if not p.ok]
         return _RelayRecord(False, "; ".join(f"{p.station} pass aborted: {p.abort_reason}" for p in bad))
     n_bits = {s: _root_bits(sat_store, s, passes[s].key_id) for s in stations}
-    L = min(n_bits.values()) - AUTH_BITS_PER_LINK
-    L -= L % 8
+    L = relay_length_bits(*n_bits.values())
     if L < 8:
         return _RelayRecord(False, f"pass keys too short to relay: {n_bits} bits, {AUTH_BITS_PER_LINK} per link "
                                    "go to authenticating the announcement")
@@ -475,8 +501,7 @@ def relay_deposited(
     # ε of the relayed key: both pass keys' ε plus the forgery bounds of every relay message (a
     # union bound; the largest exchange is the announcement and at most five short messages a link)
     meta = {k: v for k, v in ann.to_json().items() if k != "xor_hex"}
-    ann_bytes = len(json.dumps(meta)) + len(ann.xor) + 64
-    eps_relay = eps_rel + len(stations) * (forgery_bound(ann_bytes) + 5 * forgery_bound(256))
+    eps_relay = eps_rel + relay_forgery_bound(announcement_bytes(ann), links=len(stations))
 
     # phase 1: announce; each station verifies the tag, checks its segments, answers ready
     received: dict[str, RelayAnnouncement] = {}
