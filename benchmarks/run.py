@@ -83,7 +83,7 @@ def bench_postprocess() -> list[dict]:
     from satqkd.postprocess.benchmark import bench_postprocess as bp
     from satqkd.protocol.session import postprocess
 
-    print("post-processing (one core; 1e6-bit keys at QBER 1.1 %)")
+    print("post-processing (1e6-bit keys at QBER 1.1 %; one core, except LDPC decoding on 2 threads)")
     rows = []
     for ec in ("cascade", "ldpc", "hamming"):
         r = bp(1_000_000, 0.011, 1, ec=ec)["ec"]

@@ -2,7 +2,7 @@
 
 A random key for Alice, Bob's copy with independent bit flips at the given QBER (a binary
 symmetric channel), then the chosen reconciliation and a Toeplitz hash of the corrected key.
-Both parties run in one process on one core; JIT compilation is excluded (warm-up call first).
+Both parties run in one process on one core (LDPC decodes its frames on up to 2 threads); JIT compilation is excluded (warm-up call first).
 """
 
 from __future__ import annotations
