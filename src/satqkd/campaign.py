@@ -419,11 +419,26 @@ def _pool_context():
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
+def _share_cores(threads: int) -> None:
+    """Pool-worker initializer: at most ``threads`` compute threads per worker (numba kernels and the
+    LDPC frame decoder read ``NUMBA_NUM_THREADS``), so N workers do not oversubscribe the cores."""
+    import os
+
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    import numba
+
+    numba.config.NUMBA_NUM_THREADS = threads
+
+
 def _run_pool(jobs: Sequence[_Job], workers: int, done: Callable[[int, dict], None]) -> str:
+    import os
+
     n = min(workers, len(jobs))
     if n <= 1:
         return _run_serial(jobs, done)
-    with ProcessPoolExecutor(max_workers=n, mp_context=_pool_context()) as ex:
+    per_worker = max(1, (os.cpu_count() or 1) // n)
+    with ProcessPoolExecutor(max_workers=n, mp_context=_pool_context(), initializer=_share_cores,
+                             initargs=(per_worker,)) as ex:
         futures = {ex.submit(_pass_job, *args): i for i, args in jobs}
         for f in as_completed(futures):
             try:
