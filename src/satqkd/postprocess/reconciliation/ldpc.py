@@ -435,6 +435,23 @@ def _variable_degrees(lam: dict, n: int, rng: np.random.Generator) -> np.ndarray
 
 
 @numba.njit(cache=True)
+def _lowest_degree_unstamped(order, bstart, cap, r0, cstamp, v, exclude):  # pragma: no cover - compiled
+    """PEG's tie rule: the first check, by increasing current degree and within a degree by a cyclic
+    scan from offset ``r0`` of ``order``, with ``cstamp != v`` and ``!= exclude``; −1 if none."""
+    for d in range(cap):
+        lo = bstart[d]
+        size = bstart[d + 1] - lo
+        if size <= 0:
+            continue
+        st = r0 % size
+        for t in range(size):
+            c = order[lo + (st + t) % size]
+            if cstamp[c] != v and c != exclude:
+                return c
+    return -1
+
+
+@numba.njit(cache=True)
 def _peg_build(var_deg, m, vorder, corder, rnd, deg2_depth, max_tries):  # pragma: no cover - compiled
     """Edge-by-edge construction (PEG-like). Returns (rows, cols, forced edges).
 
@@ -497,19 +514,7 @@ def _peg_build(var_deg, m, vorder, corder, rnd, deg2_depth, max_tries):  # pragm
                             queue[tail] = c3
                             tail += 1
                 if tail < m:
-                    for d in range(cap):
-                        lo = bstart[d]
-                        size = bstart[d + 1] - lo
-                        if size <= 0:
-                            continue
-                        st = r0 % size
-                        for t in range(size):
-                            c = order[lo + (st + t) % size]
-                            if cstamp[c] != v:
-                                chosen = c
-                                break
-                        if chosen >= 0:
-                            break
+                    chosen = _lowest_degree_unstamped(order, bstart, cap, r0, cstamp, v, -1)
                 if chosen < 0:  # every check reached: the farthest level, lowest degree
                     maxd = dist[queue[tail - 1]]
                     bd = cap
@@ -548,19 +553,7 @@ def _peg_build(var_deg, m, vorder, corder, rnd, deg2_depth, max_tries):  # pragm
                         break
             if chosen < 0:  # no admissible check: any non-adjacent one of lowest degree
                 forced += 1
-                for d in range(cap):
-                    lo = bstart[d]
-                    size = bstart[d + 1] - lo
-                    if size <= 0:
-                        continue
-                    st = r0 % size
-                    for t in range(size):
-                        c = order[lo + (st + t) % size]
-                        if cstamp[c] != v and c != first:
-                            chosen = c
-                            break
-                    if chosen >= 0:
-                        break
+                chosen = _lowest_degree_unstamped(order, bstart, cap, r0, cstamp, v, first)
             if chosen < 0:  # only full checks left (end of the construction): one over capacity
                 for c in range(m):
                     if cstamp[c] != v and c_deg[c] <= cap:
