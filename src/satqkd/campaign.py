@@ -621,15 +621,20 @@ def write_campaign_outputs(result: CampaignResult, out_dir: str | Path, *, figur
     return paths
 
 
-def _write_csv(result: CampaignResult, path: Path) -> Path:
+def write_csv(path: Path, header: Sequence[str], rows) -> Path:
+    """A CSV file written to a temporary name and renamed (readers never see half a file); None → ""."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        w.writerow(PASS_COLUMNS)
-        for r in result.records:
-            w.writerow(["" if v is None else v for v in (getattr(r, c) for c in PASS_COLUMNS)])
+        w.writerow(header)
+        for row in rows:
+            w.writerow(["" if v is None else v for v in row])
     tmp.replace(path)
     return path
+
+
+def _write_csv(result: CampaignResult, path: Path) -> Path:
+    return write_csv(path, PASS_COLUMNS, ([getattr(r, c) for c in PASS_COLUMNS] for r in result.records))
 
 
 def _kind_masks(records: list[PassRecord]):

@@ -54,7 +54,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import re
 import time
 from collections import deque
@@ -78,6 +77,7 @@ from .campaign import (
     plot_campaign,
     plot_key_vs_elevation,
     plot_peak_rate_vs_range,
+    write_csv,
 )
 from .config import MissionConfig
 from .keys.relay import RelayAnnouncement
@@ -488,21 +488,10 @@ def write_relay_campaign_outputs(result: RelayCampaignResult, out_dir: str | Pat
     return paths
 
 
-def _csv(path: Path, header: Sequence[str], rows) -> Path:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(header)
-        for row in rows:
-            w.writerow(["" if v is None else v for v in row])
-    tmp.replace(path)
-    return path
-
-
 def _write_passes(result: RelayCampaignResult, path: Path) -> Path:
     rows = sorted([(r.start_utc, k, c.station, r) for k, c in enumerate((result.first, result.second)) for r in c.records],
                   key=lambda x: x[:2])
-    return _csv(path, ("station", *PASS_COLUMNS), ([st, *(getattr(r, c) for c in PASS_COLUMNS)] for _, _, st, r in rows))
+    return write_csv(path, ("station", *PASS_COLUMNS), ([st, *(getattr(r, c) for c in PASS_COLUMNS)] for _, _, st, r in rows))
 
 
 def _write_relays(result: RelayCampaignResult, path: Path) -> Path:
@@ -515,7 +504,7 @@ def _write_relays(result: RelayCampaignResult, path: Path) -> Path:
         return [e.index, e.time_utc, e.trigger_station, e.trigger_pass, e.length_bits, e.auth_bits_per_link, *per,
                 e.storage_hours, e.pass_epsilon_sum, e.forgery_bound, e.epsilon]
 
-    return _csv(path, relay_columns(sts), (row(e) for e in result.relays))
+    return write_csv(path, relay_columns(sts), (row(e) for e in result.relays))
 
 
 def plot_relay_campaign(result: RelayCampaignResult, path: str | Path) -> Path:
