@@ -110,20 +110,9 @@ def write_keys(res, out: str | Path) -> list[Path]:
 
     Written only after a successful run with verified, matching keys.
     """
-    import numpy as np
-
     if not res.ok:
         return []
-    d = Path(out) / "keys"
-    d.mkdir(parents=True, exist_ok=True)
-    files = []
-    for name, key in (("alice", res.alice.key), ("bob", res.bob.key)):
-        p = d / f"{name}.key"
-        tmp = p.with_suffix(".tmp")
-        tmp.write_bytes(np.packbits(key.astype(np.uint8)).tobytes())
-        tmp.replace(p)
-        files.append(p)
-    return files
+    return [write_party_key(name, key, out) for name, key in (("alice", res.alice.key), ("bob", res.bob.key))]
 
 
 def party_summary(run, ec: str, finite_key: str, seed: int | None) -> dict:
@@ -172,8 +161,8 @@ def party_summary(run, ec: str, finite_key: str, seed: int | None) -> dict:
 
 
 def write_party_key(role: str, key, out: str | Path) -> Path:
-    """``out/keys/<role>.key``: one party's verified final key, packed like :func:`write_keys`
-    (bits MSB first, zero-padded to a byte), written atomically (temp file, fsync, rename)."""
+    """``out/keys/<role>.key``: one party's verified final key, bits packed MSB first, zero-padded
+    to a byte, written atomically (temp file, fsync, rename)."""
     import os
 
     import numpy as np
