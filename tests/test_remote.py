@@ -18,7 +18,7 @@ from satqkd.protocol.channel import tcp_pair
 from satqkd.protocol.poolfile import PoolFileError, make_pool, read_pool, write_pool
 from satqkd.protocol.remote import load_party_view, run_alice, run_bob, run_party
 from satqkd.protocol.session import postprocess
-from satqkd.rawio import load_raw, save_raw
+from satqkd.rawio import PUBLIC_META, load_raw, save_raw
 from satqkd.records import PassGeometry
 from synthetic_passes import preset_pass_cut
 
@@ -41,7 +41,7 @@ def raw_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(raw_dir):
     """The in-process run with the same seed and options."""
-    r = postprocess(load_raw(raw_dir), CFG, seed=SEED)
+    r = postprocess(load_raw(raw_dir), CFG, seed=SEED, key_ack=True)
     assert r.ok and r.keys_match, r.abort_reason
     return r
 
@@ -109,7 +109,7 @@ def test_run_alice_and_run_bob_over_tcp_pair_give_the_postprocess_keys(raw_dir, 
     assert got["alice"].ok and got["bob"].ok, (got["alice"].abort_reason, got["bob"].abort_reason)
     assert np.array_equal(got["alice"].key, got["bob"].key)
     assert np.array_equal(got["alice"].key, reference.alice.key)
-    assert got["alice"].auth_key_bits == got["bob"].auth_key_bits == reference.bob.auth_key_bits == 639
+    assert got["alice"].auth_key_bits == got["bob"].auth_key_bits == reference.bob.auth_key_bits == 895
     assert a_ep.stats.bytes_up == b_ep.stats.bytes_up == reference.channel.bytes_up
     assert "synchronisation" in got["bob"].stage_seconds
 
@@ -123,7 +123,7 @@ def test_each_party_reads_only_its_own_records(raw_dir):
     assert b.alice_pulse_index.size == b.alice_bit.size == b.alice_basis.size == 0 and b.slice_emitted.shape == (0, 3)
     for v in (a, b):  # only the public pass data; no simulation ground truth
         assert v.truth_pulse_index is None
-        assert set(v.meta) <= {"pass_id", "mean_range_m", "first_pulse_index", "n_pulses", "slice_s"}
+        assert set(v.meta) <= set(PUBLIC_META)
         assert v.meta["pass_id"] == full.meta["pass_id"]
 
 
@@ -163,7 +163,7 @@ def test_split_files_hold_only_each_sides_records(raw_dir, tmp_path):
     assert np.array_equal(a.alice_pulse_index, full.alice_pulse_index) and np.array_equal(a.slice_emitted, full.slice_emitted)
     assert a.bob_time_ps.size == a.beacon_time_ps.size == 0 and b.alice_bit.size == b.slice_emitted.size == 0
     assert np.array_equal(b.bob_detector, full.bob_detector) and np.array_equal(b.beacon_time_ps, full.beacon_time_ps)
-    assert set(a.meta) == set(b.meta) <= {"pass_id", "mean_range_m", "first_pulse_index", "n_pulses", "slice_s"}
+    assert set(a.meta) == set(b.meta) <= set(PUBLIC_META)
 
 
 def test_run_party_in_threads_on_split_files_meets_the_larger_pool_offset(raw_dir, reference, tmp_path):
@@ -189,7 +189,7 @@ def test_run_party_in_threads_on_split_files_meets_the_larger_pool_offset(raw_di
     assert a.ok and b.ok, (a.abort_reason, b.abort_reason)
     assert np.array_equal(a.outcome.key, b.outcome.key) and np.array_equal(a.outcome.key, reference.alice.key)
     assert (a.pool_bits_skipped, b.pool_bits_skipped) == (1000, 0)
-    assert a.pool_offset_after == b.pool_offset_after == 1000 + 639
+    assert a.pool_offset_after == b.pool_offset_after == 1000 + 895
     assert pools["alice"].read_bytes() == pools["bob"].read_bytes()
 
 
@@ -208,7 +208,7 @@ def test_two_processes_give_the_in_process_keys_and_consume_the_pool_once(raw_di
     for s in (sa, sb):
         assert s["final_key_bits"] == reference.final_key_bits and not s["aborted"]
         assert s["epsilon"] == pytest.approx(sum(reference.bob.epsilon_parts.values()))
-        assert s["auth_key_bits"] == 639 and s["auth_pool"]["bits_reserved_and_discarded"] == 639
+        assert s["auth_key_bits"] == 895 and s["auth_pool"]["bits_reserved_and_discarded"] == 895
         assert s["classical_bytes_up"] == reference.channel.bytes_up and s["round_trips"] == reference.channel.round_trips
     assert sa["role"] == "alice" and sb["role"] == "bob" and sb["qber_key"] == pytest.approx(reference.bob.qber)
     pa = read_pool(pools["alice"])
@@ -226,8 +226,8 @@ def test_two_processes_give_the_in_process_keys_and_consume_the_pool_once(raw_di
     assert rca == 0 and rcb == 0, (ea, eb)
     assert (outs2["alice"] / "keys" / "alice.key").read_bytes() == (outs2["bob"] / "keys" / "bob.key").read_bytes()
     s2 = json.loads((outs2["alice"] / "summary.json").read_text())
-    assert s2["auth_pool"]["offset_before"] == 639 and s2["auth_pool"]["offset_after"] == 2 * 639
-    assert read_pool(pools["bob"]).nbits == 10_000 - 2 * 639
+    assert s2["auth_pool"]["offset_before"] == 895 and s2["auth_pool"]["offset_after"] == 2 * 895
+    assert read_pool(pools["bob"]).nbits == 10_000 - 2 * 895
     assert pools["alice"].read_bytes() == pools["bob"].read_bytes()
 
 
@@ -257,8 +257,8 @@ def test_same_pool_id_other_bits_fails_authentication_and_discards_the_reservati
         assert not (outs[role] / "keys").exists()
         s = json.loads((outs[role] / "summary.json").read_text())
         assert s["aborted"] and s["final_key_bits"] == 0
-        assert s["auth_pool"]["bits_reserved_and_discarded"] == 639 and s["auth_key_bits"] <= 639
-        assert read_pool(pools[role]).nbits == 5000 - 639  # the whole reservation is gone on both sides
+        assert s["auth_pool"]["bits_reserved_and_discarded"] == 895 and s["auth_key_bits"] <= 895
+        assert read_pool(pools[role]).nbits == 5000 - 895  # the whole reservation is gone on both sides
     assert "AuthenticationError" in res["bob"][2]  # Bob checks Alice's checkpoint tag first
     assert "peer aborted" in res["alice"][2]
 
@@ -272,7 +272,7 @@ def test_pool_too_small_exits_2_before_connecting(raw_dir, tmp_path):
     r = subprocess.run([*SATQKD, "party", "bob", str(raw_dir), "--connect", f"127.0.0.1:{_free_port()}", "--pool", str(pool),
                         "--out", str(out), "--timeout-s", "30"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2, r.stderr
-    assert "600 bits left, a run needs 639" in r.stderr
+    assert "600 bits left, a run needs 895" in r.stderr
     assert time.perf_counter() - t0 < 25  # did not wait for a peer
     assert not out.exists() and pool.read_bytes() == before
 

@@ -356,10 +356,14 @@ def postprocess_cmd(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
-    from .rawio import load_raw
+    from .rawio import check_records_match, load_raw
 
     try:
         raw = load_raw(raw_dir)
+        if tuple(raw.meta.get("parties", ())) != ("alice", "bob"):
+            raise ValueError(f"{raw_dir} holds only {' and '.join(raw.meta.get('parties', ())) or 'no party'}'s records "
+                             "(a `party split` output): postprocess needs both parties' records")
+        check_records_match(raw, cfg)
     except (FileNotFoundError, ValueError) as exc:
         _fail_input(str(exc))
     out.mkdir(parents=True, exist_ok=True)
@@ -746,13 +750,14 @@ def party_split(
 
 def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[str], pool: Path, out: Path,
            preset: Optional[str], config: Optional[Path], seed: Optional[int], ec: str, finite_key: str,
-           timeout_s: float, message_timeout_s: float) -> None:
+           timeout_s: float, message_timeout_s: float, ledger: Optional[Path] = None) -> None:
     import contextlib
 
-    from .outputs import party_summary, write_party_key
+    from .outputs import party_summary
     from . import report
     from .protocol.poolfile import PoolFileError
     from .protocol.remote import check_pool, load_party_view, parse_address, run_party
+    from .rawio import check_records_match
 
     if (listen is None) == (connect is None):
         _fail_input("give exactly one of --listen HOST:PORT or --connect HOST:PORT")
@@ -768,12 +773,15 @@ def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[st
     _check_choice("finite-key", finite_key, FK_CHOICES)
     if (out / "keys" / f"{role}.key").exists():
         _fail_input(f"--out {out} already holds keys/{role}.key from an earlier run: a key is never overwritten, choose another --out")
+    if any((out / "keys" / "pending").glob("*.key")):
+        _fail_input(f"--out {out} holds a pending key from an earlier run: confirm it first (`satqkd party confirm {role} {out} ...`) or choose another --out")
     try:
         view = load_party_view(raw_dir, role)
+        check_records_match(view, cfg)
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         _fail_input(f"{raw_dir}: {exc}")
     try:
-        pf, need = check_pool(pool)
+        pf, need = check_pool(pool, ledger)
     except PoolFileError as exc:
         _fail_input(str(exc))
     if pf.insecure:
@@ -791,7 +799,8 @@ def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[st
         try:
             run = run_party(role, view, cfg, pool, listen=addr if listen is not None else None,
                             connect=addr if connect is not None else None, seed=seed, ec=ec, finite_key=finite_key,
-                            timeout_s=timeout_s, message_timeout_s=message_timeout_s, on_status=status, on_listening=listening)
+                            timeout_s=timeout_s, message_timeout_s=message_timeout_s, on_status=status, on_listening=listening,
+                            ledger=ledger, out=out)
         except PoolFileError as exc:
             _fail_input(str(exc))
         except ValueError as exc:  # e.g. Bob's records cannot be synchronised
@@ -801,8 +810,13 @@ def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[st
             raise typer.Exit(1)
     s = party_summary(run, ec, finite_key, seed)
     out.mkdir(parents=True, exist_ok=True)
-    if run.ok:  # only a verified key, and only once both checkpoints passed
-        s["key_file"] = str(write_party_key(role, run.outcome.key, out))
+    # the key files were written by the key-confirmation rule during the run (protocol/keyfiles.py)
+    s["key_state"], s["key_sha256"] = run.key_state, run.key_sha256
+    s["auth_pool"]["ledger"] = run.ledger
+    if run.key_state == "released":
+        s["key_file"] = str(out / "keys" / f"{role}.key")
+    elif run.key_state == "pending":
+        s["key_file"] = str(out / "keys" / "pending" / f"{run.key_sha256}.key")
     report.write_json(s, out / "summary.json")
     t = Table(title=f"{role} ({'satellite' if role == 'alice' else 'ground station'}) ↔ {run.peer or 'no peer'}")
     t.add_column("figure")
@@ -818,9 +832,13 @@ def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[st
     ap = s["auth_pool"]
     t.add_row("auth pool bits", f"{ap['bits_used']} used, {ap['bits_reserved_and_discarded'] + ap['bits_skipped_to_meet_peer']} removed, {ap['bits_left']:,} left")
     out_console.print(t)
-    out_console.print(f"wrote {out}/summary.json" + (f" and {s['key_file']}" if run.ok else " (no key: the run did not succeed)"))
+    if run.key_state == "pending":
+        out_console.print(f"wrote {out}/summary.json and {s['key_file']} (PENDING: not deliverable until the peer is known to "
+                          f"hold it; run `satqkd party confirm {role} {out} ...` with the peer)")
+    else:
+        out_console.print(f"wrote {out}/summary.json" + (f" and {s['key_file']}" if run.ok else " (no key: the run did not succeed)"))
     if not run.ok:
-        _error(f"{role}: {s['abort_reason']}")
+        _error(f"{role}: {s['abort_reason']}" + (" (key pending)" if run.key_state == "pending" else ""))
         raise typer.Exit(1)
 
 
@@ -838,8 +856,9 @@ def _party_command(role: str):
         finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
         timeout_s: float = typer.Option(120.0, "--timeout-s", min=0.1, help="how long to wait for the peer to connect / listen"),
         message_timeout_s: float = typer.Option(600.0, "--message-timeout-s", min=0.1, help="how long to wait for each protocol message"),
+        ledger: Optional[Path] = typer.Option(None, "--ledger", help="this site's usage ledger of pool bits (default: POOL.ledger beside the pool)"),
     ) -> None:
-        _party(role, raw_dir, listen, connect, pool, out, preset, config, seed, ec, finite_key, timeout_s, message_timeout_s)
+        _party(role, raw_dir, listen, connect, pool, out, preset, config, seed, ec, finite_key, timeout_s, message_timeout_s, ledger)
 
     cmd.__doc__ = (
         "Run the satellite's side of post-processing against a bob process (TCP)."
@@ -851,6 +870,58 @@ def _party_command(role: str):
 
 party_app.command("alice")(_party_command("alice"))
 party_app.command("bob")(_party_command("bob"))
+
+
+@party_app.command("confirm")
+def party_confirm(
+    role: str = typer.Argument(..., help="alice | bob"),
+    run_dir: Path = typer.Argument(..., help="the earlier run's --out directory (summary.json, keys/pending/)"),
+    listen: Optional[str] = typer.Option(None, "--listen", help="HOST:PORT to listen on for the peer (port 0: any free port)"),
+    connect: Optional[str] = typer.Option(None, "--connect", help="HOST:PORT of the listening peer"),
+    pool: Path = typer.Option(..., "--pool", help="this party's copy of the authentication pool (a confirmation uses 383 bits)"),
+    ledger: Optional[Path] = typer.Option(None, "--ledger", help="this site's usage ledger (default: POOL.ledger)"),
+    timeout_s: float = typer.Option(120.0, "--timeout-s", min=0.1, help="how long to wait for the peer"),
+    message_timeout_s: float = typer.Option(600.0, "--message-timeout-s", min=0.1, help="how long to wait for each message"),
+) -> None:
+    """Release or discard an earlier run's pending key with the peer (one authenticated exchange)."""
+    from . import report
+    from .protocol.poolfile import PoolFileError
+    from .protocol.remote import parse_address, run_confirm
+
+    if role not in ("alice", "bob"):
+        _fail_input(f"ROLE must be alice or bob, got {role!r}")
+    if (listen is None) == (connect is None):
+        _fail_input("give exactly one of --listen HOST:PORT or --connect HOST:PORT")
+    try:
+        addr = parse_address(listen if listen is not None else connect)
+    except ValueError as exc:
+        _fail_input(f"--{'listen' if listen is not None else 'connect'}: {exc}")
+
+    def listening(port: int) -> None:
+        console.print(f"{role}: listening on {addr[0]}:{port} (up to {timeout_s:g} s)")
+
+    try:
+        run = run_confirm(role, run_dir, pool, listen=addr if listen is not None else None, connect=addr if connect is not None else None,
+                          ledger=ledger, timeout_s=timeout_s, message_timeout_s=message_timeout_s, on_listening=listening)
+    except (PoolFileError, ValueError) as exc:
+        _fail_input(str(exc))
+    summary_path = run_dir / "summary.json"
+    s = json.loads(summary_path.read_text()) if summary_path.is_file() else {"role": role}
+    s["key_state"], s["key_sha256"] = run.key_state, run.key_sha256
+    if run.key_state != "none":
+        s["key_file"] = run.key_file or str(run_dir / "keys" / "pending" / f"{run.key_sha256}.key")
+    else:
+        s.pop("key_file", None)
+    s.setdefault("confirmations", []).append({
+        "peer": run.peer, "error": run.error, "decisions": run.decisions, "pool_bits_used": run.pool_bits_reserved,
+        "pool_offset_after": run.pool_offset_after, "ledger": run.ledger,
+    })
+    report.write_json(s, summary_path)
+    out_console.print(f"{role}: key {run.key_state}" + (f" ({run.key_sha256[:16]}…)" if run.key_sha256 else "")
+                      + f"; decisions: {run.decisions or 'no pending key'}")
+    if run.error is not None:
+        _error(f"{role}: {run.error}")
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -104,6 +104,12 @@ class UsageLedger:
                 end = b
         return total
 
+    def high_water(self, resource: str) -> int:
+        """The end of the highest range of ``resource`` ever claimed (0 if none): a resource
+        consumed from the front (a pool file) whose own position is below this was restored
+        from a backup or copied, and its next bits may have been used."""
+        return max((c.stop for c in self.claims(resource)), default=0)
+
     def check(self, resource: str, start: int, stop: int) -> None:
         """Raise :class:`LedgerConflict` if ``[start, stop)`` overlaps a claim; record nothing."""
         _check_range(start, stop)

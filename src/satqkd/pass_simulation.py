@@ -218,6 +218,7 @@ def simulate(
     raw = step("photons", sample_pass, cfg, link, rngs["photons"], progress=photons_progress if progress else None)
     raw.meta["pass_id"] = f"{cfg.satellite}:{geometry.station}:{geometry.start_utc:%Y-%m-%dT%H:%M:%S}Z:seed{int(seed)}"
     raw.meta["mean_range_m"] = float(np.mean(geometry.range_m))
+    raw.meta["intensity_fluctuation"] = float(cfg.source.intensity_fluctuation)  # recorded with the pass (raw format 3)
     _return_free_heap()  # the sampler's temporaries
     det = step("timing", synchronise, raw, rng=rngs["timing"])
     t0 = time.perf_counter()

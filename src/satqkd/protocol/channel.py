@@ -357,6 +357,7 @@ class ChannelStats:
 # ---- endpoints ----------------------------------------------------------------------------------
 
 _CHECKPOINT_KIND = "auth_checkpoint"
+_ACK_KIND = "auth_ack"  # an acknowledgement in auth_mode="each" (a normal, tagged message)
 
 
 _DIRECTION = {"alice": "down", "bob": "up"}
@@ -407,6 +408,7 @@ class Endpoint(ABC):
         self.auth_mode = auth_mode
         # transcript mode: the messages since the last checkpoint, per direction, in sequence order
         self._transcript: dict[str, list[bytes]] = {"up": [], "down": []}
+        self._last_checkpoint = b""
         self.checkpoints = 0
 
     # -- transport hooks --
@@ -535,27 +537,60 @@ class Endpoint(ABC):
         # sides whatever the interleaving of sends and receives.
         return b"".join(self._transcript["down"]) + b"|" + b"".join(self._transcript["up"])
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, between: Callable[[], None] | None = None) -> None:
         """Authenticate everything exchanged since the last checkpoint (``auth_mode="transcript"``).
 
         Alice sends her Wegman–Carter tag of the transcript, Bob checks it and answers with his own
         tag of the same transcript, Alice checks that. Either side raises
         :class:`AuthenticationError` if its peer's tag does not match (the run must abort). Costs
         two messages (not recorded in the transcript: their content is the tag) and two pads. A
-        no-op in ``auth_mode="each"`` (every message is tagged).
+        no-op in ``auth_mode="each"`` (every message is tagged; ``between`` is still called).
+
+        ``between()`` is called at this side's point of commitment: Alice right after sending her
+        tag, Bob after verifying Alice's tag and before sending his (the key-confirmation rule of
+        ``parties.py`` stores a pending key there).
         """
         self._check_usable()
         if self.auth_mode == "each":
+            if between is not None:
+                between()
             return
         t = self._transcript_bytes()
         if self.role == "alice":
             self._send(_CHECKPOINT_KIND, {"tag": self.auth.tag(t)})
+            if between is not None:
+                between()
             self._verify_checkpoint(t)
         else:
             self._verify_checkpoint(t)
+            if between is not None:
+                between()
             self._send(_CHECKPOINT_KIND, {"tag": self.auth.tag(t)})
+        self._last_checkpoint = t
         self._transcript = {"up": [], "down": []}
         self.checkpoints += 1
+
+    def acknowledge(self) -> None:
+        """Send one authenticated acknowledgement of the last checkpoint (its transcript, marked
+        ``ACK``): tells the peer that this side verified the peer's checkpoint tag. One tag, one pad
+        pair of the pool (the lane pair is taken whole)."""
+        self._check_usable()
+        if self.auth_mode == "each":
+            self._send(_ACK_KIND, {})
+            return
+        self._send(_CHECKPOINT_KIND, {"tag": self.auth.tag(b"ACK" + self._last_checkpoint), "ack": True})
+
+    def await_acknowledgement(self) -> None:
+        """Receive and verify the peer's :meth:`acknowledge`; raises like :meth:`checkpoint`."""
+        self._check_usable()
+        if self.auth_mode == "each":
+            self.recv(_ACK_KIND)
+            return
+        msg = self.recv(_CHECKPOINT_KIND)
+        tag = msg.get("tag")
+        if msg.get("ack") is not True or not isinstance(tag, bytes) or not self.auth.verify(b"ACK" + self._last_checkpoint, tag):
+            self._failed = f"{self.peer}'s acknowledgement does not verify"
+            raise AuthenticationError(f"{self.role}: {self._failed}")
 
     def _verify_checkpoint(self, transcript: bytes) -> None:
         msg = self.recv(_CHECKPOINT_KIND)

@@ -20,7 +20,29 @@ up   ec_done        Bob's error counts of the signal (key) events per basis — 
 down verify         Alice's fresh hash key and the tag of her key (ε_cor)
 up   verify_result  match or not: a mismatch discards the block, no key is output
 down pa_seed        Alice's Toeplitz seed; both hash to the final length ℓ
+down checkpoint     Alice's final transcript tag
+up   checkpoint     Bob's final transcript tag (sent only after he verified Alice's)
+down ack            (``confirm=True``: two processes) Alice's acknowledgement of Bob's tag
 ==== ============== ======================================================================
+
+Key confirmation (``confirm=True``, what :func:`~satqkd.protocol.remote.run_party` uses; see
+``docs/two-processes.md``). A party *releases* its key (``key_state="released"``) only when it
+knows the peer holds the same key, and keeps it *pending* (never delivered) when it cannot know:
+
+* Alice stores the key as pending right after sending her final tag, and releases it once Bob's
+  final tag verifies (Bob sends it only after verifying hers and storing the key: he holds it);
+  then she sends the acknowledgement (one more tag: a pad pair, charged in ℓ).
+* Bob stores the key as pending after verifying Alice's final tag, before sending his, and
+  releases it when Alice's acknowledgement verifies (she holds and released it).
+* Whatever fails after a party stored its key (a lost or altered final message, a closed
+  connection, an unauthenticated abort), the key stays pending: a later authenticated contact
+  confirms or discards it (:func:`~satqkd.protocol.remote.run_confirm`). Anything that fails
+  before leaves no key at that party.
+
+The receiver of the last message cannot know it arrived (the two generals), so no exchange can
+release at both ends in every case; this one guarantees that a key released at one end is held
+(released or pending) with the same bits at the other. In one process (``confirm=False``,
+``postprocess``) both ends are known and both release after the final checkpoint.
 
 Authentication: the endpoints run in ``auth_mode="transcript"``; two checkpoints (after error
 correction, and after the privacy-amplification seed) exchange Wegman–Carter tags over everything
@@ -57,6 +79,9 @@ REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
 #: tags still to come once the key length is fixed: the final checkpoint (one tag each way) in
 #: transcript mode, or verify, verify_result, pa_seed in each mode
 REMAINING_TAGS = {"transcript": 2, "each": 3}
+#: pool bits of the key-confirmation acknowledgement (one tag; the authenticator takes pads in lane pairs)
+CONFIRM_AUTH_BITS = 2 * PAD_BITS
+KEY_STATES = ("released", "pending", "none")
 KEY_INTENSITY = 0  # the signal state carries the key
 #: LDPC retries: bits revealed per failed frame and per retry (the module's step); 16 retries leave
 #: margin when the QBER estimate is a few percent low at QBER ≥ 3 %
@@ -118,10 +143,13 @@ class PartyOutcome:
     epsilon_parts: dict = field(default_factory=dict)
     counts: dict = field(default_factory=dict)
     stage_seconds: dict = field(default_factory=dict)
+    #: "released" (deliverable: the peer holds the same key), "pending" (held, not deliverable
+    #: until confirmed) or "none"; ``key`` is set in the first two states
+    key_state: str = "none"
 
     @property
     def ok(self) -> bool:
-        return self.key is not None
+        return self.key is not None and self.key_state == "released"
 
 
 class _Stages:
@@ -137,19 +165,26 @@ class _Stages:
 
 def _run(role: str, ep: Endpoint, body: Callable[[PartyOutcome], None]) -> PartyOutcome:
     out = PartyOutcome(role)
+
+    def fail(reason: str) -> None:
+        # a key already stored (pending, or released just before the acknowledgement) is kept:
+        # the peer may hold it; anything earlier leaves no key
+        if out.key_state == "none":
+            out.key = None
+        if out.key_state != "released":
+            out.abort_reason = reason
+        ep.abort(reason)
+
     try:
         body(out)
     except ProtocolAbort as exc:
-        out.key, out.abort_reason = None, str(exc)
-        ep.abort(str(exc))
+        fail(str(exc))
     except (ChannelError, AuthenticationError) as exc:  # tag failures, the peer's abort, timeouts
-        out.key, out.abort_reason = None, f"{type(exc).__name__}: {exc}"
-        ep.abort(out.abort_reason)
+        fail(f"{type(exc).__name__}: {exc}")
     except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as exc:
         # a message that is not yet authenticated (transcript mode) may have been altered in
         # transit: whatever it breaks, the run ends without a key
-        out.key, out.abort_reason = None, f"malformed or altered message ({type(exc).__name__}: {exc})"
-        ep.abort(out.abort_reason)
+        fail(f"malformed or altered message ({type(exc).__name__}: {exc})")
     except Exception as exc:  # noqa: BLE001 - a crash must still tell the peer, then propagate
         ep.abort(f"internal error: {exc}")
         raise
@@ -178,8 +213,15 @@ def predicted_signal_qber(n_tab: np.ndarray, m_tab: np.ndarray, detections: np.n
 
 
 # ------------------------------------------------------------------------------------------ Alice
-def alice_party(ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.random.Generator) -> PartyOutcome:
-    """The satellite's side of the protocol (module docstring)."""
+def alice_party(
+    ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.random.Generator, *, confirm: bool = False, keeper=None
+) -> PartyOutcome:
+    """The satellite's side of the protocol (module docstring).
+
+    ``confirm``: end with the key-confirmation acknowledgement (module docstring; charged in ℓ).
+    ``keeper``: optional object with ``hold(key)`` (store the key durably as pending) and
+    ``release()`` (make it deliverable), called at the moments the rule fixes.
+    """
 
     def body(out: PartyOutcome) -> None:
         st = _Stages(out)
@@ -226,7 +268,8 @@ def alice_party(ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.ra
             key_bits = key_bits[keep]
         out.leak_ec_bits = leak
         st.mark("error_correction")
-        _finish(out, ep, st, "alice", key_bits, n_tab, m_tab, np.asarray(data.emitted, dtype=np.int64), opts, rng, leak)
+        _finish(out, ep, st, "alice", key_bits, n_tab, m_tab, np.asarray(data.emitted, dtype=np.int64), opts, rng, leak,
+                confirm, keeper)
 
     return _run("alice", ep, body)
 
@@ -307,8 +350,11 @@ def _split(flat: np.ndarray, sizes: np.ndarray, dtype=np.uint8) -> list[np.ndarr
 
 
 # ------------------------------------------------------------------------------------------ Bob
-def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random.Generator) -> PartyOutcome:
-    """The ground station's side of the protocol (module docstring)."""
+def bob_party(
+    ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random.Generator, *, confirm: bool = False, keeper=None
+) -> PartyOutcome:
+    """The ground station's side of the protocol (module docstring; ``confirm``, ``keeper`` as
+    :func:`alice_party`)."""
 
     def body(out: PartyOutcome) -> None:
         st = _Stages(out)
@@ -356,7 +402,7 @@ def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random
         out.ec_result = ec_res
         out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None
         st.mark("error_correction")
-        _finish(out, ep, st, "bob", corrected, n_tab, m_tab, emitted, opts, rng, leak)
+        _finish(out, ep, st, "bob", corrected, n_tab, m_tab, emitted, opts, rng, leak, confirm, keeper)
 
     return _run("bob", ep, body)
 
@@ -431,8 +477,9 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
 
 
 # ------------------------------------------------------------------------------------------ both
-def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak) -> None:
-    """Estimation, verification and privacy amplification (the same public arithmetic on both sides)."""
+def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak, confirm=False, keeper=None) -> None:
+    """Estimation, verification, privacy amplification (the same public arithmetic on both sides),
+    the final checkpoint and, with ``confirm``, the key-confirmation rule (module docstring)."""
     n = int(key_bits.size)
     if n == 0:
         raise ProtocolAbort("no sifted key bits")
@@ -444,8 +491,8 @@ def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak)
     out.verification_tag_bits = t_bits
     eps_cor = verification.collision_bound(n, t_bits)
     # authentication: everything consumed so far plus the pads still to come
-    auth_bits = ep.stats.auth_key_bits + REMAINING_AUTH_BITS[ep.auth_mode]
-    eps_auth = _auth_bound(ep)
+    auth_bits = ep.stats.auth_key_bits + REMAINING_AUTH_BITS[ep.auth_mode] + (CONFIRM_AUTH_BITS if confirm else 0)
+    eps_auth = _auth_bound(ep, extra_tags=1 if confirm else 0)
     eps_sec = opts.epsilon - eps_cor - eps_auth
     if eps_sec <= 0:
         raise ProtocolAbort("the ε budget is used up by correctness and authentication")
@@ -497,13 +544,36 @@ def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak)
         seed = np.asarray(msg["seed"], dtype=np.uint8)
     key = amplification.toeplitz_hash(key_bits, seed, ell)
     st.mark("privacy_amplification")
-    ep.checkpoint()  # everything since error correction, including the seed, is authentic
-    if ep.stats.auth_key_bits > auth_bits:
-        raise ProtocolAbort(f"authentication consumed {ep.stats.auth_key_bits} pool bits, {auth_bits} were charged")
-    out.key = key
+    if not confirm:
+        ep.checkpoint()  # everything since error correction, including the seed, is authentic
+        if ep.stats.auth_key_bits > auth_bits:
+            raise ProtocolAbort(f"authentication consumed {ep.stats.auth_key_bits} pool bits, {auth_bits} were charged")
+        out.key, out.key_state = key, "released"
+        return
+
+    def hold() -> None:  # this side's point of commitment: from here on the peer may hold the key
+        if keeper is not None:
+            keeper.hold(key)
+        out.key, out.key_state = key, "pending"
+
+    # Alice: send tag, hold, verify Bob's; Bob: verify Alice's, hold, send tag
+    ep.checkpoint(between=hold)
+    if role == "alice":
+        # Bob's final tag verified: he verified hers and stored the key before sending it
+        if keeper is not None:
+            keeper.release()
+        out.key_state = "released"
+        ep.acknowledge()
+    else:
+        ep.await_acknowledgement()  # Alice verified his tag: she holds (and released) the key
+        if keeper is not None:
+            keeper.release()
+        out.key_state = "released"
+    if ep.stats.auth_key_bits > auth_bits:  # cannot happen: the pool of a run holds exactly the charge
+        raise AssertionError(f"authentication consumed {ep.stats.auth_key_bits} pool bits, {auth_bits} were charged")
 
 
-def _auth_bound(ep: Endpoint) -> float:
+def _auth_bound(ep: Endpoint, extra_tags: int = 0) -> float:
     """Forgery probability of the whole run: every tag (checkpoint, or message) could be attacked.
 
     Each tag covers at most all the bytes of the run, so each fails with probability at most
@@ -513,7 +583,7 @@ def _auth_bound(ep: Endpoint) -> float:
 
     st = ep.stats
     if ep.auth_mode == "transcript":
-        n_tags = 2 * ep.checkpoints + REMAINING_TAGS["transcript"]
+        n_tags = 2 * ep.checkpoints + REMAINING_TAGS["transcript"] + extra_tags
     else:
-        n_tags = st.messages_up + st.messages_down + REMAINING_TAGS["each"]
+        n_tags = st.messages_up + st.messages_down + REMAINING_TAGS["each"] + extra_tags
     return n_tags * forgery_bound(st.bytes_up + st.bytes_down + (1 << 24))

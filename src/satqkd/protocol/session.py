@@ -126,8 +126,14 @@ def postprocess(
     tamper=None,
     auth_pool_bits: int = AUTH_POOL_BITS,
     auth_mode: str = "transcript",
+    key_ack: bool = False,
 ) -> PostprocessResult:
-    """Sifting → estimation → error correction → verification → privacy amplification, two parties."""
+    """Sifting → estimation → error correction → verification → privacy amplification, two parties.
+
+    Both ends are in this process, so both release their key after the final checkpoint.
+    ``key_ack=True`` runs the two-process ending instead (the key-confirmation acknowledgement,
+    its pad pair charged in ℓ: ``parties.py``), which gives the keys ``satqkd party`` gives.
+    """
     opts = protocol_options(cfg, ec, finite_key)
     r_pool, r_alice, r_bob, r_sync = party_rngs(seed)
     alice_data, _ = split_raw(raw)
@@ -146,7 +152,7 @@ def postprocess(
 
     def run(name, fn, ep, data, rng):
         try:
-            results[name] = fn(ep, data, opts, rng)
+            results[name] = fn(ep, data, opts, rng, confirm=key_ack)
         except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
             errors.append(exc)
 
