@@ -323,3 +323,94 @@ def test_a_party_without_peer_gives_up_after_the_timeout(raw_dir, tmp_path, how)
     assert not (out / "keys").exists()
     s = json.loads((out / "summary.json").read_text())
     assert s["aborted"] and "within 1.5 s" in s["abort_reason"] and s["auth_pool"]["bits_reserved_and_discarded"] == 0
+
+
+# ------------------------------------------------------------------------------ usage ledger (issue 8 §4)
+def _server():
+    s = socket.create_server(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
+def _nothing_connected(server) -> bool:
+    try:
+        conn, _ = server.accept()
+    except BlockingIOError:
+        return True
+    conn.close()
+    return False
+
+
+def test_restoring_a_backup_of_both_pools_is_refused_at_both_ends_before_anything_is_sent(raw_dir, tmp_path):
+    pools = _pools(tmp_path)
+    backup = {r: p.read_bytes() for r, p in pools.items()}
+    res = _pair(raw_dir, pools, {"alice": tmp_path / "sat", "bob": tmp_path / "ground"})
+    assert all(rc == 0 for rc, _, _ in res.values()), res
+    for r, p in pools.items():  # the ledgers beside the pools hold the run's claim
+        assert p.with_name(p.name + ".ledger").is_file()
+        p.write_bytes(backup[r])  # restore the backup: both copies agree, offset 0 again
+    with _server() as server:
+        port = server.getsockname()[1]
+        for role in ("alice", "bob"):
+            out = tmp_path / f"again-{role}"
+            r = subprocess.run([*SATQKD, "party", role, str(raw_dir), "--connect", f"127.0.0.1:{port}", "--pool", str(pools[role]),
+                                "--out", str(out), "--seed", str(SEED), "--timeout-s", "30"], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 2, (role, r.stdout, r.stderr)
+            assert "restored from a backup or copied" in r.stderr and "ledger" in r.stderr and "Traceback" not in r.stderr
+            assert pools[role].read_bytes() == backup[role]  # no pool bit used
+            assert not out.exists()
+        assert _nothing_connected(server)  # nothing was sent: neither side even connected
+
+
+def test_a_copied_pool_sharing_the_site_ledger_is_refused_and_the_ledger_is_checked_in_the_api(raw_dir, tmp_path):
+    from satqkd.ledger import UsageLedger
+    from satqkd.protocol.remote import PoolReuseRefused, pool_resource
+
+    pools = _pools(tmp_path)
+    ledgers = {"alice": tmp_path / "site-a" / "usage.ledger", "bob": tmp_path / "site-b" / "usage.ledger"}
+    for p in ledgers.values():
+        p.parent.mkdir()
+    pf = read_pool(pools["alice"])
+    UsageLedger(ledgers["alice"]).claim(pool_resource(pf), 0, 895, purpose="an earlier run")
+    copy = tmp_path / "elsewhere" / "copy.pool"  # the same pool copied to another path: its own default ledger is empty
+    copy.parent.mkdir()
+    copy.write_bytes(pools["alice"].read_bytes())
+    with pytest.raises(PoolReuseRefused, match="records its bits up to 895"):
+        run_party("alice", load_party_view(raw_dir, "alice"), CFG, copy, listen=("127.0.0.1", 0), ledger=ledgers["alice"], timeout_s=5)
+    assert copy.read_bytes() == pools["alice"].read_bytes()
+    ledgers["bob"].write_text("not a ledger line\n")  # a damaged ledger fails closed
+    with _server() as server:
+        r = subprocess.run([*SATQKD, "party", "bob", str(raw_dir), "--connect", f"127.0.0.1:{server.getsockname()[1]}",
+                            "--pool", str(pools["bob"]), "--ledger", str(ledgers["bob"]), "--out", str(tmp_path / "b"),
+                            "--timeout-s", "30"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "damaged" in r.stderr, r.stderr
+        assert _nothing_connected(server)
+
+
+def test_the_ledger_claim_precedes_the_first_protocol_message(raw_dir, tmp_path):
+    """Write-ahead: the ledger holds the run's range (and the skipped bits) before the protocol starts."""
+    from satqkd.ledger import UsageLedger
+
+    pools = _pools(tmp_path)
+    write_pool(read_pool(pools["bob"]).drop(100), pools["bob"])
+    seen = {}
+
+    def status(role):
+        def cb(msg):
+            if msg.startswith("running the protocol"):
+                p = pools[role]
+                seen[role] = [(c.start, c.stop) for c in UsageLedger(p.with_name(p.name + ".ledger")).claims()]
+        return cb
+
+    port = threading.Event()
+    box, got = {}, {}
+    t = threading.Thread(target=lambda: got.setdefault("alice", run_party(
+        "alice", load_party_view(raw_dir, "alice"), CFG, pools["alice"], listen=("127.0.0.1", 0), seed=SEED, timeout_s=30,
+        on_status=status("alice"), on_listening=lambda p: (box.setdefault("port", p), port.set()))))
+    t.start()
+    assert port.wait(30)
+    got["bob"] = run_party("bob", load_party_view(raw_dir, "bob"), CFG, pools["bob"], connect=("127.0.0.1", box["port"]), seed=SEED,
+                           timeout_s=30, on_status=status("bob"))
+    t.join()
+    assert got["alice"].ok and got["bob"].ok
+    assert seen == {"alice": [(0, 100 + 895)], "bob": [(100, 100 + 895)]}
