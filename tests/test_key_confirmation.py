@@ -293,3 +293,58 @@ def test_in_process_run_releases_both_and_charges_the_acknowledgement_only_with_
     assert plain.bob.auth_key_bits == 639 and acked.bob.auth_key_bits == 639 + 256
     assert plain.final_key_bits - acked.final_key_bits in range(250, 262)  # the pad pair, charged in ℓ
     assert np.any(plain.alice.key[: acked.final_key_bits] != acked.alice.key) or plain.final_key_bits != acked.final_key_bits
+
+
+def test_the_command_line_leaves_a_lost_acknowledgement_pending_and_party_confirm_releases_it(raw_dir, tmp_path, reference_key):
+    """`satqkd party` as two processes through the proxy, which cuts before Alice's acknowledgement:
+    Alice exits 0 (released), Bob exits 1 with his key pending; `satqkd party confirm` at both ends
+    releases Bob's key, and the summaries say so."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "satqkd.cli"]
+    pools = _pools(tmp_path)
+    outs = {"alice": tmp_path / "sat", "bob": tmp_path / "ground"}
+    common = ["--seed", str(SEED), "--ec", EC, "--timeout-s", "120", "--message-timeout-s", "120"]
+
+    def start(args):
+        return subprocess.Popen([*cli, "party", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def port_of(proc):
+        for line in proc.stderr:
+            m = re.search(r"listening on [\d.]+:(\d+)", line)
+            if m:
+                return int(m.group(1))
+        raise AssertionError(proc.communicate(timeout=WAIT_S))
+
+    a = start(["alice", str(raw_dir), "--listen", "127.0.0.1:0", "--pool", str(pools["alice"]), "--out", str(outs["alice"]), *common])
+    proxy = Proxy(port_of(a), ("down", FRAMES["down"] - 1, "cut"))
+    b = start(["bob", str(raw_dir), "--connect", f"127.0.0.1:{proxy.port}", "--pool", str(pools["bob"]), "--out", str(outs["bob"]), *common])
+    (_, eb), (_, ea) = b.communicate(timeout=WAIT_S), a.communicate(timeout=WAIT_S)
+    proxy.join()
+    assert a.returncode == 0, ea
+    assert b.returncode == 1 and "key pending" in eb, eb
+    sa, sb = (json.loads((outs[r] / "summary.json").read_text()) for r in ("alice", "bob"))
+    digest = hashlib.sha256(reference_key).hexdigest()
+    assert (sa["key_state"], sa["key_sha256"]) == ("released", digest)
+    assert (sb["key_state"], sb["key_sha256"]) == ("pending", digest)
+    assert (outs["bob"] / "keys" / "pending" / f"{digest}.key").read_bytes() == reference_key
+    assert not (outs["bob"] / "keys" / "bob.key").exists()
+    # a new run into Bob's directory is refused while the key there is pending
+    r = subprocess.run([*cli, "party", "bob", str(raw_dir), "--connect", "127.0.0.1:9", "--pool", str(pools["bob"]),
+                        "--out", str(outs["bob"])], capture_output=True, text=True, timeout=WAIT_S)
+    assert r.returncode == 2 and "pending key" in r.stderr
+
+    ca = subprocess.Popen([*cli, "party", "confirm", "alice", str(outs["alice"]), "--listen", "127.0.0.1:0", "--pool", str(pools["alice"])],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cb = subprocess.run([*cli, "party", "confirm", "bob", str(outs["bob"]), "--connect", f"127.0.0.1:{port_of(ca)}", "--pool", str(pools["bob"])],
+                        capture_output=True, text=True, timeout=WAIT_S)
+    _, eca = ca.communicate(timeout=WAIT_S)
+    assert ca.returncode == 0 and cb.returncode == 0, (eca, cb.stderr)
+    sb = json.loads((outs["bob"] / "summary.json").read_text())
+    assert (sb["key_state"], sb["key_sha256"]) == ("released", digest) and sb["confirmations"][-1]["decisions"] == {digest: "released"}
+    assert (outs["bob"] / "keys" / "bob.key").read_bytes() == reference_key == (outs["alice"] / "keys" / "alice.key").read_bytes()
+    assert not any((outs["bob"] / "keys" / "pending").glob("*.key"))
+    assert pools["alice"].read_bytes() == pools["bob"].read_bytes()  # both used the run's and the confirmation's bits

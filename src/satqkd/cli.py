@@ -812,6 +812,7 @@ def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[st
     out.mkdir(parents=True, exist_ok=True)
     # the key files were written by the key-confirmation rule during the run (protocol/keyfiles.py)
     s["key_state"], s["key_sha256"] = run.key_state, run.key_sha256
+    s["key_bits"] = int(run.outcome.key.size) if run.outcome is not None and run.outcome.key is not None else 0
     s["auth_pool"]["ledger"] = run.ledger
     if run.key_state == "released":
         s["key_file"] = str(out / "keys" / f"{role}.key")
