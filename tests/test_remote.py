@@ -294,6 +294,7 @@ def test_bad_arguments_exit_2_and_write_nothing(raw_dir, tmp_path):
         (["party", "alice", str(tmp_path / "nothing"), "--pool", str(pools["alice"]), "--out", str(out), "--listen", "127.0.0.1:0"], "raw"),
         (["party", "alice", str(raw_dir), "--pool", str(tmp_path / "none.pool"), "--out", str(out), "--listen", "127.0.0.1:0"], "no pool file"),
         (["party", "make-pool", str(pools["alice"]), "--bits", "100"], "never overwritten"),
+        ([*base, "--listen", "127.0.0.1:0", "--ledger", str(tmp_path / "no-such-dir" / "usage.ledger")], "does not exist"),
     ):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and needle in r.stderr, (args, r.stderr)

@@ -322,6 +322,8 @@ def check_ledger(pool: PoolFile, pool_path: str | Path, ledger: UsageLedger) -> 
     """Refuse (:class:`PoolReuseRefused`) a pool whose next bits this site already used: the
     ledger's highest claimed bit of this pool lies beyond the pool file's offset (a backup of the
     pool file was restored, or it was copied back)."""
+    if not ledger.path.parent.is_dir():
+        raise PoolReuseRefused(f"the usage ledger {ledger.path} cannot be created: directory {ledger.path.parent} does not exist")
     try:
         high = ledger.high_water(pool_resource(pool))
     except LedgerError as exc:
