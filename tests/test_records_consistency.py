@@ -3,6 +3,7 @@ an analysis under other source settings than the records were made with is refus
 field named), the party hello compares the records' settings between peers before any pool bit is
 used, and a `party split` output given to the wrong role is refused before connecting."""
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -62,6 +63,8 @@ def test_the_same_records_and_configuration_are_accepted(raw_dir, tmp_path):
     check_records_match(load_raw(raw_dir), CFG)  # the preset they were simulated with
     r = CliRunner().invoke(app, ["postprocess", str(raw_dir), "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())  # in one process both ends release
+    assert s["key_state"] == "released" and s["key_sha256"] == hashlib.sha256((tmp_path / "out" / "keys" / "bob.key").read_bytes()).hexdigest()
     with pytest.raises(RecordsMismatch) as exc:
         check_records_match(load_raw(raw_dir), satqkd.load_config(_config(tmp_path, MISMATCHES[0][0])))
     assert exc.value.field == "source.intensities"

@@ -269,6 +269,11 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     summary = {**(sim_summary or {}), **pp}
     if sim_summary:
         summary["stage_seconds"] = {**{f"sim_{k}": v for k, v in sim_summary["stage_seconds"].items()}, **pp["stage_seconds"]}
+    # both ends are in this process: both release (docs/two-processes.md, key confirmation)
+    from .protocol.keyfiles import key_sha256
+
+    summary["key_state"] = "released" if res.keys_match else "none"
+    summary["key_sha256"] = key_sha256(res.alice.key) if res.keys_match else None
     pass_id = str(raw.meta.get("pass_id") or f"{cfg.name}:seed{seed}")
     if store is not None:
         summary["store_key_ids"] = _deposit(res, cfg, seed, store, sat_store, pass_id)
