@@ -56,8 +56,8 @@ class Proxy:
 
     ``plan = (direction, k, action)``: on the k-th frame (0-based, the hello is frame 0) sent in
     ``direction`` ("down" Alice → Bob, "up" Bob → Alice): ``cut`` (shut both connections before
-    forwarding it), ``partial`` (forward its first half, then cut) or ``tamper`` (flip the lowest
-    bit of its last byte and go on).
+    forwarding it), ``partial`` (forward its first half, then cut), ``drop`` (do not forward it,
+    go on) or ``tamper`` (flip the lowest bit of its last byte and go on).
     """
 
     def __init__(self, target_port: int, plan=None):
@@ -123,6 +123,9 @@ class Proxy:
                         dst.sendall(head + body[: len(body) // 2])
                         self._cut()
                         return
+                    if action == "drop":  # lost in transit, the connection stays up
+                        k += 1
+                        continue
                     assert action == "tamper"
                     body = body[:-1] + bytes([body[-1] ^ 1])
                 dst.sendall(head + body)
@@ -271,6 +274,14 @@ def test_a_cut_inside_the_last_message_never_leaves_a_key_at_one_end_only(views,
         assert st["alice"] == ("released", reference_key) and st["bob"] == ("pending", reference_key)
     else:
         assert st["alice"] == st["bob"] == ("pending", reference_key)
+
+
+def test_a_dropped_acknowledgement_leaves_bob_pending_while_the_connection_stays_up(views, tmp_path, reference_key):
+    """Only the last message can be dropped without both sides waiting on each other (Alice then
+    closes; Bob sees the end of the stream, not a timeout)."""
+    st, proxy = _case(views, tmp_path, reference_key, ("down", FRAMES["down"] - 1, "drop"))
+    assert proxy.acted.is_set()
+    assert st["alice"] == ("released", reference_key) and st["bob"] == ("pending", reference_key)
 
 
 @pytest.mark.parametrize("direction,k", [(d, k) for d in ("down", "up") for k in range(FRAMES[d])])
