@@ -79,13 +79,13 @@ REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
 #: tags still to come once the key length is fixed: the final checkpoint (one tag each way) in
 #: transcript mode, or verify, verify_result, pa_seed in each mode
 REMAINING_TAGS = {"transcript": 2, "each": 3}
-#: pool bits of the key-confirmation acknowledgement (one tag; the authenticator takes pads in lane pairs)
-CONFIRM_AUTH_BITS = 2 * PAD_BITS
-KEY_STATES = ("released", "pending", "none")
 KEY_INTENSITY = 0  # the signal state carries the key
 #: LDPC retries: bits revealed per failed frame and per retry (the module's step); 16 retries leave
 #: margin when the QBER estimate is a few percent low at QBER ≥ 3 %
 LDPC_MAX_RETRIES = 16
+#: pool bits of the key-confirmation acknowledgement (one tag; the authenticator takes pads in lane pairs)
+CONFIRM_AUTH_BITS = 2 * PAD_BITS
+KEY_STATES = ("released", "pending", "none")
 
 
 class ProtocolAbort(RuntimeError):
