@@ -250,6 +250,11 @@ def test_a_clean_run_through_the_proxy_releases_both_and_counts_the_frames(views
     st, proxy = _case(views, tmp_path, reference_key, None)
     assert st["alice"] == st["bob"] == ("released", reference_key)
     assert proxy.frames == FRAMES  # the parametrisation below covers every one of these boundaries
+    pools, outs = {"alice": tmp_path / "sat.pool", "bob": tmp_path / "ground.pool"}, {"alice": tmp_path / "sat", "bob": tmp_path / "ground"}
+    before = {r: p.read_bytes() for r, p in pools.items()}
+    got = _confirm(pools, outs)  # nothing pending at either end: a confirmation uses no pool bit
+    assert all(r.decisions == {} and r.pool_bits_reserved == 0 and r.key_state == "released" for r in got.values())
+    assert {r: p.read_bytes() for r, p in pools.items()} == before
 
 
 @pytest.mark.parametrize("direction,k", [(d, k) for d in ("down", "up") for k in range(FRAMES[d] + 1)])

@@ -612,7 +612,7 @@ def run_confirm(
     peer holds, and discards only what the peer never released (a party that released a key
     always states it holds it), so the rule of ``run_party`` is kept. Costs
     :func:`confirm_reservation_bits` pool bits (127 + 256), reserved, claimed in the usage ledger
-    and written away first, like a run.
+    and written away first, like a run; nothing when neither hello names a pending key.
     """
     from ..config import ClassicalLinkConfig
 
@@ -655,6 +655,9 @@ def run_confirm(
         off, peer_pending = peer.get("pool_offset"), peer.get("pending")
         if not isinstance(off, int) or off < 0 or not isinstance(peer_pending, list) or not all(isinstance(h, str) for h in peer_pending):
             raise HandshakeError("the peer's hello is malformed")
+        if not pending and not peer_pending:  # nothing to confirm at either end: no pool bit is used
+            sock.close()
+            return _confirm_state(run, run_dir, role)
         skip = max(off - pool.offset, 0)
         if skip > pool.nbits:
             raise HandshakeError(f"the peer's pool copy is {skip} bits further on than ours, more than the {pool.nbits} left")
