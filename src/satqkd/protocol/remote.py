@@ -20,14 +20,24 @@ around it:
 4. **Pool bits: reserved, written away, then used.** Both sides first skip to the larger of their
    two offsets (so copies that fell out of step, e.g. after one side crashed, meet again; bits are
    only ever discarded, never reused), then reserve the bits one run can use —
-   ``R = 127·d + 2·256`` (the hash key, ``d`` draws, 1 unless the 2^−127 rejection hits; then two
-   transcript checkpoints of one pad pair each) — and atomically rewrite the pool file without
+   ``R = 127·d + 2·256 + 256`` (the hash key, ``d`` draws, 1 unless the 2^−127 rejection hits; two
+   transcript checkpoints of one pad pair each; the acknowledgement's pad pair) — and atomically rewrite the pool file without
    them *before* the first protocol message. The run's endpoint gets a :class:`KeyPool` of exactly
    those ``R`` bits, so it cannot consume more. On success both sides used exactly ``R``; on an
    abort they may have used different amounts (e.g. Alice tagged a checkpoint that never reached
    Bob), and discarding the whole reservation on both sides keeps the copies identical anyway.
-5. **Run** the party (``auth_mode="transcript"``, as ``postprocess``), then report its own
-   outcome and its endpoint's traffic accounting.
+   Before the pool file is rewritten, this site's **usage ledger** (:class:`~satqkd.ledger.UsageLedger`,
+   ``<pool>.ledger`` by default) claims the skipped and reserved range (resource
+   ``pool:<pool id>``, absolute bit offsets); before connecting, a pool whose offset lies below the
+   ledger's highest claim (a restored backup, a copy put back) is refused: nothing is sent.
+5. **Run** the party (``auth_mode="transcript"``, as ``postprocess``) with the key-confirmation
+   ending (``parties.py``: the key is *released* only when the peer is known to hold it, else
+   *pending*; :class:`~satqkd.protocol.keyfiles.KeyFiles` writes it), then report its own
+   outcome and its endpoint's traffic accounting. :func:`run_confirm` releases or discards
+   pending keys in a later authenticated session.
+
+The records are checked against the configuration before connecting
+(:func:`~satqkd.rawio.check_records_match`) and their settings compared with the peer's in the hello.
 
 With the same ``seed`` both processes draw the same random streams as ``postprocess(raw, cfg,
 seed=seed)`` (:func:`~satqkd.protocol.session.party_rngs`); the protocol is deterministic given
