@@ -90,3 +90,12 @@ def test_parallel_processes_cannot_both_claim_one_range(tmp_path):
     assert sum(r == "ok" for r, _ in results) == 1
     claims = UsageLedger(tmp_path / "l").claims("shared")
     assert len(claims) == 1
+
+
+def test_high_water_is_the_end_of_the_highest_claim_per_resource(tmp_path):
+    led = UsageLedger(tmp_path / "l")
+    assert led.high_water("pool:aa") == 0  # no file yet
+    led.claim("pool:aa", 0, 895)
+    led.claim("pool:aa", 2000, 2383)
+    led.claim("pool:bb", 0, 10_000)
+    assert led.high_water("pool:aa") == 2383 and led.high_water("pool:bb") == 10_000 and led.high_water("pool:cc") == 0
