@@ -99,6 +99,13 @@ class ProtocolOptions:
     epsilon: float = 1e-9
     epsilon_cor: float = 1e-12
     qber_abort: float = 0.11
+    key_intensities: str = "signal"
+    intensity_model: str = "fixed_offset"
+
+    @property
+    def key_classes(self) -> tuple[int, ...]:
+        """Intensity classes whose sifted bits form the key (the estimation's key set)."""
+        return estimation.KEY_INTENSITY_INDICES[self.key_intensities]
 
 
 @dataclass
@@ -195,8 +202,8 @@ def alice_party(ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.ra
             raise ProtocolAbort(f"{int(np.count_nonzero(~ok))} announced pulses were never sent")
         a_int, a_basis, a_bit = data.intensity[pos], data.basis[pos], data.bit[pos]
         sifted = a_basis == b_basis
-        test = sifted & (a_int != KEY_INTENSITY)
-        key = sifted & (a_int == KEY_INTENSITY)
+        key = sifted & np.isin(a_int, opts.key_classes)
+        test = sifted & ~key
         ec_seed = int.from_bytes(rng.bytes(8), "big")
         ep.send(
             "sifting",
@@ -219,8 +226,10 @@ def alice_party(ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.ra
         leak, keep = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng)
         done = ep.recv("ec_done")
         ep.checkpoint()
-        m_sig = np.asarray(done["m_signal"], dtype=np.int64)
-        m_tab[:, KEY_INTENSITY] = m_sig
+        m_sig = np.asarray(done["m_signal"], dtype=np.int64).reshape(2, -1)
+        if m_sig.shape[1] != len(opts.key_classes):
+            raise ProtocolAbort(f"ec_done carries {m_sig.shape[1]} error counts per basis for {len(opts.key_classes)} key classes")
+        m_tab[:, list(opts.key_classes)] = m_sig
         if keep is not None:  # frames dropped by LDPC: their bits count as disclosed (chain rule)
             leak += int(np.count_nonzero(~keep))
             key_bits = key_bits[keep]
@@ -324,8 +333,8 @@ def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random
         if np.any(a_int >= k):
             raise ProtocolAbort("intensity label out of range")
         sifted = a_basis == data.basis
-        test = sifted & (a_int != KEY_INTENSITY)
-        key = sifted & (a_int == KEY_INTENSITY)
+        key = sifted & np.isin(a_int, opts.key_classes)
+        test = sifted & ~key
         a_test = np.asarray(msg["test_bits"], dtype=np.uint8)
         if a_test.size != int(np.count_nonzero(test)):
             raise ProtocolAbort("test bits do not match the sifted decoy/vacuum events")
@@ -337,6 +346,7 @@ def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random
         qber_est = predicted_signal_qber(n_tab, m_tab, det_per_int, emitted)
         key_bits = data.bit[key]
         key_basis = a_basis[key]
+        key_class = a_int[key]
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
         corrected, leak, keep, ec_res = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est)
@@ -345,16 +355,18 @@ def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random
             # bits of LDPC frames that failed to decode: their error count is unknown, so count
             # every one of them as an error (the phase-error bound of the other basis uses it)
             flipped = np.where(keep, flipped, True)
-        m_sig = np.array([np.count_nonzero(flipped & (key_basis == b)) for b in (0, 1)], dtype=np.int64)
-        ep.send("ec_done", m_signal=m_sig)
+        # error counts of the key bits per basis and key class (public; charged by the estimation)
+        m_sig = np.array([[np.count_nonzero(flipped & (key_basis == b) & (key_class == c)) for c in opts.key_classes]
+                          for b in (0, 1)], dtype=np.int64)
+        ep.send("ec_done", m_signal=m_sig.ravel())
         ep.checkpoint()
-        m_tab[:, KEY_INTENSITY] = m_sig
+        m_tab[:, list(opts.key_classes)] = m_sig
         if keep is not None:
             leak += int(np.count_nonzero(~keep))
             corrected = corrected[keep]
         out.leak_ec_bits = leak
         out.ec_result = ec_res
-        out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None
+        out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None  # key-set QBER
         st.mark("error_correction")
         _finish(out, ep, st, "bob", corrected, n_tab, m_tab, emitted, opts, rng, leak)
 
@@ -436,7 +448,8 @@ def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak)
     n = int(key_bits.size)
     if n == 0:
         raise ProtocolAbort("no sifted key bits")
-    qber = float(m_tab[:, KEY_INTENSITY].sum() / max(n_tab[:, KEY_INTENSITY].sum(), 1))
+    kc = list(opts.key_classes)
+    qber = float(m_tab[:, kc].sum() / max(n_tab[:, kc].sum(), 1))
     out.qber = qber
     if qber > opts.qber_abort:
         raise ProtocolAbort(f"QBER {qber:.4f} above the abort threshold {opts.qber_abort}")
@@ -462,6 +475,8 @@ def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak)
         extra_cost_bits=auth_bits,
         ev_tag_bits=t_bits,
         qber_abort=opts.qber_abort,
+        key_intensities=opts.key_intensities,
+        intensity_model=opts.intensity_model,
     )
     out.estimate = est
     out.counts = {"n": n_tab.tolist(), "m": m_tab.tolist(), "emitted": np.asarray(emitted).tolist()}

@@ -104,6 +104,8 @@ def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = 
         epsilon=sec.epsilon,
         epsilon_cor=sec.epsilon_cor,
         qber_abort=sec.qber_abort,
+        key_intensities=sec.key_intensities,
+        intensity_model=sec.intensity_model,
     )
 
 
