@@ -101,6 +101,9 @@ class ProtocolOptions:
     qber_abort: float = 0.11
     key_intensities: str = "signal"
     intensity_model: str = "fixed_offset"
+    #: pre-pass calibration of the misalignment error (1/(1+contrast)); only sets error-correction
+    #: parameters when no decoy bits are disclosed (key set with decoy bits), never the key length
+    misalignment_prior: float = 0.003
 
     @property
     def key_classes(self) -> tuple[int, ...]:
@@ -184,6 +187,25 @@ def predicted_signal_qber(n_tab: np.ndarray, m_tab: np.ndarray, detections: np.n
     return float(min(max(e_mu, 1e-4), 0.2))
 
 
+def predicted_key_qber(n_tab, m_tab, detections, emitted, opts: "ProtocolOptions") -> float:
+    """QBER expected for the key set, the hint that sets error-correction parameters (not security).
+
+    Signal key: :func:`predicted_signal_qber` from the disclosed decoy errors. With decoy bits in the
+    key no decoy errors are known before error correction: ``Y0`` from the vacuum gain, ``e_d`` from
+    the pre-pass calibration ``opts.misalignment_prior``, ``E_k = (Y0/2 + e_d (Q_k − Y0))/Q_k`` per key
+    class (Ma et al. 2005), weighted by the class's sifted counts.
+    """
+    kc = list(opts.key_classes)
+    if 1 not in kc:
+        return predicted_signal_qber(n_tab, m_tab, detections, emitted)
+    q = detections / np.maximum(emitted, 1)
+    y0 = q[-1] if len(q) >= 3 and opts.intensities[-1] == 0 else 0.0
+    e_k = np.array([(y0 / 2 + opts.misalignment_prior * max(q[k] - y0, 0.0)) / max(q[k], 1e-30) for k in kc])
+    w = np.asarray(n_tab, dtype=float)[:, kc].sum(axis=0)
+    e = float((e_k * w).sum() / max(w.sum(), 1.0))
+    return float(min(max(e, 1e-4), 0.2))
+
+
 # ------------------------------------------------------------------------------------------ Alice
 def alice_party(ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.random.Generator) -> PartyOutcome:
     """The satellite's side of the protocol (module docstring)."""
@@ -218,7 +240,7 @@ def alice_party(ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.ra
         n_tab = count_table(a_int[sifted], a_basis[sifted], k)
         errs = ep.recv("test_errors")
         m_tab = np.asarray(errs["m"], dtype=np.int64).reshape(2, k)
-        qber_est = predicted_signal_qber(n_tab, m_tab, np.bincount(a_int, minlength=k), np.asarray(data.emitted))
+        qber_est = predicted_key_qber(n_tab, m_tab, np.bincount(a_int, minlength=k), np.asarray(data.emitted), opts)
         key_bits = a_bit[key]
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
@@ -343,7 +365,7 @@ def bob_party(ep: Endpoint, data: BobData, opts: ProtocolOptions, rng: np.random
         m_tab = error_table(a_int[test], a_basis[test], a_test != data.bit[test], k)
         ep.send("test_errors", m=m_tab.ravel())
         det_per_int = np.bincount(a_int, minlength=k)
-        qber_est = predicted_signal_qber(n_tab, m_tab, det_per_int, emitted)
+        qber_est = predicted_key_qber(n_tab, m_tab, det_per_int, emitted, opts)
         key_bits = data.bit[key]
         key_basis = a_basis[key]
         key_class = a_int[key]

@@ -106,6 +106,7 @@ def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = 
         qber_abort=sec.qber_abort,
         key_intensities=sec.key_intensities,
         intensity_model=sec.intensity_model,
+        misalignment_prior=1.0 / (1.0 + float(cfg.polarization.intrinsic_contrast)),
     )
 
 
