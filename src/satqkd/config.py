@@ -233,6 +233,11 @@ class SecurityConfig(_Model):
         "may be known to Eve), fixed_offset (one constant unknown offset), iid_uniform (independent U[-δ, δ] per pulse, "
         "unknown to Eve) (docs/finite-key.md §7)",
     )
+    decoy_statistics: Literal["per_count", "joint"] = Field(
+        "joint",
+        description="per_count: every count widened on its own; joint: also one Bernstein bound on the single-photon "
+        "combination of counts (needs a vacuum third intensity) (docs/finite-key.md §3)",
+    )
 
 
 class SimulationConfig(_Model):

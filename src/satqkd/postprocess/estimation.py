@@ -85,6 +85,9 @@ __all__ = [
     "label_probability_bounds",
     "poisson_mixture_weights",
     "decoy_bounds_weights",
+    "bernstein_deviation",
+    "joint_linear_bound",
+    "DECOY_STATISTICS",
 ]
 
 BASES = ("Z", "X")
@@ -95,6 +98,8 @@ _KEY_SETS = KEY_SETS
 #: how the intensity band μ_k(1 ± δ) enters (docs/finite-key.md §7)
 INTENSITY_MODELS = ("fixed_offset", "per_pulse", "iid_uniform")
 #: the key intensities (indices) of each key set
+#: per_count: every count widened on its own (Chernoff); joint: one Bernstein bound on the s1 combination in addition
+DECOY_STATISTICS = ("per_count", "joint")
 KEY_INTENSITY_INDICES = {"signal": (0,), "signal+decoy": (0, 1), "all": (0, 1, 2)}
 
 Method = Literal["lim2014", "chernoff", "paper2017"]
@@ -485,6 +490,44 @@ def decoy_bounds_weights(n_lo, n_hi, m_lo, m_hi, w: LabelProbabilities, error_pa
     return float(s0_lo), float(s0_hi), float(s1_lo), float(w1)
 
 
+def bernstein_deviation(variance_bound: float, range_bound: float, eps: float) -> float:
+    """One-sided Bernstein deviation: ``t`` with ``exp(−t²/(2(V + b t/3))) = ε``.
+
+    For independent ``X_j`` with ``|X_j − E X_j| ≤ b`` and ``Σ Var X_j ≤ V``,
+    ``P(Σ X_j − E Σ X_j ≥ t) ≤ exp(−t²/(2(V + b t/3)))`` and likewise for the lower tail (Bernstein's
+    inequality; Boucheron, Lugosi, Massart, *Concentration Inequalities* (OUP 2013), Thm. 2.10 and
+    Cor. 2.11). Solving the quadratic: ``t = β b/3 + sqrt((β b/3)² + 2 β V)``, ``β = ln(1/ε)``.
+    """
+    beta = math.log(1.0 / _check_eps(eps, "eps"))
+    if not (variance_bound >= 0 and range_bound >= 0):
+        raise ValueError(f"bernstein_deviation: V and b must be ≥ 0, got {variance_bound!r}, {range_bound!r}")
+    c = beta * range_bound / 3.0
+    return c + math.sqrt(c * c + 2.0 * beta * variance_bound)
+
+
+def joint_linear_bound(coef, observed, upper, eps: float, side: str) -> float:
+    """Bound on the expected value of one linear combination ``Λ = Σ_k a_k n*_k`` of class counts.
+
+    Given the photon numbers (and whatever Eve knows), the class labels of the detections are
+    independent, so ``Σ_k a_k n_k = Σ_j a_{k_j}`` is a sum of independent terms in
+    ``[min a, max a]`` with mean ``Λ`` and ``Σ_j Var ≤ Σ_j E a_{k_j}² = Σ_k a_k² n*_k ≤ Σ_k a_k² n_k^U``
+    (``upper``: valid upper bounds on the expected counts, whose failure probabilities are charged
+    separately). Bernstein (:func:`bernstein_deviation`) then bounds ``Λ`` with one failure
+    probability ``ε`` for the whole combination instead of one per count: the widths add in
+    quadrature instead of linearly. ``side="lower"``: ``P(Λ < returned) ≤ ε``; ``"upper"`` likewise.
+    """
+    a = np.asarray(coef, dtype=float)
+    x = float(np.dot(a, np.asarray(observed, dtype=float)))
+    v = float(np.dot(a * a, np.asarray(upper, dtype=float)))
+    b = float(a.max() - a.min())  # |a_{k_j} − E a_{k_j}| ≤ max a − min a
+    t = bernstein_deviation(v, b, eps)
+    if side == "lower":
+        return x - t
+    if side == "upper":
+        return x + t
+    raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+
+
 def _check_eps(eps, name: str) -> float:
     e = float(eps)
     if not (0.0 < e < 1.0):
@@ -843,7 +886,7 @@ def _assumptions(key_set: str, model: str) -> tuple[str, ...]:
     return ASSUMPTIONS_COMMON + ASSUMPTIONS_INTENSITY[model] + ASSUMPTIONS_KEY_SET[key_set]
 
 
-def _bound_names(key: str, method: str, key_set: str, mu3_zero: bool) -> list[str]:
+def _bound_names(key: str, method: str, key_set: str, mu3_zero: bool, joint: bool = False) -> list[str]:
     """Names of the classical (decoy-state) bounds behind the key of basis ``key`` (test = other basis)."""
     test = "X" if key == "Z" else "Z"
     names = [f"{key} key: n_{key},signal upper", f"{key} key: n_{key},decoy lower"]
@@ -857,6 +900,10 @@ def _bound_names(key: str, method: str, key_set: str, mu3_zero: bool) -> list[st
         names += [f"{key} key: signal share of single-photon events", f"{key} key: signal share of vacuum events"]
     elif key_set != "all":
         names += [f"{key} key: key-set share of single-photon events", f"{key} key: key-set share of vacuum events"]
+    if joint:
+        if mu3_zero:
+            names.append(f"{key} key: n_{key},decoy upper (variance of the joint bound)")
+        names.append(f"{key} key: joint bound on the s1 combination of n_{key}")
     return names
 
 
@@ -872,6 +919,7 @@ def estimate(
     qber_abort: float = 0.11,
     key_intensities: Literal["signal", "signal+decoy", "all"] = "signal",
     intensity_model: Literal["fixed_offset", "per_pulse", "iid_uniform"] = "fixed_offset",
+    decoy_statistics: Literal["per_count", "joint"] = "per_count",
     grid_points: int = 21,
 ) -> KeyEstimate:
     """Decoy-state bounds and the secret key length of one pass. See the module docstring and ``docs/finite-key.md``.
@@ -907,6 +955,11 @@ def estimate(
         the class choice; per-pulse worst case of the class probabilities) or ``"iid_uniform"``
         (independent U[−δ, δ] draw per pulse, unknown to Eve: Poisson-mixture states). The last two
         need ``method="chernoff"`` and a vacuum third intensity.
+    decoy_statistics
+        ``"per_count"`` (each count widened on its own) or ``"joint"`` (additionally one Bernstein
+        bound on the single-photon combination ``n_2 − R n_1 − a_3 n_3`` with its own ε share,
+        :func:`joint_linear_bound`; the better of the two bounds is used). ``"joint"`` needs
+        ``method="chernoff"`` and a vacuum third intensity.
     grid_points
         Grid points per intensity axis for the worst case over ``μ(1 ± δ)``.
     """
@@ -920,6 +973,10 @@ def estimate(
         raise ValueError(f"intensity_model must be one of {INTENSITY_MODELS}, got {intensity_model!r}")
     if intensity_model != "fixed_offset" and method != "chernoff":
         raise ValueError(f"intensity_model {intensity_model!r} is implemented for method='chernoff' only, got {method!r}")
+    if decoy_statistics not in DECOY_STATISTICS:
+        raise ValueError(f"decoy_statistics must be one of {DECOY_STATISTICS}, got {decoy_statistics!r}")
+    if decoy_statistics == "joint" and (method != "chernoff" or counts.intensities[2] != 0.0):
+        raise ValueError("decoy_statistics='joint' is implemented for method='chernoff' with a vacuum third intensity")
     if method == "paper2017" and key_intensities != "signal":
         raise ValueError("method 'paper2017' keys the signal intensity only (key_intensities='signal')")
     _check_eps(eps_sec, "eps_sec")
@@ -956,12 +1013,12 @@ def estimate(
         return _estimate_paper(counts, eps_sec, eps_cor, sum(leak.values()), sum(tags.values()), extra_cost_bits, qber_abort, grid_points)
     return _estimate_composable(
         counts, method, eps_sec, eps_cor, leak, tags, per_basis, extra_cost_bits, qber_abort, key_intensities, grid_points,
-        intensity_model,
+        intensity_model, decoy_statistics,
     )
 
 
 def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis, extra, qber_abort, key_set, points,
-                         model="fixed_offset"):
+                         model="fixed_offset", decoy_statistics="per_count"):
     mu, p, delta = counts.intensities, counts.probabilities, counts.intensity_fluctuation
     mu3_zero = mu[2] == 0.0
     key_idx = list(KEY_INTENSITY_INDICES[key_set])
@@ -977,7 +1034,8 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
     avail = eps_sec - integrity
     if avail <= 0:
         raise ValueError(f"eps_sec = {eps_sec} must exceed 2·eps_cor = {integrity} (share for EC-derived error counts)")
-    names = {b: _bound_names(b, method, key_set, mu3_zero) for b in BASES}
+    joint = decoy_statistics == "joint"
+    names = {b: _bound_names(b, method, key_set, mu3_zero, joint) for b in BASES}
     sampling_name = {b: f"{b} key: phase-error sampling" for b in BASES}
     parts: dict[str, float] = {}
     fails: dict[str, float] = {}
@@ -1041,6 +1099,11 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         nl, nh, ml, mh = widen[b]
         fe = f_decoy[b]
         y0, y1, _ = decoy_yield_bounds(g, nl, nh, scale=scale)
+        if joint:  # μ3 = 0: y1 (μ1μ2 − μ2²)/μ1 ≥ N*_2 − (μ2/μ1)² N*_1 − (1 − (μ2/μ1)²) N*_3 (Lim Eq. 3, y0 = N*_3)
+            r2 = (g[:, 1] / g[:, 0]) ** 2
+            coef = np.stack([-r2 * np.exp(g[:, 0]) * scale[0], np.exp(g[:, 1]) * scale[1], -(1.0 - r2) * scale[2]], axis=1)
+            lam = np.array([joint_linear_bound(cf, n[bi], nh, fe, "lower") for cf in coef])
+            y1 = np.maximum(np.atleast_1d(y1), g[:, 0] * lam / (g[:, 0] * g[:, 1] - g[:, 1] ** 2))
         s0 = photon_number_weight(0, g, p) * np.maximum(np.atleast_1d(y0), 0.0)
         s1 = photon_number_weight(1, g, p) * np.atleast_1d(y1)
         if key_set != "all":  # keep the key-set share (intensity labels are independent given n)
@@ -1079,6 +1142,16 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         s0l = max(s0l, 0.0)
         tn = widen[BASES[ti]]
         *_, w1 = decoy_bounds_weights(tn[0], tn[1], ml, mh, weights, error_pairs=pairs)
+        if joint:  # one Bernstein bound per linear combination (joint_linear_bound); keep the better one
+            L, U, R = weights.lower, weights.upper, weights.ratio
+            c0 = U[0, 1] - R * L[0, 0]
+            a3 = -c0 / L[0, 2] if c0 > 0 else -c0 / U[0, 2]  # s0 ≤ n*_3/L_{3|0} (or ≥ n*_3/U_{3|0})
+            den = U[1, 1] - R * L[1, 0]
+            if den > 0:
+                lam = joint_linear_bound((-R, 1.0, a3), n[bi], nh, fe, "lower")
+                s1l = max(s1l, lam / den)
+            # (the error pairs gain nothing: the signal error count is most of its trials, where the
+            # binomial Chernoff–Hoeffding width is far below Bernstein's Poisson-like variance bound)
         lo0, _ = weights.key_share(0, key_idx)
         lo1, hi1 = weights.key_share(1, key_idx)
         if key_set != "all":

@@ -101,6 +101,7 @@ class ProtocolOptions:
     qber_abort: float = 0.11
     key_intensities: str = "signal"
     intensity_model: str = "fixed_offset"
+    decoy_statistics: str = "per_count"
     #: pre-pass calibration of the misalignment error (1/(1+contrast)); only sets error-correction
     #: parameters when no decoy bits are disclosed (key set with decoy bits), never the key length
     misalignment_prior: float = 0.003
@@ -499,6 +500,7 @@ def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak)
         qber_abort=opts.qber_abort,
         key_intensities=opts.key_intensities,
         intensity_model=opts.intensity_model,
+        decoy_statistics=opts.decoy_statistics,
     )
     out.estimate = est
     out.counts = {"n": n_tab.tolist(), "m": m_tab.tolist(), "emitted": np.asarray(emitted).tolist()}
