@@ -16,7 +16,10 @@ import pytest
 from scipy import integrate, stats
 
 from satqkd.postprocess.estimation import (
+    DECOY_STATISTICS,
     INTENSITY_MODELS,
+    bernstein_deviation,
+    joint_linear_bound,
     KEY_SETS,
     DecoyCounts,
     binary_entropy,
@@ -211,8 +214,9 @@ def _mc_pass(rng, delta=0.05, n_slices=200, pulses_per_slice=2_000_000, eta=3e-3
     return n, m, truth_s1, truth_w1
 
 
+@pytest.mark.parametrize("stat", DECOY_STATISTICS)
 @pytest.mark.parametrize("model", ["per_pulse", "iid_uniform", "fixed_offset"])
-def test_monte_carlo_bounds_hold_under_simulator_fluctuations(model):
+def test_monte_carlo_bounds_hold_under_simulator_fluctuations(model, stat):
     rng = np.random.default_rng(20261201)
     for trial in range(3):
         n, m, s1_true, w1_true = _mc_pass(rng)
@@ -220,7 +224,7 @@ def test_monte_carlo_bounds_hold_under_simulator_fluctuations(model):
         for ks in ("signal", "signal+decoy"):
             idx = [0] if ks == "signal" else [0, 1]
             r = estimate(c, "chernoff", eps_sec=1e-6, eps_cor=1e-9, leak_ec_bits=0.0, key_intensities=ks,
-                         intensity_model=model, grid_points=5)
+                         intensity_model=model, decoy_statistics=stat, grid_points=5)
             assert r.abort_reason is None
             for bi, b in enumerate(("Z", "X")):
                 assert r.s1[b] <= s1_true[bi, idx].sum()
@@ -290,3 +294,51 @@ def test_mode_input_errors_name_the_field():
     c = expected_decoy_counts(EMITTED, (0.8, 0.1, 0.01), P, eta=ETA, y0=Y0, e_d=E_D, intensity_fluctuation=0.05)
     with pytest.raises(ValueError, match="vacuum third"):
         estimate(c, intensity_model="per_pulse")
+
+
+# --------------------------------------------------------------------------------------------------
+# joint statistics (Bernstein bound on the single-photon combination)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bernstein_deviation_hand_values():
+    # β = ln(1/ε) = 2: t² = 2β(V + b t/3) → b = 0: t = sqrt(4 V); b = 3: t = 2 + sqrt(4 + 4 V)
+    assert bernstein_deviation(100.0, 0.0, math.exp(-2.0)) == pytest.approx(20.0, rel=1e-14)
+    assert bernstein_deviation(100.0, 3.0, math.exp(-2.0)) == pytest.approx(2.0 + math.sqrt(404.0), rel=1e-14)
+    with pytest.raises(ValueError, match="must be ≥ 0"):
+        bernstein_deviation(-1.0, 0.0, 0.1)
+
+
+def test_joint_linear_bound_coverage_with_heterogeneous_labels():
+    """Detections with different class probabilities (as for different photon numbers); the joint
+    lower bound on Λ = Σ a_k n*_k fails with frequency ≤ ε, and it is narrower than the per-count sum."""
+    rng = np.random.default_rng(3)
+    probs = np.array([[0.20, 0.45, 0.35], [0.93, 0.07, 0.0], [0.99, 0.01, 0.0]])  # n = 0, 1, ≥ 2
+    sizes = np.array([3_000, 20_000, 7_000])
+    coef = np.array([-0.05, 1.0, -0.9])
+    expected = (sizes[:, None] * probs).sum(axis=0)
+    lam_true = float(coef @ expected)
+    eps = 0.02
+    fails = 0
+    trials = 3000
+    for _ in range(trials):
+        obs = sum(rng.multinomial(sz, pr) for sz, pr in zip(sizes, probs))
+        fails += joint_linear_bound(coef, obs, expected, eps, "lower") > lam_true
+    assert fails / trials <= eps
+    # the widths add in quadrature: narrower than the sum of the per-count Bernstein widths
+    joint = bernstein_deviation(float(coef**2 @ expected), float(coef.max() - coef.min()), eps)
+    per_count = sum(abs(a) * bernstein_deviation(e, 1.0, eps) for a, e in zip(coef, expected))
+    assert joint < 0.8 * per_count
+
+
+@pytest.mark.parametrize("model", INTENSITY_MODELS)
+def test_joint_statistics_raise_s1_and_key(model):
+    c = micius()
+    leak = leak_for(c, "signal+decoy")
+    a = estimate(c, leak_ec_bits=leak, key_intensities="signal+decoy", intensity_model=model, decoy_statistics="per_count")
+    b = estimate(c, leak_ec_bits=leak, key_intensities="signal+decoy", intensity_model=model, decoy_statistics="joint")
+    assert b.s1["Z"] > a.s1["Z"] + 2_000 and b.key_length > a.key_length + 4_000
+    assert sum(b.bound_failure_probabilities.values()) <= 1e-9
+    assert any("joint bound" in k for k in b.bound_failure_probabilities)
+    with pytest.raises(ValueError, match="decoy_statistics"):
+        estimate(c, decoy_statistics="pooled")
