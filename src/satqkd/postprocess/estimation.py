@@ -35,9 +35,25 @@ Symmetric BB84: both bases give key. The key from basis ``B`` takes its phase-er
 a number, both bases form one key block (one error correction, one privacy amplification); with a
 mapping ``{"Z": …, "X": …}`` each basis is its own block with its own ε share.
 
-Intensities: the result holds for any fixed actual mean photon numbers in ``μ_k (1 ± δ)``
-(``DecoyCounts.intensity_fluctuation``): the extractable entropy is minimised over that box (grid
-with corners, then zoomed grids), all bounds evaluated at the same candidate intensities.
+Key sets (``key_intensities``): ``"signal"``, ``"signal+decoy"`` (vacuum bits disclosed) or ``"all"``.
+
+Intensity band ``μ_k (1 ± δ)`` (``DecoyCounts.intensity_fluctuation``; ``intensity_model``):
+
+``"fixed_offset"``
+    one fixed unknown intensity per class for the pass: the extractable entropy is minimised over the
+    box (grid with corners, then zoomed grids), all bounds evaluated at the same candidate intensities;
+``"per_pulse"``
+    any intensity per pulse in the band, possibly known to Eve (independent of the class choice): the
+    class probabilities given the photon number are bounded per pulse (:func:`label_probability_bounds`)
+    and the weight-form decoy bounds (:func:`decoy_bounds_weights`) use the intervals;
+``"iid_uniform"``
+    an independent ``U[−δ, δ]`` draw per pulse, unknown to Eve: Poisson-mixture class states
+    (:func:`poisson_mixture_weights`), exact class probabilities.
+
+``decoy_statistics="joint"`` adds one Bernstein bound on the single-photon combination of counts
+(:func:`joint_linear_bound`). The keyword defaults of :func:`estimate` are the historical ones
+(signal / fixed_offset / per_count); the mission configuration's ``[security]`` defaults are
+signal+decoy / per_pulse / joint (``docs/finite-key.md`` §7, §10 for the assumptions of each).
 
 Example (expected counts of the 2016-12-19 pass under the Ma et al. model)::
 
@@ -353,8 +369,9 @@ def poisson_mixture_weights(mu, delta: float, n_max: int) -> np.ndarray:
     ``a = μ_k(1 − δ)``, ``b = μ_k(1 + δ)``, ``P`` the regularised lower incomplete gamma function
     (``d/dx P(n+1, x) = e^{−x} x^n/n!``). ``δ = 0`` (or ``μ_k = 0``) gives the Poisson law. This is
     the state of a phase-randomised pulse of class ``k`` averaged over a fluctuation that is
-    independent pulse to pulse (Wang, Peng, Zhang, Yang, Pan, PRA 77, 042311 (2008), "source
-    errors": a class's state is ``Σ_n a_n^k |n⟩⟨n|`` with known coefficients).
+    independent pulse to pulse and unknown to Eve: a Fock-diagonal class state ``Σ_n a_n^k |n⟩⟨n|``
+    with known coefficients, the setting of the general decoy argument (cf. Wang et al.,
+    arXiv:0802.3177, on class states that differ from ideal Poissonians).
     """
     mu = np.asarray(mu, dtype=float)
     n = np.arange(int(n_max) + 1, dtype=float)[:, None]
@@ -402,9 +419,10 @@ def label_probability_bounds(mu, p, delta: float, model: str, n_max: int = 40) -
     possibly known to Eve, but independent of the class choice of the pulse):
     ``P(k|n, x) = p_k π_n(x_k)/Σ_k' p_k' π_n(x_k')``, ``π_n(x) = e^{−x} x^n/n!``. It is increasing in
     ``π_n(x_k)`` and decreasing in each ``π_n(x_k')``, so its range over the band is attained with each
-    ``π_n`` at its own extreme (:func:`_pois_range`) — the per-pulse worst case of Wang, Peng, Zhang,
-    Yang, Pan, PRA 77, 042311 (2008) and Wang, Yang, Peng, Pan, PRA 80, 042327 (2009) for sources
-    whose intensity errors are bounded but otherwise unknown.
+    ``π_n`` at its own extreme (:func:`_pois_range`): a per-pulse worst case in the approach of Wang,
+    Peng, Zhang, Yang, Pan, arXiv:0802.3177 (PRA 77, 042311 (2008)) and Wang, Yang, Peng, Pan,
+    arXiv:0902.4660 (PRA 79, 052310 (2009)) — bounds that use only the range of each pulse's state
+    parameters — for sources whose intensity errors are bounded but otherwise unknown.
 
     ``ratio``: ``sup_{n≥2} U_{decoy|n}/L_{signal|n}``, computed up to ``n_max`` and beyond it from the
     envelope ``U_{decoy|n} ≤ r_n = (p2/p1) e^{a1−b2} (b2/a1)^n`` (``a, b`` the band edges; valid for
@@ -866,7 +884,7 @@ ASSUMPTIONS_INTENSITY = {
     "per_pulse": (
         "every pulse's mean photon number lies in μ_k(1 ± δ) of its class; it may vary arbitrarily pulse to pulse or "
         "slice to slice and may be known to Eve, but is independent of the class, basis and bit choices (no "
-        "pattern effects; Wang et al. 2008/2009 source errors, per-pulse worst case)",
+        "pattern effects); per-pulse worst case of the class probabilities (Wang et al., arXiv:0802.3177, arXiv:0902.4660)",
     ),
     "iid_uniform": (
         "every pulse's fluctuation is an independent draw from the characterised distribution U[−δ, +δ], "
