@@ -246,7 +246,7 @@ def test_micius_modes_order_and_values():
             r = estimate(c, "chernoff", leak_ec_bits=leak_for(c, ks), key_intensities=ks, intensity_model=im)
             assert r.abort_reason is None
             ell[ks, im] = r.key_length
-            assert r.estimation_mode == f"chernoff/{ks}/{im}"
+            assert r.estimation_mode == f"chernoff/{ks}/{im}/per_count"
     for ks in KEY_SETS:
         # per-pulse worst case covers more than a fixed offset, so it cannot give more key; the
         # mixture (fluctuations unknown to Eve) gives more than both
@@ -275,7 +275,7 @@ def test_smaller_eps_shorter_key_and_wider_band_shorter_key(model, key_set):
 def test_result_records_mode_and_assumptions():
     r = estimate(micius(), "chernoff", leak_ec_bits=2e5, key_intensities="signal+decoy", intensity_model="per_pulse")
     d = r.as_dict()
-    assert d["estimation_mode"] == "chernoff/signal+decoy/per_pulse"
+    assert d["estimation_mode"] == "chernoff/signal+decoy/per_pulse/per_count"
     assert any("known to Eve" in a for a in d["estimation_assumptions"])
     assert any("vacuum bits are disclosed" in a for a in d["estimation_assumptions"])
     assert d["key_length"] == r.key_length and sum(d["epsilon_parts"].values()) == pytest.approx(r.epsilon_total)
@@ -340,5 +340,6 @@ def test_joint_statistics_raise_s1_and_key(model):
     assert b.s1["Z"] > a.s1["Z"] + 2_000 and b.key_length > a.key_length + 4_000
     assert sum(b.bound_failure_probabilities.values()) <= 1e-9
     assert any("joint bound" in k for k in b.bound_failure_probabilities)
+    assert b.estimation_mode.endswith("/joint") and any("Bernstein" in x for x in b.assumptions)
     with pytest.raises(ValueError, match="decoy_statistics"):
         estimate(c, decoy_statistics="pooled")

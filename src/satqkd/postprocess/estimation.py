@@ -747,6 +747,7 @@ class KeyEstimate:
     notes: tuple[str, ...] = ()
     intensity_model: str = "fixed_offset"
     assumptions: tuple[str, ...] = ()
+    decoy_statistics: str = "per_count"
 
     @property
     def aborted(self) -> bool:
@@ -754,8 +755,8 @@ class KeyEstimate:
 
     @property
     def estimation_mode(self) -> str:
-        """``method / key set / intensity model``, e.g. ``"chernoff/signal+decoy/per_pulse"``."""
-        return f"{self.method}/{self.key_intensities}/{self.intensity_model}"
+        """``method/key set/intensity model/statistics``, e.g. ``"chernoff/signal+decoy/per_pulse/joint"``."""
+        return f"{self.method}/{self.key_intensities}/{self.intensity_model}/{self.decoy_statistics}"
 
     def as_dict(self) -> dict:
         """Plain-JSON view (``summary.json``): the mode, its assumptions, bounds, budget and ε parts."""
@@ -765,6 +766,7 @@ class KeyEstimate:
             "method": self.method,
             "key_intensities": self.key_intensities,
             "intensity_model": self.intensity_model,
+            "decoy_statistics": self.decoy_statistics,
             "key_length": int(self.key_length),
             "abort_reason": self.abort_reason,
             "s0": dict(self.s0),
@@ -1275,7 +1277,10 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         worst_case_intensities=worst,
         notes=tuple(notes),
         intensity_model=model,
-        assumptions=_assumptions(key_set, model),
+        assumptions=_assumptions(key_set, model)
+        + (("joint statistics: Bernstein's inequality for the single-photon combination (independent class labels "
+            "given the photon numbers; variance bounded by the per-count upper bounds)",) if joint else ()),
+        decoy_statistics=decoy_statistics,
     )
 
 
