@@ -478,9 +478,9 @@ def decoy_bounds_weights(n_lo, n_hi, m_lo, m_hi, w: LabelProbabilities, error_pa
       vacuum terms);
     - single-photon errors ``w1`` from error counts: ``m*_a ≥ w0 L_{a|0} + w1 L_{a|1}`` and
       ``w0 ≥ m_lo,3/U_{3|0}`` ⇒ ``w1 ≤ (m_hi,a − L_{a|0} m_lo,3/U_{3|0})/L_{a|1}`` for each
-      ``(a, vacuum)`` pair of ``error_pairs`` (1-based indices as in :func:`decoy_yield_bounds`'s
-      0-based pairs: ``(0, 2)`` signal–vacuum, ``(1, 2)`` decoy–vacuum); the minimum is returned
-      (Lim Eq. (4) in weight form).
+      ``(a, vacuum)`` pair of ``error_pairs`` (0-based class indices as in :func:`decoy_yield_bounds`:
+      ``(0, 2)`` signal–vacuum, ``(1, 2)`` decoy–vacuum); the minimum is returned (Lim Eq. (4) in
+      weight form).
 
     Returns ``(s0_lo, s0_hi, s1_lo, w1_hi)`` (``w1_hi`` NaN without error counts; ``s1_lo = −inf``
     if the denominator is not positive, i.e. the band is too wide for a bound).
