@@ -343,3 +343,36 @@ def test_joint_statistics_raise_s1_and_key(model):
     assert b.estimation_mode.endswith("/joint") and any("Bernstein" in x for x in b.assumptions)
     with pytest.raises(ValueError, match="decoy_statistics"):
         estimate(c, decoy_statistics="pooled")
+
+
+# --------------------------------------------------------------------------------------------------
+# the protocol's key set follows the estimation's
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key_set", KEY_SETS)
+def test_protocol_key_set_matches_the_estimation(key_set):
+    """Short pass (15 s): the sifted key bits are exactly the sifted detections of the key classes, the
+    announced error counts fill those classes, the keys agree, and the result names the mode."""
+    import satqkd
+    from satqkd.protocol.session import postprocess
+    from synthetic_passes import preset_pass_cut
+
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    cfg = cfg.model_copy(update={"security": cfg.security.model_copy(update={"key_intensities": key_set})})
+    raw = satqkd.simulate(cfg, seed=4, geometry=preset_pass_cut(cfg, 15)).raw
+    r = postprocess(raw, cfg, seed=4)
+    assert r.ok and r.keys_match, r.abort_reason
+    idx = {"signal": [0], "signal+decoy": [0, 1], "all": [0, 1, 2]}[key_set]
+    n = np.asarray(r.bob.counts["n"])
+    assert r.bob.sifted_key_bits == n[:, idx].sum()
+    est = r.bob.estimate
+    assert est.estimation_mode == f"chernoff/{key_set}/{cfg.security.intensity_model}/{cfg.security.decoy_statistics}"
+    assert est.key_intensities == key_set and est.as_dict()["estimation_assumptions"]
+    # Alice and Bob computed the same estimate from the same public numbers
+    assert r.alice.estimate.key_length == est.key_length == r.final_key_bits
+    assert r.alice.counts["m"] == r.bob.counts["m"]
+    m = np.asarray(r.bob.counts["m"])
+    assert 0 < m[:, 0].sum() < 0.03 * n[:, 0].sum()  # the key bits' errors, announced after verification
+    if key_set != "signal":
+        assert 0.03 * n[:, 1].sum() < m[:, 1].sum() < 0.09 * n[:, 1].sum()  # decoy key bits: ≈ 5.6 %
