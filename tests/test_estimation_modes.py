@@ -375,4 +375,4 @@ def test_protocol_key_set_matches_the_estimation(key_set):
     m = np.asarray(r.bob.counts["m"])
     assert 0 < m[:, 0].sum() < 0.03 * n[:, 0].sum()  # the key bits' errors, announced after verification
     if key_set != "signal":
-        assert 0.03 * n[:, 1].sum() < m[:, 1].sum() < 0.09 * n[:, 1].sum()  # decoy key bits: ≈ 5.6 %
+        assert 0.01 * n[:, 1].sum() < m[:, 1].sum() < 0.09 * n[:, 1].sum()  # decoy key bits: 2–6 % (background share)
