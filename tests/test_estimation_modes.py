@@ -153,6 +153,26 @@ def test_iid_uniform_fails_against_a_slice_aware_eve_per_pulse_holds():
     assert s1_pp <= s1_true
 
 
+def test_fixed_offset_fails_against_a_slice_aware_eve_per_pulse_holds():
+    """A fixed unknown offset is not what per-slice fluctuations are: an Eve who knows which slices
+    sit at which corner of the band makes the fixed-offset single-photon bound (minimum over the whole
+    box, no statistics) exceed the truth by ≈ 10 %, while the per-pulse bound stays below it."""
+    corners = [np.array([0.76, 0.105, 0.0]), np.array([0.84, 0.095, 0.0])]
+    yields = [np.array([0.0, 0.6, 0.8, 0.3]), np.array([0.9, 0.1, 0.2, 0.2])]
+    nk = np.zeros(3)
+    s1 = 0.0
+    for x, y in zip(corners, yields):
+        for k in range(3):
+            d = np.array(P)[k] * stats.poisson.pmf(np.arange(4), x[k]) * y
+            nk[k] += d.sum()
+            s1 += d[1]
+    g = np.array([[a, b, 0.0] for a in np.linspace(0.76, 0.84, 41) for b in np.linspace(0.095, 0.105, 41)])
+    _, y1, _ = decoy_yield_bounds(g, nk, nk, scale=1 / np.array(P))
+    tau1 = (np.array(P) * np.exp(-g) * g).sum(axis=1)
+    assert np.min(tau1 * y1) > 1.08 * s1
+    assert decoy_bounds_weights(nk, nk, None, None, label_probability_bounds(MU, P, 0.05, "per_pulse"))[2] <= s1
+
+
 def test_per_pulse_bound_is_valid_for_exact_expected_counts_of_any_slice_mixture():
     """Deterministic: expected counts (no statistics) of random slice-dependent channels with intensities
     anywhere in the band; the per-pulse bounds never exceed the true s1 and never undercut the true w1."""
