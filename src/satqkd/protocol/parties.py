@@ -8,15 +8,16 @@ dir  kind           content
 ==== ============== ======================================================================
 up   detections     Bob's detected pulse indices (varint gaps) and measurement bases
 down sifting        Alice's bases and intensity labels of those pulses, her bits of the sifted
-                    decoy/vacuum events (they never become key), emitted pulses per intensity,
+                    events outside the key set (``[security] key_intensities``: vacuum only by
+                    default, decoy and vacuum for a signal key), emitted pulses per intensity,
                     the public seed of error correction
-up   test_errors    Bob's error counts on the decoy/vacuum events per basis and intensity
+up   test_errors    Bob's error counts on those disclosed events per basis and intensity
  ⇅   ec_*           error correction (Cascade: Bob's parity queries, Alice's answers; LDPC:
                     Alice's syndromes, Bob's failed-frame bitmap and named reveal requests,
                     Alice's revealed values; Hamming/Winnow: their own exchange), leakage
                     counted from Alice's disclosed bits
-up   ec_done        Bob's error counts of the signal (key) events per basis — public, charged by
-                    the estimation (⌈log2(n+1)⌉ bits each)
+up   ec_done        Bob's error counts of the key events per basis and key class — public, charged
+                    by the estimation (⌈log2(n+1)⌉ bits each)
 down verify         Alice's fresh hash key and the tag of her key (ε_cor)
 up   verify_result  match or not: a mismatch discards the block, no key is output
 down pa_seed        Alice's Toeplitz seed; both hash to the final length ℓ
@@ -57,7 +58,7 @@ REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
 #: tags still to come once the key length is fixed: the final checkpoint (one tag each way) in
 #: transcript mode, or verify, verify_result, pa_seed in each mode
 REMAINING_TAGS = {"transcript": 2, "each": 3}
-KEY_INTENSITY = 0  # the signal state carries the key
+KEY_INTENSITY = 0  # the signal state (always part of the key set; the set is ProtocolOptions.key_classes)
 #: LDPC retries: bits revealed per failed frame and per retry (the module's step); 16 retries leave
 #: margin when the QBER estimate is a few percent low at QBER ≥ 3 %
 LDPC_MAX_RETRIES = 16
