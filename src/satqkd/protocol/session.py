@@ -99,6 +99,14 @@ def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = 
     # paper2017 analyses run as published (fixed offset, per count; paper2017 keys the signal only).
     # The result's estimation_mode / estimation_assumptions say what was used.
     chernoff = finite_key == "chernoff"
+    if chernoff and (sec.intensity_model != "fixed_offset" or sec.decoy_statistics == "joint") and (
+        len(src.intensities) != 3 or src.intensities[-1] != 0.0
+    ):
+        raise ValueError(
+            f"security.intensity_model = {sec.intensity_model!r} / security.decoy_statistics = {sec.decoy_statistics!r} "
+            f"need three intensities with a vacuum third one (source.intensities = {list(src.intensities)}); "
+            "use intensity_model = 'fixed_offset' and decoy_statistics = 'per_count'"
+        )
     return ProtocolOptions(
         intensities=tuple(src.intensities),
         probabilities=tuple(src.probabilities),
