@@ -224,6 +224,20 @@ class SecurityConfig(_Model):
     epsilon: float = Field(1e-9, gt=0, lt=1, description="total failure probability of the key [paper: 1e-9]")
     epsilon_cor: float = Field(1e-12, gt=0, lt=1, description="share of epsilon for correctness (error verification)")
     qber_abort: float = Field(0.11, gt=0, lt=0.5, description="abort when the sifted QBER exceeds this")
+    key_intensities: Literal["signal", "signal+decoy", "all"] = Field(
+        "signal+decoy", description="sifted bits that form the key: signal only, signal + decoy, or all intensities (docs/finite-key.md §1)"
+    )
+    intensity_model: Literal["fixed_offset", "per_pulse", "iid_uniform"] = Field(
+        "per_pulse",
+        description="how the intensity band enters the decoy bounds: per_pulse (any per-pulse/per-slice fluctuation in the band, "
+        "may be known to Eve), fixed_offset (one constant unknown offset), iid_uniform (independent U[-δ, δ] per pulse, "
+        "unknown to Eve) (docs/finite-key.md §7)",
+    )
+    decoy_statistics: Literal["per_count", "joint"] = Field(
+        "joint",
+        description="per_count: every count widened on its own; joint: also one Bernstein bound on the single-photon "
+        "combination of counts (needs a vacuum third intensity) (docs/finite-key.md §3)",
+    )
 
 
 class SimulationConfig(_Model):

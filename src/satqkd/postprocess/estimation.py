@@ -35,9 +35,25 @@ Symmetric BB84: both bases give key. The key from basis ``B`` takes its phase-er
 a number, both bases form one key block (one error correction, one privacy amplification); with a
 mapping ``{"Z": …, "X": …}`` each basis is its own block with its own ε share.
 
-Intensities: the result holds for any fixed actual mean photon numbers in ``μ_k (1 ± δ)``
-(``DecoyCounts.intensity_fluctuation``): the extractable entropy is minimised over that box (grid
-with corners, then zoomed grids), all bounds evaluated at the same candidate intensities.
+Key sets (``key_intensities``): ``"signal"``, ``"signal+decoy"`` (vacuum bits disclosed) or ``"all"``.
+
+Intensity band ``μ_k (1 ± δ)`` (``DecoyCounts.intensity_fluctuation``; ``intensity_model``):
+
+``"fixed_offset"``
+    one fixed unknown intensity per class for the pass: the extractable entropy is minimised over the
+    box (grid with corners, then zoomed grids), all bounds evaluated at the same candidate intensities;
+``"per_pulse"``
+    any intensity per pulse in the band, possibly known to Eve (independent of the class choice): the
+    class probabilities given the photon number are bounded per pulse (:func:`label_probability_bounds`)
+    and the weight-form decoy bounds (:func:`decoy_bounds_weights`) use the intervals;
+``"iid_uniform"``
+    an independent ``U[−δ, δ]`` draw per pulse, unknown to Eve: Poisson-mixture class states
+    (:func:`poisson_mixture_weights`), exact class probabilities.
+
+``decoy_statistics="joint"`` adds one Bernstein bound on the single-photon combination of counts
+(:func:`joint_linear_bound`). The keyword defaults of :func:`estimate` are the historical ones
+(signal / fixed_offset / per_count); the mission configuration's ``[security]`` defaults are
+signal+decoy / per_pulse / joint (``docs/finite-key.md`` §7, §10 for the assumptions of each).
 
 Example (expected counts of the 2016-12-19 pass under the Ma et al. model)::
 
@@ -66,6 +82,9 @@ __all__ = [
     "ABORT_S1",
     "ABORT_V1",
     "BASES",
+    "INTENSITY_MODELS",
+    "KEY_INTENSITY_INDICES",
+    "KEY_SETS",
     "METHODS",
     "DecoyCounts",
     "KeyEstimate",
@@ -79,11 +98,25 @@ __all__ = [
     "sampling_phase_error_bound",
     "decoy_yield_bounds",
     "photon_number_weight",
+    "label_probability_bounds",
+    "poisson_mixture_weights",
+    "decoy_bounds_weights",
+    "bernstein_deviation",
+    "joint_linear_bound",
+    "DECOY_STATISTICS",
 ]
 
 BASES = ("Z", "X")
 METHODS = ("lim2014", "chernoff", "paper2017")
-_KEY_SETS = ("signal", "all")
+#: which sifted bits are key: signal only, signal + decoy, or every intensity (Lim et al. 2014)
+KEY_SETS = ("signal", "signal+decoy", "all")
+_KEY_SETS = KEY_SETS
+#: how the intensity band μ_k(1 ± δ) enters (docs/finite-key.md §7)
+INTENSITY_MODELS = ("fixed_offset", "per_pulse", "iid_uniform")
+#: the key intensities (indices) of each key set
+#: per_count: every count widened on its own (Chernoff); joint: one Bernstein bound on the s1 combination in addition
+DECOY_STATISTICS = ("per_count", "joint")
+KEY_INTENSITY_INDICES = {"signal": (0,), "signal+decoy": (0, 1), "all": (0, 1, 2)}
 
 Method = Literal["lim2014", "chernoff", "paper2017"]
 
@@ -328,6 +361,191 @@ def decoy_yield_bounds(mu, n_lo, n_hi, m_lo=None, m_hi=None, scale=None, error_p
     return y0, y1, z1
 
 
+def poisson_mixture_weights(mu, delta: float, n_max: int) -> np.ndarray:
+    """Photon-number distribution ``P(n|k)`` of a Poisson source whose mean is ``μ_k(1 + δ_j)`` with
+    ``δ_j ~ U[−δ, +δ]`` drawn independently for every pulse, shape ``(n_max + 1, K)``.
+
+    ``P(n|k) = (1/(b − a)) ∫_a^b e^{−x} x^n/n! dx = [P(n+1, b) − P(n+1, a)]/(b − a)``,
+    ``a = μ_k(1 − δ)``, ``b = μ_k(1 + δ)``, ``P`` the regularised lower incomplete gamma function
+    (``d/dx P(n+1, x) = e^{−x} x^n/n!``). ``δ = 0`` (or ``μ_k = 0``) gives the Poisson law. This is
+    the state of a phase-randomised pulse of class ``k`` averaged over a fluctuation that is
+    independent pulse to pulse and unknown to Eve: a Fock-diagonal class state ``Σ_n a_n^k |n⟩⟨n|``
+    with known coefficients, the setting of the general decoy argument (cf. Wang et al.,
+    arXiv:0802.3177, on class states that differ from ideal Poissonians).
+    """
+    mu = np.asarray(mu, dtype=float)
+    n = np.arange(int(n_max) + 1, dtype=float)[:, None]
+    pois = stats.poisson.pmf(n, mu[None, :])
+    if delta == 0.0:
+        return pois
+    a, b = mu * (1.0 - delta), mu * (1.0 + delta)
+    width = np.where(mu > 0, b - a, 1.0)
+    mix = (special.gammainc(n + 1.0, b[None, :]) - special.gammainc(n + 1.0, a[None, :])) / width[None, :]
+    return np.where(mu[None, :] > 0, np.clip(mix, 0.0, None), pois)
+
+
+def _pois_range(n: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """min and max of ``e^{−x} x^n/n!`` over ``x ∈ [a, b]`` (unimodal in x with its mode at x = n)."""
+    pa, pb = stats.poisson.pmf(n, a), stats.poisson.pmf(n, b)
+    pmode = stats.poisson.pmf(n, np.clip(n, a, b))
+    return np.minimum(pa, pb), np.maximum(pmode, np.maximum(pa, pb))
+
+
+@dataclass(frozen=True)
+class LabelProbabilities:
+    """Bounds ``L ≤ P(class k | n photons) ≤ U`` for every detected pulse, ``(n_max + 1, 3)`` arrays, and
+    ``ratio = sup_{n ≥ 2} U_{decoy|n} / L_{signal|n}`` (all n, the tail bounded analytically)."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    ratio: float
+
+    def key_share(self, n: int, key_idx) -> tuple[float, float]:
+        """Lower and upper bounds on ``P(class ∈ key set | n photons)`` (both valid forms, the tighter one)."""
+        out = [k for k in range(3) if k not in key_idx]
+        lo = max(float(sum(self.lower[n, k] for k in key_idx)), 1.0 - float(sum(self.upper[n, k] for k in out)))
+        hi = min(float(sum(self.upper[n, k] for k in key_idx)), 1.0 - float(sum(self.lower[n, k] for k in out)))
+        return min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
+
+
+def label_probability_bounds(mu, p, delta: float, model: str, n_max: int = 40) -> LabelProbabilities:
+    """Conditional class probabilities of a detected pulse with ``n`` photons, for an intensity band ``μ_k(1 ± δ)``.
+
+    ``"iid_uniform"``: each pulse's fluctuation is an independent ``U[−δ, δ]`` draw, unknown to Eve;
+    the class state is the mixture :func:`poisson_mixture_weights` and ``P(k|n) = p_k P(n|k)/τ_n``
+    exactly (``L = U``).
+
+    ``"per_pulse"``: every pulse has *some* mean photon numbers ``x_k ∈ μ_k(1 ± δ)`` (any process,
+    possibly known to Eve, but independent of the class choice of the pulse):
+    ``P(k|n, x) = p_k π_n(x_k)/Σ_k' p_k' π_n(x_k')``, ``π_n(x) = e^{−x} x^n/n!``. It is increasing in
+    ``π_n(x_k)`` and decreasing in each ``π_n(x_k')``, so its range over the band is attained with each
+    ``π_n`` at its own extreme (:func:`_pois_range`): a per-pulse worst case in the approach of Wang,
+    Peng, Zhang, Yang, Pan, arXiv:0802.3177 (PRA 77, 042311 (2008)) and Wang, Yang, Peng, Pan,
+    arXiv:0902.4660 (PRA 79, 052310 (2009)) — bounds that use only the range of each pulse's state
+    parameters — for sources whose intensity errors are bounded but otherwise unknown.
+
+    ``ratio``: ``sup_{n≥2} U_{decoy|n}/L_{signal|n}``, computed up to ``n_max`` and beyond it from the
+    envelope ``U_{decoy|n} ≤ r_n = (p2/p1) e^{a1−b2} (b2/a1)^n`` (``a, b`` the band edges; valid for
+    ``n ≥ b1``, with a vacuum third class ``L_{signal|n} = 1 − U_{decoy|n}``), which decreases in n:
+    the tail contributes ``r/(1 − r)`` at ``n_max + 1``. Requires the third intensity to be vacuum.
+    """
+    mu = np.asarray(mu, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if mu.shape != (3,) or mu[2] != 0.0:
+        raise ValueError(f"intensity model {model!r} needs three intensities with a vacuum third one, got {tuple(mu)}")
+    if model not in ("iid_uniform", "per_pulse"):
+        raise ValueError(f"label_probability_bounds: model must be 'iid_uniform' or 'per_pulse', got {model!r}")
+    a, b = mu * (1.0 - delta), mu * (1.0 + delta)
+    n_max = max(int(n_max), int(math.ceil(b[0])) + 2)
+    nn = np.arange(n_max + 1, dtype=float)[:, None]
+    if model == "iid_uniform":
+        w = p[None, :] * poisson_mixture_weights(mu, delta, n_max)
+        cond = w / w.sum(axis=1, keepdims=True)
+        lower = upper = cond
+    else:
+        lo, hi = _pois_range(nn, a[None, :], b[None, :])
+        lower = np.empty((n_max + 1, 3))
+        upper = np.empty((n_max + 1, 3))
+        for k in range(3):
+            others = [j for j in range(3) if j != k]
+            lo_o = sum(p[j] * lo[:, j] for j in others)
+            hi_o = sum(p[j] * hi[:, j] for j in others)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                lower[:, k] = np.where(lo[:, k] > 0, p[k] * lo[:, k] / (p[k] * lo[:, k] + hi_o), 0.0)
+                upper[:, k] = np.where(hi[:, k] > 0, p[k] * hi[:, k] / (p[k] * hi[:, k] + lo_o), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r_exact = np.where(lower[2:, 0] > 0, upper[2:, 1] / lower[2:, 0], np.inf)
+    r_env = (p[1] / p[0]) * math.exp(a[0] - b[1]) * (b[1] / a[0]) ** (n_max + 1)
+    if not (b[1] < a[0] and r_env < 1.0):
+        raise ValueError("intensity band too wide: the decoy band must lie below the signal band")
+    ratio = float(max(np.max(r_exact), r_env / (1.0 - r_env)))
+    return LabelProbabilities(lower=np.asarray(lower), upper=np.asarray(upper), ratio=ratio)
+
+
+def decoy_bounds_weights(n_lo, n_hi, m_lo, m_hi, w: LabelProbabilities, error_pairs=((1, 2), (0, 2))):
+    """Decoy bounds for class probabilities known only within ``[L, U]`` (vacuum third class).
+
+    Counts are *expected* numbers of detections of each class (``n*_k = Σ_j P(k | n_j)`` over the
+    detections, Lim et al. 2014 §"Parameter estimation"), widened to ``[n_lo, n_hi]``. With
+    ``s_n`` the detections with n photons and ``c_{k,n}`` their share of ``n*_k``,
+    ``s_n L_{k|n} ≤ c_{k,n} ≤ s_n U_{k|n}``, and no photon pulse is vacuum-class:
+
+    - vacuum: ``n*_3 = c_{3,0}`` ⇒ ``s0 ∈ [n_lo,3/U_{3|0}, n_hi,3/L_{3|0}]``;
+    - single photons: ``Σ_{n≥2} c_{2,n} ≤ R Σ_{n≥2} c_{1,n}`` with ``R = sup U_{2|n}/L_{1|n}`` gives
+      ``n*_2 ≤ s0 (U_{2|0} − R L_{1|0}) + s1 (U_{2|1} − R L_{1|1}) + R n*_1`` ⇒
+      ``s1 ≥ [n_lo,2 − R n_hi,1 − max_{s0} s0 (U_{2|0} − R L_{1|0})]/(U_{2|1} − R L_{1|1})``;
+      for Poisson weights this is Lim et al.'s Eq. (3) with μ3 = 0 (up to using one s0 for both
+      vacuum terms);
+    - single-photon errors ``w1`` from error counts: ``m*_a ≥ w0 L_{a|0} + w1 L_{a|1}`` and
+      ``w0 ≥ m_lo,3/U_{3|0}`` ⇒ ``w1 ≤ (m_hi,a − L_{a|0} m_lo,3/U_{3|0})/L_{a|1}`` for each
+      ``(a, vacuum)`` pair of ``error_pairs`` (0-based class indices as in :func:`decoy_yield_bounds`:
+      ``(0, 2)`` signal–vacuum, ``(1, 2)`` decoy–vacuum); the minimum is returned (Lim Eq. (4) in
+      weight form).
+
+    Returns ``(s0_lo, s0_hi, s1_lo, w1_hi)`` (``w1_hi`` NaN without error counts; ``s1_lo = −inf``
+    if the denominator is not positive, i.e. the band is too wide for a bound).
+    """
+    L, U, R = w.lower, w.upper, w.ratio
+    nl = np.asarray(n_lo, dtype=float)
+    nh = np.asarray(n_hi, dtype=float)
+    s0_lo = nl[2] / U[0, 2]
+    s0_hi = nh[2] / L[0, 2] if L[0, 2] > 0 else np.inf
+    c0 = U[0, 1] - R * L[0, 0]
+    worst = s0_hi * c0 if c0 > 0 else s0_lo * c0
+    den = U[1, 1] - R * L[1, 0]
+    s1_lo = (nl[1] - R * nh[0] - worst) / den if den > 0 else -np.inf
+    if m_lo is None:
+        w1 = np.nan
+    else:
+        ml = np.asarray(m_lo, dtype=float)
+        mh = np.asarray(m_hi, dtype=float)
+        w0_lo = ml[2] / U[0, 2]
+        w1 = np.inf
+        for a_, b_ in error_pairs:
+            if b_ != 2:
+                raise ValueError("decoy_bounds_weights: error pairs must end with the vacuum class (index 2)")
+            w1 = min(w1, (mh[a_] - L[0, a_] * w0_lo) / L[1, a_])
+    return float(s0_lo), float(s0_hi), float(s1_lo), float(w1)
+
+
+def bernstein_deviation(variance_bound: float, range_bound: float, eps: float) -> float:
+    """One-sided Bernstein deviation: ``t`` with ``exp(−t²/(2(V + b t/3))) = ε``.
+
+    For independent ``X_j`` with ``|X_j − E X_j| ≤ b`` and ``Σ Var X_j ≤ V``,
+    ``P(Σ X_j − E Σ X_j ≥ t) ≤ exp(−t²/(2(V + b t/3)))`` and likewise for the lower tail (Bernstein's
+    inequality; Boucheron, Lugosi, Massart, *Concentration Inequalities* (OUP 2013), Thm. 2.10 and
+    Cor. 2.11). Solving the quadratic: ``t = β b/3 + sqrt((β b/3)² + 2 β V)``, ``β = ln(1/ε)``.
+    """
+    beta = math.log(1.0 / _check_eps(eps, "eps"))
+    if not (variance_bound >= 0 and range_bound >= 0):
+        raise ValueError(f"bernstein_deviation: V and b must be ≥ 0, got {variance_bound!r}, {range_bound!r}")
+    c = beta * range_bound / 3.0
+    return c + math.sqrt(c * c + 2.0 * beta * variance_bound)
+
+
+def joint_linear_bound(coef, observed, upper, eps: float, side: str) -> float:
+    """Bound on the expected value of one linear combination ``Λ = Σ_k a_k n*_k`` of class counts.
+
+    Given the photon numbers (and whatever Eve knows), the class labels of the detections are
+    independent, so ``Σ_k a_k n_k = Σ_j a_{k_j}`` is a sum of independent terms in
+    ``[min a, max a]`` with mean ``Λ`` and ``Σ_j Var ≤ Σ_j E a_{k_j}² = Σ_k a_k² n*_k ≤ Σ_k a_k² n_k^U``
+    (``upper``: valid upper bounds on the expected counts, whose failure probabilities are charged
+    separately). Bernstein (:func:`bernstein_deviation`) then bounds ``Λ`` with one failure
+    probability ``ε`` for the whole combination instead of one per count: the widths add in
+    quadrature instead of linearly. ``side="lower"``: ``P(Λ < returned) ≤ ε``; ``"upper"`` likewise.
+    """
+    a = np.asarray(coef, dtype=float)
+    x = float(np.dot(a, np.asarray(observed, dtype=float)))
+    v = float(np.dot(a * a, np.asarray(upper, dtype=float)))
+    b = float(a.max() - a.min())  # |a_{k_j} − E a_{k_j}| ≤ max a − min a
+    t = bernstein_deviation(v, b, eps)
+    if side == "lower":
+        return x - t
+    if side == "upper":
+        return x + t
+    raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+
+
 def _check_eps(eps, name: str) -> float:
     e = float(eps)
     if not (0.0 < e < 1.0):
@@ -527,10 +745,43 @@ class KeyEstimate:
     composable: bool
     worst_case_intensities: dict[str, tuple[float, ...]] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    intensity_model: str = "fixed_offset"
+    assumptions: tuple[str, ...] = ()
+    decoy_statistics: str = "per_count"
 
     @property
     def aborted(self) -> bool:
         return self.abort_reason is not None
+
+    @property
+    def estimation_mode(self) -> str:
+        """``method/key set/intensity model/statistics``, e.g. ``"chernoff/signal+decoy/per_pulse/joint"``."""
+        return f"{self.method}/{self.key_intensities}/{self.intensity_model}/{self.decoy_statistics}"
+
+    def as_dict(self) -> dict:
+        """Plain-JSON view (``summary.json``): the mode, its assumptions, bounds, budget and ε parts."""
+        return {
+            "estimation_mode": self.estimation_mode,
+            "estimation_assumptions": list(self.assumptions),
+            "method": self.method,
+            "key_intensities": self.key_intensities,
+            "intensity_model": self.intensity_model,
+            "decoy_statistics": self.decoy_statistics,
+            "key_length": int(self.key_length),
+            "abort_reason": self.abort_reason,
+            "s0": dict(self.s0),
+            "s1": dict(self.s1),
+            "phase_error": dict(self.phase_error),
+            "v1_test": dict(self.v1_test),
+            "qber": dict(self.qber),
+            "entropy_bits": float(self.entropy_bits),
+            "budget": {k: float(v) for k, v in self.budget.items()},
+            "epsilon_parts": {k: float(v) for k, v in self.epsilon_parts.items()},
+            "epsilon_total": float(self.epsilon_total),
+            "composable": bool(self.composable),
+            "worst_case_intensities": {k: list(v) for k, v in self.worst_case_intensities.items()},
+            "notes": list(self.notes),
+        }
 
     @property
     def budget(self) -> dict[str, float]:
@@ -618,7 +869,44 @@ def _lim_gamma_vec(a, b, c, d):
 # --------------------------------------------------------------------------------------------------
 
 
-def _bound_names(key: str, method: str, key_set: str, mu3_zero: bool) -> list[str]:
+#: assumptions of every composable mode (docs/finite-key.md §10)
+ASSUMPTIONS_COMMON = (
+    "phase-randomised weak coherent pulses: each class emits a Fock-diagonal state whose photon-number "
+    "distribution does not depend on the basis or bit",
+    "intensity, basis and bit of every pulse are chosen independently at random and unknown to Eve until sifting",
+    "basis-independent detection (no efficiency mismatch between Bob's Z and X detectors); basis probabilities as given",
+    "no side channels; error-correction leakage, tags and announced counts are charged as actually sent",
+)
+#: what each intensity model assumes about the band μ_k(1 ± δ)
+ASSUMPTIONS_INTENSITY = {
+    "fixed_offset": (
+        "each class's mean photon number is one fixed unknown value in μ_k(1 ± δ) for the whole pass "
+        "(worst case over the box); intensities that vary during the pass in a way Eve can learn are NOT covered",
+    ),
+    "per_pulse": (
+        "every pulse's mean photon number lies in μ_k(1 ± δ) of its class; it may vary arbitrarily pulse to pulse or "
+        "slice to slice and may be known to Eve, but is independent of the class, basis and bit choices (no "
+        "pattern effects); per-pulse worst case of the class probabilities (Wang et al., arXiv:0802.3177, arXiv:0902.4660)",
+    ),
+    "iid_uniform": (
+        "every pulse's fluctuation is an independent draw from the characterised distribution U[−δ, +δ], "
+        "independent pulse to pulse, of the labels and of Eve (the class state is the Poisson mixture); "
+        "NOT satisfied by fluctuations shared by many pulses (the simulator's per-slice draws), whose value Eve "
+        "can learn from the photon statistics",
+    ),
+}
+ASSUMPTIONS_KEY_SET = {
+    "signal": ("key = sifted signal-intensity bits; decoy and vacuum bits are disclosed",),
+    "signal+decoy": ("key = sifted signal- and decoy-intensity bits (one EC block); vacuum bits are disclosed",),
+    "all": ("key = every sifted bit of both bases (Lim et al. 2014's key set)",),
+}
+
+
+def _assumptions(key_set: str, model: str) -> tuple[str, ...]:
+    return ASSUMPTIONS_COMMON + ASSUMPTIONS_INTENSITY[model] + ASSUMPTIONS_KEY_SET[key_set]
+
+
+def _bound_names(key: str, method: str, key_set: str, mu3_zero: bool, joint: bool = False) -> list[str]:
     """Names of the classical (decoy-state) bounds behind the key of basis ``key`` (test = other basis)."""
     test = "X" if key == "Z" else "Z"
     names = [f"{key} key: n_{key},signal upper", f"{key} key: n_{key},decoy lower"]
@@ -630,6 +918,12 @@ def _bound_names(key: str, method: str, key_set: str, mu3_zero: bool) -> list[st
     names += [f"{key} key: m_{test},decoy upper", f"{key} key: m_{test},vacuum lower"]
     if key_set == "signal":
         names += [f"{key} key: signal share of single-photon events", f"{key} key: signal share of vacuum events"]
+    elif key_set != "all":
+        names += [f"{key} key: key-set share of single-photon events", f"{key} key: key-set share of vacuum events"]
+    if joint:
+        if mu3_zero:
+            names.append(f"{key} key: n_{key},decoy upper (variance of the joint bound)")
+        names.append(f"{key} key: joint bound on the s1 combination of n_{key}")
     return names
 
 
@@ -643,7 +937,9 @@ def estimate(
     *,
     ev_tag_bits: int | Mapping[str, int] | None = None,
     qber_abort: float = 0.11,
-    key_intensities: Literal["signal", "all"] = "signal",
+    key_intensities: Literal["signal", "signal+decoy", "all"] = "signal",
+    intensity_model: Literal["fixed_offset", "per_pulse", "iid_uniform"] = "fixed_offset",
+    decoy_statistics: Literal["per_count", "joint"] = "per_count",
     grid_points: int = 21,
 ) -> KeyEstimate:
     """Decoy-state bounds and the secret key length of one pass. See the module docstring and ``docs/finite-key.md``.
@@ -670,7 +966,20 @@ def estimate(
     qber_abort
         Abort when the QBER of a key block exceeds this.
     key_intensities
-        ``"signal"`` (key = signal-intensity sifted bits; decoy/vacuum disclosed) or ``"all"``.
+        ``"signal"`` (key = signal-intensity sifted bits; decoy/vacuum disclosed), ``"signal+decoy"``
+        (the vacuum bits are disclosed) or ``"all"`` (every sifted bit; Lim et al.'s protocol).
+    intensity_model
+        How the band ``μ_k(1 ± δ)`` enters (``docs/finite-key.md`` §7): ``"fixed_offset"`` (one
+        unknown constant intensity per class in the band, worst case over the box),
+        ``"per_pulse"`` (any intensity per pulse in the band, possibly known to Eve, independent of
+        the class choice; per-pulse worst case of the class probabilities) or ``"iid_uniform"``
+        (independent U[−δ, δ] draw per pulse, unknown to Eve: Poisson-mixture states). The last two
+        need ``method="chernoff"`` and a vacuum third intensity.
+    decoy_statistics
+        ``"per_count"`` (each count widened on its own) or ``"joint"`` (additionally one Bernstein
+        bound on the single-photon combination ``n_2 − R n_1 − a_3 n_3`` with its own ε share,
+        :func:`joint_linear_bound`; the better of the two bounds is used). ``"joint"`` needs
+        ``method="chernoff"`` and a vacuum third intensity.
     grid_points
         Grid points per intensity axis for the worst case over ``μ(1 ± δ)``.
     """
@@ -680,6 +989,16 @@ def estimate(
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if key_intensities not in _KEY_SETS:
         raise ValueError(f"key_intensities must be one of {_KEY_SETS}, got {key_intensities!r}")
+    if intensity_model not in INTENSITY_MODELS:
+        raise ValueError(f"intensity_model must be one of {INTENSITY_MODELS}, got {intensity_model!r}")
+    if intensity_model != "fixed_offset" and method != "chernoff":
+        raise ValueError(f"intensity_model {intensity_model!r} is implemented for method='chernoff' only, got {method!r}")
+    if decoy_statistics not in DECOY_STATISTICS:
+        raise ValueError(f"decoy_statistics must be one of {DECOY_STATISTICS}, got {decoy_statistics!r}")
+    if decoy_statistics == "joint" and (method != "chernoff" or counts.intensities[2] != 0.0):
+        raise ValueError("decoy_statistics='joint' is implemented for method='chernoff' with a vacuum third intensity")
+    if method == "paper2017" and key_intensities != "signal":
+        raise ValueError("method 'paper2017' keys the signal intensity only (key_intensities='signal')")
     _check_eps(eps_sec, "eps_sec")
     _check_eps(eps_cor, "eps_cor")
     if not (0.0 < qber_abort <= 0.5):
@@ -713,26 +1032,30 @@ def estimate(
     if method == "paper2017":
         return _estimate_paper(counts, eps_sec, eps_cor, sum(leak.values()), sum(tags.values()), extra_cost_bits, qber_abort, grid_points)
     return _estimate_composable(
-        counts, method, eps_sec, eps_cor, leak, tags, per_basis, extra_cost_bits, qber_abort, key_intensities, grid_points
+        counts, method, eps_sec, eps_cor, leak, tags, per_basis, extra_cost_bits, qber_abort, key_intensities, grid_points,
+        intensity_model, decoy_statistics,
     )
 
 
-def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis, extra, qber_abort, key_set, points):
+def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis, extra, qber_abort, key_set, points,
+                         model="fixed_offset", decoy_statistics="per_count"):
     mu, p, delta = counts.intensities, counts.probabilities, counts.intensity_fluctuation
     mu3_zero = mu[2] == 0.0
-    key_idx = [0] if key_set == "signal" else [0, 1, 2]
+    key_idx = list(KEY_INTENSITY_INDICES[key_set])
+    weights = None if model == "fixed_offset" else label_probability_bounds(mu, p, delta, model)
     blocks = list(BASES) if per_basis else ["all"]
     block_of = {b: (b if per_basis else "all") for b in BASES}
     notes: list[str] = []
     # error-count pairs for v1: Lim's Eq. (4) (decoy–vacuum); chernoff adds signal–vacuum
     pairs = ((1, 2),) if method == "lim2014" else ((1, 2), (0, 2))
     # test counts taken from key bits (known only after EC + verification)?
-    ec_counts = key_set == "all" or method == "chernoff"
+    ec_counts = key_set != "signal" or method == "chernoff"
     integrity = 2.0 * eps_cor if ec_counts else 0.0
     avail = eps_sec - integrity
     if avail <= 0:
         raise ValueError(f"eps_sec = {eps_sec} must exceed 2·eps_cor = {integrity} (share for EC-derived error counts)")
-    names = {b: _bound_names(b, method, key_set, mu3_zero) for b in BASES}
+    joint = decoy_statistics == "joint"
+    names = {b: _bound_names(b, method, key_set, mu3_zero, joint) for b in BASES}
     sampling_name = {b: f"{b} key: phase-error sampling" for b in BASES}
     parts: dict[str, float] = {}
     fails: dict[str, float] = {}
@@ -743,7 +1066,7 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         # Lim et al. (2014): ε_sec split in 21 equal shares (each Hoeffding bound fails with ε/21, γ
         # is built for ε/21 inside its log, smoothing and PA make up the rest of the 6·log2(21/ε)).
         # Signal-only key: two thinning bounds more; the paper's formula then runs with ε·21/23.
-        n_terms = 23 if key_set == "signal" else 21
+        n_terms = 21 if key_set == "all" else 23
         eps_lim = (avail / 2.0) * 21.0 / n_terms
         for b in BASES:
             f_decoy[b] = f_samp[b] = eps_lim / 21.0
@@ -784,8 +1107,10 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
     scale = 1.0 / np.asarray(p)
     pbb = counts.basis_pair_probability  # P(ZZ), P(XX)
 
-    def p_signal_given(nph: int, g):
-        return p[0] * g[:, 0] ** nph * np.exp(-g[:, 0]) / math.factorial(nph) / photon_number_weight(nph, g, p)
+    def p_key_given(nph: int, g):
+        """P(class in the key set | n photons) at intensities g (fixed_offset)."""
+        num = sum(p[k] * g[:, k] ** nph * np.exp(-g[:, k]) for k in key_idx) / math.factorial(nph)
+        return np.minimum(num / photon_number_weight(nph, g, p), 1.0)
 
     def terms(g, b):
         """(s0, s1, v1, φ) of the key of basis ``b`` for each row of intensities ``g`` (G, 3)."""
@@ -794,11 +1119,16 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         nl, nh, ml, mh = widen[b]
         fe = f_decoy[b]
         y0, y1, _ = decoy_yield_bounds(g, nl, nh, scale=scale)
+        if joint:  # μ3 = 0: y1 (μ1μ2 − μ2²)/μ1 ≥ N*_2 − (μ2/μ1)² N*_1 − (1 − (μ2/μ1)²) N*_3 (Lim Eq. 3, y0 = N*_3)
+            r2 = (g[:, 1] / g[:, 0]) ** 2
+            coef = np.stack([-r2 * np.exp(g[:, 0]) * scale[0], np.exp(g[:, 1]) * scale[1], -(1.0 - r2) * scale[2]], axis=1)
+            lam = np.array([joint_linear_bound(cf, n[bi], nh, fe, "lower") for cf in coef])
+            y1 = np.maximum(np.atleast_1d(y1), g[:, 0] * lam / (g[:, 0] * g[:, 1] - g[:, 1] ** 2))
         s0 = photon_number_weight(0, g, p) * np.maximum(np.atleast_1d(y0), 0.0)
         s1 = photon_number_weight(1, g, p) * np.atleast_1d(y1)
-        if key_set == "signal":  # keep the signal share (intensity labels are independent given n)
-            s0 = binomial_lower_bound(s0, p_signal_given(0, g), fe)
-            s1 = np.where(s1 > 0, binomial_lower_bound(np.maximum(s1, 0.0), p_signal_given(1, g), fe), s1)
+        if key_set != "all":  # keep the key-set share (intensity labels are independent given n)
+            s0 = binomial_lower_bound(s0, p_key_given(0, g), fe)
+            s1 = np.where(s1 > 0, binomial_lower_bound(np.maximum(s1, 0.0), p_key_given(1, g), fe), s1)
         tn = widen[BASES[ti]]  # test-basis detections (Lim: s1 of the test basis)
         _, _, z1 = decoy_yield_bounds(g, tn[0], tn[1], ml, mh, scale=scale, error_pairs=pairs)
         v1 = photon_number_weight(1, g, p) * np.atleast_1d(z1)
@@ -812,8 +1142,8 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
             bg = np.clip(np.where(bb > 0, bb, 1.0 / cs), 1e-300, 0.5)  # γ is not defined at b = 0
             phi = bb + _lim_gamma_vec(eps_lim, bg, cs, np.where(ok, s1, 1.0))
         else:
-            if key_set == "signal":
-                q = pbb[ti] / (pbb[ti] + pbb[bi] * p_signal_given(1, g))
+            if key_set != "all":
+                q = pbb[ti] / (pbb[ti] + pbb[bi] * p_key_given(1, g))
             else:
                 q = np.full(len(g), pbb[ti] / (pbb[ti] + pbb[bi]))
             w = sampling_phase_error_bound(np.where(ok, v1, 0.0), q, f_samp[b])
@@ -821,12 +1151,45 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         phi = np.where(ok, phi, np.nan)
         return s0, s1, v1, phi
 
+    def terms_w(b):
+        """(s0, s1, v1, φ) of the key of basis ``b`` with class probabilities in [L, U] (per_pulse,
+        iid_uniform): :func:`decoy_bounds_weights`, then the key-set share and the sampling bound."""
+        bi = BASES.index(b)
+        ti = 1 - bi
+        nl, nh, ml, mh = widen[b]
+        fe = f_decoy[b]
+        s0l, _, s1l, _ = decoy_bounds_weights(nl, nh, None, None, weights)
+        s0l = max(s0l, 0.0)
+        tn = widen[BASES[ti]]
+        *_, w1 = decoy_bounds_weights(tn[0], tn[1], ml, mh, weights, error_pairs=pairs)
+        if joint:  # one Bernstein bound per linear combination (joint_linear_bound); keep the better one
+            L, U, R = weights.lower, weights.upper, weights.ratio
+            c0 = U[0, 1] - R * L[0, 0]
+            a3 = -c0 / L[0, 2] if c0 > 0 else -c0 / U[0, 2]  # s0 ≤ n*_3/L_{3|0} (or ≥ n*_3/U_{3|0})
+            den = U[1, 1] - R * L[1, 0]
+            if den > 0:
+                lam = joint_linear_bound((-R, 1.0, a3), n[bi], nh, fe, "lower")
+                s1l = max(s1l, lam / den)
+            # (the error pairs gain nothing: the signal error count is most of its trials, where the
+            # binomial Chernoff–Hoeffding width is far below Bernstein's Poisson-like variance bound)
+        lo0, _ = weights.key_share(0, key_idx)
+        lo1, hi1 = weights.key_share(1, key_idx)
+        if key_set != "all":
+            s0l = float(binomial_lower_bound(s0l, lo0, fe)) if lo0 > 0 else 0.0
+            s1l = float(binomial_lower_bound(s1l, lo1, fe)) if (s1l > 0 and lo1 > 0) else min(s1l, 0.0)
+        ok = (s1l > 0) and (w1 >= 0)
+        # a single-photon event is a test event w.p. ≥ q (smaller q is conservative, finite-key.md §4)
+        q = pbb[ti] / (pbb[ti] + pbb[bi] * hi1)
+        wu = sampling_phase_error_bound(w1 if ok else 0.0, q, f_samp[b])
+        phi = wu / s1l if ok else np.nan
+        return (np.array([s0l]), np.array([s1l]), np.array([w1]), np.array([phi]))
+
     def entropy(g, bs):
         """Σ over the block's bases of s0 + s1(1 − h(φ)); +inf where the data exclude these
         intensities (v1 < 0), −inf where the analysis fails (s1 ≤ 0 or φ ≥ 1/2)."""
         tot = np.zeros(len(g))
         for b in bs:
-            s0_, s1_, v1_, phi_ = terms(g, b)
+            s0_, s1_, v1_, phi_ = terms(g, b) if weights is None else terms_w(b)
             h = binary_entropy(np.clip(np.nan_to_num(phi_, nan=0.5), 0.0, 0.5))
             hb = s0_ + s1_ * (1.0 - h)
             hb = np.where((s1_ > 0) & (phi_ < 0.5), hb, -np.inf)
@@ -845,12 +1208,17 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
     ent = {}
     for blk in blocks:
         bs = [b for b in BASES if block_of[b] == blk]
-        val, arg = _box_min(lambda g: entropy(g, bs), mu, delta, points)
+        if weights is None:
+            val, arg = _box_min(lambda g: entropy(g, bs), mu, delta, points)
+        else:  # the band is inside the class probabilities: no search over intensities
+            arg = tuple(float(x) for x in mu)
+            val = float(entropy(np.array([arg]), bs)[0])
         label = "Z+X" if blk == "all" else blk
-        worst[label] = arg
+        if weights is None:
+            worst[label] = arg
         g = np.array([arg])
         for b in bs:
-            t0, t1, tv, tp = (float(np.atleast_1d(x)[0]) for x in terms(g, b))
+            t0, t1, tv, tp = (float(np.atleast_1d(x)[0]) for x in (terms(g, b) if weights is None else terms_w(b)))
             s0[b], s1[b], v1[b], phi[b] = t0, t1, tv, tp
         if abort is None:
             if val == np.inf:
@@ -908,6 +1276,11 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         composable=True,
         worst_case_intensities=worst,
         notes=tuple(notes),
+        intensity_model=model,
+        assumptions=_assumptions(key_set, model)
+        + (("joint statistics: Bernstein's inequality for the single-photon combination (independent class labels "
+            "given the photon numbers; variance bounded by the per-count upper bounds)",) if joint else ()),
+        decoy_statistics=decoy_statistics,
     )
 
 
@@ -987,4 +1360,7 @@ def _estimate_paper(counts, eps_sec, eps_cor, leak, ev_tag, extra, qber_abort, p
         composable=False,
         worst_case_intensities={"Z+X": arg},
         notes=("GLLP key from the signal single photons only (no vacuum term); e1 is used as the phase-error rate",),
+        intensity_model="fixed_offset",
+        assumptions=_assumptions("signal", "fixed_offset")
+        + ("Gaussian widening of each count (not a rigorous tail bound); GLLP, not composable",),
     )

@@ -8,15 +8,16 @@ dir  kind           content
 ==== ============== ======================================================================
 up   detections     Bob's detected pulse indices (varint gaps) and measurement bases
 down sifting        Alice's bases and intensity labels of those pulses, her bits of the sifted
-                    decoy/vacuum events (they never become key), emitted pulses per intensity,
+                    events outside the key set (``[security] key_intensities``: vacuum only by
+                    default, decoy and vacuum for a signal key), emitted pulses per intensity,
                     the public seed of error correction
-up   test_errors    Bob's error counts on the decoy/vacuum events per basis and intensity
+up   test_errors    Bob's error counts on those disclosed events per basis and intensity
  ⇅   ec_*           error correction (Cascade: Bob's parity queries, Alice's answers; LDPC:
                     Alice's syndromes, Bob's failed-frame bitmap and named reveal requests,
                     Alice's revealed values; Hamming/Winnow: their own exchange), leakage
                     counted from Alice's disclosed bits
-up   ec_done        Bob's error counts of the signal (key) events per basis — public, charged by
-                    the estimation (⌈log2(n+1)⌉ bits each)
+up   ec_done        Bob's error counts of the key events per basis and key class — public, charged
+                    by the estimation (⌈log2(n+1)⌉ bits each)
 down verify         Alice's fresh hash key and the tag of her key (ε_cor)
 up   verify_result  match or not: a mismatch discards the block, no key is output
 down pa_seed        Alice's Toeplitz seed; both hash to the final length ℓ
@@ -79,7 +80,7 @@ REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
 #: tags still to come once the key length is fixed: the final checkpoint (one tag each way) in
 #: transcript mode, or verify, verify_result, pa_seed in each mode
 REMAINING_TAGS = {"transcript": 2, "each": 3}
-KEY_INTENSITY = 0  # the signal state carries the key
+KEY_INTENSITY = 0  # the signal state (always part of the key set; the set is ProtocolOptions.key_classes)
 #: LDPC retries: bits revealed per failed frame and per retry (the module's step); 16 retries leave
 #: margin when the QBER estimate is a few percent low at QBER ≥ 3 %
 LDPC_MAX_RETRIES = 16
@@ -124,6 +125,17 @@ class ProtocolOptions:
     epsilon: float = 1e-9
     epsilon_cor: float = 1e-12
     qber_abort: float = 0.11
+    key_intensities: str = "signal"
+    intensity_model: str = "fixed_offset"
+    decoy_statistics: str = "per_count"
+    #: pre-pass calibration of the misalignment error (1/(1+contrast)); only sets error-correction
+    #: parameters when no decoy bits are disclosed (key set with decoy bits), never the key length
+    misalignment_prior: float = 0.003
+
+    @property
+    def key_classes(self) -> tuple[int, ...]:
+        """Intensity classes whose sifted bits form the key (the estimation's key set)."""
+        return estimation.KEY_INTENSITY_INDICES[self.key_intensities]
 
 
 @dataclass
@@ -212,6 +224,25 @@ def predicted_signal_qber(n_tab: np.ndarray, m_tab: np.ndarray, detections: np.n
     return float(min(max(e_mu, 1e-4), 0.2))
 
 
+def predicted_key_qber(n_tab, m_tab, detections, emitted, opts: "ProtocolOptions") -> float:
+    """QBER expected for the key set, the hint that sets error-correction parameters (not security).
+
+    Signal key: :func:`predicted_signal_qber` from the disclosed decoy errors. With decoy bits in the
+    key no decoy errors are known before error correction: ``Y0`` from the vacuum gain, ``e_d`` from
+    the pre-pass calibration ``opts.misalignment_prior``, ``E_k = (Y0/2 + e_d (Q_k − Y0))/Q_k`` per key
+    class (Ma et al. 2005), weighted by the class's sifted counts.
+    """
+    kc = list(opts.key_classes)
+    if 1 not in kc:
+        return predicted_signal_qber(n_tab, m_tab, detections, emitted)
+    q = detections / np.maximum(emitted, 1)
+    y0 = q[-1] if len(q) >= 3 and opts.intensities[-1] == 0 else 0.0
+    e_k = np.array([(y0 / 2 + opts.misalignment_prior * max(q[k] - y0, 0.0)) / max(q[k], 1e-30) for k in kc])
+    w = np.asarray(n_tab, dtype=float)[:, kc].sum(axis=0)
+    e = float((e_k * w).sum() / max(w.sum(), 1.0))
+    return float(min(max(e, 1e-4), 0.2))
+
+
 # ------------------------------------------------------------------------------------------ Alice
 def alice_party(
     ep: Endpoint, data: AliceData, opts: ProtocolOptions, rng: np.random.Generator, *, confirm: bool = False, keeper=None
@@ -237,8 +268,8 @@ def alice_party(
             raise ProtocolAbort(f"{int(np.count_nonzero(~ok))} announced pulses were never sent")
         a_int, a_basis, a_bit = data.intensity[pos], data.basis[pos], data.bit[pos]
         sifted = a_basis == b_basis
-        test = sifted & (a_int != KEY_INTENSITY)
-        key = sifted & (a_int == KEY_INTENSITY)
+        key = sifted & np.isin(a_int, opts.key_classes)
+        test = sifted & ~key
         ec_seed = int.from_bytes(rng.bytes(8), "big")
         ep.send(
             "sifting",
@@ -253,7 +284,7 @@ def alice_party(
         n_tab = count_table(a_int[sifted], a_basis[sifted], k)
         errs = ep.recv("test_errors")
         m_tab = np.asarray(errs["m"], dtype=np.int64).reshape(2, k)
-        qber_est = predicted_signal_qber(n_tab, m_tab, np.bincount(a_int, minlength=k), np.asarray(data.emitted))
+        qber_est = predicted_key_qber(n_tab, m_tab, np.bincount(a_int, minlength=k), np.asarray(data.emitted), opts)
         key_bits = a_bit[key]
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
@@ -261,8 +292,10 @@ def alice_party(
         leak, keep = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng)
         done = ep.recv("ec_done")
         ep.checkpoint()
-        m_sig = np.asarray(done["m_signal"], dtype=np.int64)
-        m_tab[:, KEY_INTENSITY] = m_sig
+        m_sig = np.asarray(done["m_signal"], dtype=np.int64).reshape(2, -1)
+        if m_sig.shape[1] != len(opts.key_classes):
+            raise ProtocolAbort(f"ec_done carries {m_sig.shape[1]} error counts per basis for {len(opts.key_classes)} key classes")
+        m_tab[:, list(opts.key_classes)] = m_sig
         if keep is not None:  # frames dropped by LDPC: their bits count as disclosed (chain rule)
             leak += int(np.count_nonzero(~keep))
             key_bits = key_bits[keep]
@@ -370,8 +403,8 @@ def bob_party(
         if np.any(a_int >= k):
             raise ProtocolAbort("intensity label out of range")
         sifted = a_basis == data.basis
-        test = sifted & (a_int != KEY_INTENSITY)
-        key = sifted & (a_int == KEY_INTENSITY)
+        key = sifted & np.isin(a_int, opts.key_classes)
+        test = sifted & ~key
         a_test = np.asarray(msg["test_bits"], dtype=np.uint8)
         if a_test.size != int(np.count_nonzero(test)):
             raise ProtocolAbort("test bits do not match the sifted decoy/vacuum events")
@@ -380,9 +413,10 @@ def bob_party(
         m_tab = error_table(a_int[test], a_basis[test], a_test != data.bit[test], k)
         ep.send("test_errors", m=m_tab.ravel())
         det_per_int = np.bincount(a_int, minlength=k)
-        qber_est = predicted_signal_qber(n_tab, m_tab, det_per_int, emitted)
+        qber_est = predicted_key_qber(n_tab, m_tab, det_per_int, emitted, opts)
         key_bits = data.bit[key]
         key_basis = a_basis[key]
+        key_class = a_int[key]
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
         corrected, leak, keep, ec_res = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est)
@@ -391,16 +425,18 @@ def bob_party(
             # bits of LDPC frames that failed to decode: their error count is unknown, so count
             # every one of them as an error (the phase-error bound of the other basis uses it)
             flipped = np.where(keep, flipped, True)
-        m_sig = np.array([np.count_nonzero(flipped & (key_basis == b)) for b in (0, 1)], dtype=np.int64)
-        ep.send("ec_done", m_signal=m_sig)
+        # error counts of the key bits per basis and key class (public; charged by the estimation)
+        m_sig = np.array([[np.count_nonzero(flipped & (key_basis == b) & (key_class == c)) for c in opts.key_classes]
+                          for b in (0, 1)], dtype=np.int64)
+        ep.send("ec_done", m_signal=m_sig.ravel())
         ep.checkpoint()
-        m_tab[:, KEY_INTENSITY] = m_sig
+        m_tab[:, list(opts.key_classes)] = m_sig
         if keep is not None:
             leak += int(np.count_nonzero(~keep))
             corrected = corrected[keep]
         out.leak_ec_bits = leak
         out.ec_result = ec_res
-        out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None
+        out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None  # key-set QBER
         st.mark("error_correction")
         _finish(out, ep, st, "bob", corrected, n_tab, m_tab, emitted, opts, rng, leak, confirm, keeper)
 
@@ -483,7 +519,8 @@ def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak,
     n = int(key_bits.size)
     if n == 0:
         raise ProtocolAbort("no sifted key bits")
-    qber = float(m_tab[:, KEY_INTENSITY].sum() / max(n_tab[:, KEY_INTENSITY].sum(), 1))
+    kc = list(opts.key_classes)
+    qber = float(m_tab[:, kc].sum() / max(n_tab[:, kc].sum(), 1))
     out.qber = qber
     if qber > opts.qber_abort:
         raise ProtocolAbort(f"QBER {qber:.4f} above the abort threshold {opts.qber_abort}")
@@ -509,6 +546,9 @@ def _finish(out, ep, st, role, key_bits, n_tab, m_tab, emitted, opts, rng, leak,
         extra_cost_bits=auth_bits,
         ev_tag_bits=t_bits,
         qber_abort=opts.qber_abort,
+        key_intensities=opts.key_intensities,
+        intensity_model=opts.intensity_model,
+        decoy_statistics=opts.decoy_statistics,
     )
     out.estimate = est
     out.counts = {"n": n_tab.tolist(), "m": m_tab.tolist(), "emitted": np.asarray(emitted).tolist()}

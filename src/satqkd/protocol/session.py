@@ -95,6 +95,18 @@ def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = 
     if finite_key not in FINITE_KEY_METHODS:
         raise ValueError(f"finite_key must be one of {FINITE_KEY_METHODS}, got {finite_key!r}")
     src, sec = cfg.source, cfg.security
+    # the estimation modes of [security] belong to the chernoff bound; the published lim2014 and
+    # paper2017 analyses run as published (fixed offset, per count; paper2017 keys the signal only).
+    # The result's estimation_mode / estimation_assumptions say what was used.
+    chernoff = finite_key == "chernoff"
+    if chernoff and (sec.intensity_model != "fixed_offset" or sec.decoy_statistics == "joint") and (
+        len(src.intensities) != 3 or src.intensities[-1] != 0.0
+    ):
+        raise ValueError(
+            f"security.intensity_model = {sec.intensity_model!r} / security.decoy_statistics = {sec.decoy_statistics!r} "
+            f"need three intensities with a vacuum third one (source.intensities = {list(src.intensities)}); "
+            "use intensity_model = 'fixed_offset' and decoy_statistics = 'per_count'"
+        )
     return ProtocolOptions(
         intensities=tuple(src.intensities),
         probabilities=tuple(src.probabilities),
@@ -104,6 +116,10 @@ def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = 
         epsilon=sec.epsilon,
         epsilon_cor=sec.epsilon_cor,
         qber_abort=sec.qber_abort,
+        key_intensities=sec.key_intensities if finite_key != "paper2017" else "signal",
+        intensity_model=sec.intensity_model if chernoff else "fixed_offset",
+        decoy_statistics=sec.decoy_statistics if chernoff else "per_count",
+        misalignment_prior=1.0 / (1.0 + float(cfg.polarization.intrinsic_contrast)),
     )
 
 
