@@ -620,9 +620,28 @@ def keys_ls(
     out_console.print(t)
 
 
+@keys_app.command("verify")
+def keys_verify(store: Path = typer.Option(..., "--store", help="key store (SQLite)")) -> None:
+    """Check every stored key against its digest (and SQLite's integrity check, and the tiling of every root).
+
+    Keys that fail are quarantined (never served). Exit 0 if the store is clean, 1 otherwise."""
+    from .keys.store import KeyStore, KeyStoreError
+
+    try:
+        with KeyStore(_existing_store(store)) as st:
+            rep = st.verify()
+    except (KeyStoreError, ValueError) as exc:
+        _fail_input(str(exc))
+    out_console.print_json(data=rep)
+    if not rep["ok"]:
+        _error(f"{store}: {len(rep['quarantined'])} quarantined keys, {len(rep['invariant_problems'])} invariant "
+               f"problems, integrity check: {rep['integrity_check']}")
+        raise typer.Exit(1)
+
+
 def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
     from .keys.otp import OtpError, decrypt_file, encrypt_file
-    from .keys.store import KeyStore
+    from .keys.store import KeyCorrupted, KeyReused, KeyStore, KeyStoreError
 
     if not inp.is_file():
         _fail_input(f"input file {inp} does not exist")
@@ -630,7 +649,12 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
     try:
         with KeyStore(_existing_store(store)) as st:
             out_console.print(repr(fn(st, peer, inp, out)))
-    except OtpError as exc:
+    except KeyReused as exc:  # the usage ledger says this key was used before (restored store): refused
+        _fail_input(str(exc))
+    except (OtpError, KeyCorrupted) as exc:
+        _error(str(exc))
+        raise typer.Exit(1)
+    except KeyStoreError as exc:
         _error(str(exc))
         raise typer.Exit(1)
 
