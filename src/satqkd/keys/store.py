@@ -763,11 +763,18 @@ class KeyStore:
         return len(kids)
 
     def discard_pending(self, root_id: str, *, note: str = "discarded") -> int:
-        """A *pending* root is taken out of service for good (*consumed*, purpose ``other``, wiped);
-        idempotent. Returns the number of pieces changed."""
+        """Undo a *pending* deposit (it was never served): a root that is wholly pending is deleted;
+        pending pieces of a root that is also in use elsewhere become *consumed* (purpose ``other``,
+        wiped). Idempotent. Returns the number of pieces changed."""
         with self._tx() as cur:
             rows = cur.execute("SELECT key_id, offset_bits, length_bits FROM pieces WHERE root_id = ? "
                                "AND state = 'pending'", (root_id,)).fetchall()
+            total = cur.execute("SELECT COUNT(*) FROM pieces WHERE root_id = ?", (root_id,)).fetchone()[0]
+            if rows and len(rows) == total:
+                cur.execute("DELETE FROM pieces WHERE root_id = ?", (root_id,))
+                cur.execute("DELETE FROM roots WHERE root_id = ?", (root_id,))
+                self._log(cur, root_id, "deleted", None, f"pending deposit undone ({note})")
+                return len(rows)
             for kid, off, ln in rows:
                 cur.execute("UPDATE pieces SET state = 'consumed', purpose = 'other', updated_utc = ? WHERE key_id = ?",
                             (_now(), kid))
