@@ -238,8 +238,40 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         _fail_input(f"--{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _check_stores(cfg, store: Optional[Path], sat_store: Optional[Path]) -> None:
+    """Before anything runs: both key stores can be used (right site, known schema, a writable place);
+    nothing is created here."""
+    import os
+    import sqlite3
+
+    from .keys.store import KeyStore, KeyStoreError
+
+    if sat_store is not None and store is None:
+        _fail_input("--sat-store needs --store (the ground station's store): a key is deposited at both ends or neither")
+    if store is not None and sat_store is not None and store.resolve() == sat_store.resolve():
+        _fail_input(f"--store and --sat-store are the same file ({store}): one store per site")
+    for opt, path, site in (("--store", store, cfg.station.name), ("--sat-store", sat_store, cfg.satellite)):
+        if path is None:
+            continue
+        if path.is_dir():
+            _fail_input(f"{opt} {path} is a directory, not a key store file")
+        if path.exists():
+            try:
+                KeyStore(path, site).close()
+            except (KeyStoreError, ValueError, OSError, sqlite3.Error) as exc:
+                _fail_input(f"{opt} {path}: {exc}")
+            continue
+        anc = path.parent
+        while not anc.exists():
+            anc = anc.parent
+        if not anc.is_dir() or not os.access(anc, os.W_OK):
+            _fail_input(f"{opt} {path}: cannot create a key store there ({anc} is not a writable directory)")
+
+
 def _deposit(res, cfg, seed: int, store: Path, sat_store: Optional[Path], pass_id: str) -> list[str]:
-    """Put the verified final keys into the ground station's (and optionally the satellite's) store."""
+    """Put the verified final keys into the ground station's and the satellite's stores — both or neither
+    (pending at both, then active; rerunning the same command finishes a deposit a crash interrupted)."""
+    from .keys.relay import deposit_pair
     from .keys.store import KeyStore, Origin, key_id_for
 
     if not res.ok:
@@ -248,10 +280,12 @@ def _deposit(res, cfg, seed: int, store: Path, sat_store: Optional[Path], pass_i
     origin = Origin(kind="qkd", pass_id=pass_id, seed=seed, epsilon=eps)
     kid = key_id_for(pass_id)
     with KeyStore(store, site=cfg.station.name) as st:
-        st.deposit(cfg.satellite, res.bob.key, key_id=kid, origin=origin)
-    if sat_store is not None:
-        with KeyStore(sat_store, site=cfg.satellite) as st:
-            st.deposit(cfg.station.name, res.alice.key, key_id=kid, origin=origin)
+        if sat_store is None:
+            st.deposit(cfg.satellite, res.bob.key, key_id=kid, origin=origin, exist_ok=True)
+        else:
+            with KeyStore(sat_store, site=cfg.satellite) as sat:
+                deposit_pair(st, res.bob.key, sat, res.alice.key, key_id=kid, origin=origin,
+                             crash_prefix="deposit:run")
     return [kid]
 
 
@@ -320,6 +354,7 @@ def run(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_stores(cfg, store, sat_store)
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
@@ -356,6 +391,7 @@ def postprocess_cmd(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_stores(cfg, store, sat_store)
     from .rawio import load_raw
 
     try:
