@@ -258,3 +258,74 @@ def test_kill_9_during_a_burst_of_takes_loses_nothing(tmp_path):
     assert set(printed) <= consumed  # committed before printed: nothing lost
     assert len(consumed) - len(printed) <= 1  # at most the one committed but not yet printed
     assert sum(q.length_bits for q in st.pieces()) == 8 * (1 << 15)
+
+
+_V1_DDL = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE roots (root_id TEXT PRIMARY KEY, link TEXT NOT NULL, length_bits INTEGER NOT NULL, material BLOB NOT NULL,
+    origin_kind TEXT NOT NULL, origin_pass TEXT, origin_seed INTEGER, epsilon REAL, origin_note TEXT, created_utc TEXT NOT NULL);
+CREATE TABLE pieces (key_id TEXT PRIMARY KEY, link TEXT NOT NULL, root_id TEXT NOT NULL REFERENCES roots(root_id),
+    offset_bits INTEGER NOT NULL, length_bits INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('available','reserved','delivered','relayed','consumed')),
+    role TEXT, master_sae TEXT, slave_sae TEXT, kme_id TEXT, request_id TEXT, peer_ack INTEGER, purpose TEXT,
+    updated_utc TEXT NOT NULL);
+CREATE INDEX pieces_link_state ON pieces(link, state);
+CREATE INDEX pieces_root ON pieces(root_id, offset_bits);
+CREATE INDEX pieces_request ON pieces(request_id);
+CREATE TABLE tombstones (request_id TEXT PRIMARY KEY, utc TEXT NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, utc TEXT NOT NULL, key_id TEXT NOT NULL, state TEXT NOT NULL,
+    request_id TEXT, note TEXT);
+"""
+
+
+def test_schema_1_store_is_migrated_on_open_with_digests(tmp_path):
+    """A store written by satqkd with schema 1 (no digests) is migrated when opened: every live piece gets
+    the digest of its material as found then, and from then on a flipped bit is caught."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(_V1_DDL)
+    mat = os.urandom(128)
+    rid = key_id_for("old-pass")
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", "1"), ("site", "Xinglong"), ("created_utc", "x")])
+    con.execute("INSERT INTO roots VALUES (?, 'Nanshan', 1024, ?, 'qkd', 'old-pass', 1, NULL, NULL, 'x')", (rid, mat))
+    con.execute("INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
+                "VALUES (?, 'Nanshan', ?, 0, 512, 'consumed', 'x')", (str(uuid.uuid4()), rid))
+    con.execute("INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
+                "VALUES (?, 'Nanshan', ?, 512, 512, 'available', 'x')", (str(uuid.uuid4()), rid))
+    con.commit()
+    con.close()
+    st = KeyStore(path)
+    assert st.schema_version == SCHEMA_VERSION == 2
+    rep = st.verify()
+    assert rep["ok"] and rep["pieces_checked"] == 1
+    segs, got = st.take("Nanshan", 64)
+    assert got == mat[120:128] and st.check_invariants() == []  # Xinglong cuts from the back
+    st.close()
+    con = sqlite3.connect(path)  # damage it behind the store's back
+    bad = bytearray(mat)
+    bad[100] ^= 1
+    con.execute("UPDATE roots SET material = ? WHERE root_id = ?", (bytes(bad), rid))
+    con.commit()
+    con.close()
+    st = KeyStore(path)
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        st.take("Nanshan", 64)
+    assert [p.state for p in st.pieces(state="quarantined")] == ["quarantined"]
+    assert st.available_bits("Nanshan") == 0 and st.check_invariants() == []
+    st.close()
+
+
+def test_pending_keys_are_never_served_until_activated(tmp_path):
+    st = KeyStore(tmp_path / "s.db", "Xinglong")
+    rid = st.deposit("Nanshan", os.urandom(64), pending=True)
+    assert st.available_bits("Nanshan") == 0 and [p.state for p in st.pieces()] == ["pending"]
+    with pytest.raises(KeyUnavailable):
+        st.take("Nanshan", 8)
+    with pytest.raises(KeyUnavailable):
+        st.reserve_new("Nanshan", 64, 1, master_sae="a", slave_sae="b", kme_id="k", request_id="r")
+    assert st.activate(rid) == 1 and st.activate(rid) == 0
+    assert st.available_bits("Nanshan") == 512
+    rid2 = st.deposit("Nanshan", os.urandom(16), pending=True)
+    st.discard_pending(rid2)
+    assert [r["root_id"] for r in st.roots()] == [rid] and st.check_invariants() == []
+    st.close()
