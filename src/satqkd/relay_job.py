@@ -48,6 +48,20 @@ Failure semantics (every store change is one SQLite transaction; nothing is avai
   stores). A real system would retry the (idempotent) commit over a fresh authenticated session;
   that, and a station crashing between commit and apply, are not modelled.
 
+Crash safety (issue 9 §3): the relay is journaled in the satellite's store (``KeyStore.put_op``,
+kind ``relay``). The satellite's first transaction consumes its authentication keys, marks both
+relay segments relayed and records the announcement (``announced``); a station *prepares* on a
+verified announcement (its segment relayed and ``K`` deposited *pending*, never served, in one
+transaction); the satellite records its decision (``commit`` or ``cancelled``) before sending it;
+a station activates ``K`` on the commit; ``done`` closes the journal (``revoked`` if a station
+refused). Each pass key is deposited pending at both ends, then activated at both
+(:func:`satqkd.keys.relay.deposit_pair`). Rerunning the same relay after a crash at any point
+(:func:`relay_passes`, ``satqkd relay``) finishes the deposits and then finishes the relay from the
+journal (:func:`_recover_relay`): nothing is relayed twice, and both stations end with the same
+relayed key. The authentication keys of the announcement are checked against each site's usage
+ledger (beside its store) and claimed there before the first message, so a restored store cannot
+announce with them again.
+
 The relayed key's ε is ``ε_X + ε_N`` plus the forgery bounds of the authenticated relay messages
 (a union bound over the failure events; the XOR itself is a one-time pad and adds nothing).
 """
