@@ -329,3 +329,29 @@ def test_pending_keys_are_never_served_until_activated(tmp_path):
     st.discard_pending(rid2)
     assert [r["root_id"] for r in st.roots()] == [rid] and st.check_invariants() == []
     st.close()
+
+
+def test_kme_never_hands_out_corrupted_key(tmp_path):
+    """A bit flipped in a reserved key at the slave KME's store: dec_keys' delivery refuses and quarantines it
+    (two SAEs never get different keys); a flip in the pool stops the master's next cut the same way."""
+    a, b, rid, mat = _pair(tmp_path)
+    cut = a.reserve_new("Nanshan", 64, 1, master_sae="sa", slave_sae="sb", kme_id="kn", request_id="r1")
+    seg = cut[0][0]
+    b.reserve_segments("Xinglong", [seg], master_sae="sa", slave_sae="sb", kme_id="kx", request_id="r1")
+    b.close()
+    con = sqlite3.connect(tmp_path / "n.db")
+    m = bytearray(mat)
+    m[seg.offset_bits // 8] ^= 0x80
+    m[0] ^= 0x01  # and one in the pool
+    con.execute("UPDATE roots SET material = ? WHERE root_id = ?", (bytes(m), rid))
+    con.commit()
+    con.close()
+    b = KeyStore(tmp_path / "n.db")
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.deliver([seg.key_id], master_sae="sa", slave_sae="sb")
+    assert b.get(seg.key_id).state == "quarantined"
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.reserve_new("Xinglong", 64, 1, master_sae="sb", slave_sae="sa", kme_id="kx", request_id="r2")
+    assert len(b.pieces(state="quarantined")) == 2 and b.check_invariants() == []
+    a.close()
+    b.close()

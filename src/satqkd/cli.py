@@ -564,12 +564,14 @@ def relay(
     out: Path = typer.Option(Path("out/relay"), help="output directory"),
     figures: bool = typer.Option(True, help="write relay_timeline.png"),
 ) -> None:
-    """Trusted relay: pass with station A, pass with station B, announce K_A ⊕ K_B; both stations share a key."""
+    """Trusted relay: pass with station A, pass with station B, announce K_A ⊕ K_B; both stations share a key.
+
+    Journaled across the three stores: after a crash, rerun the same command to finish it."""
     cfg = _load(preset or "micius-relay-xinglong-nanshan", config)
     _check_out(out)
     if cfg.second_station is None:
         _fail_input(f"config {cfg.name!r} has no [second_station]: use --preset micius-relay-xinglong-nanshan")
-    from .keys.store import KeyStore, KeyStoreError
+    from .keys.store import KeyReused, KeyStore, KeyStoreError
     from .relay_job import RelayExists, run_relay, write_relay_outputs
 
     out.mkdir(parents=True, exist_ok=True)
@@ -585,8 +587,13 @@ def relay(
         with _progress() as prog:
             task = prog.add_task("relay", total=6)
             res = run_relay(cfg, seed, *stores, progress=lambda d, t: prog.update(task, completed=d, total=t))
-    except RelayExists as exc:  # these passes' keys are already in the stores
+    except RelayExists as exc:  # this relay already finished in these stores
         _fail_input(str(exc))
+    except KeyReused as exc:  # the usage ledger says these keys were used (a store restored from a backup)
+        _fail_input(str(exc))
+    except KeyStoreError as exc:  # e.g. a stored key fails its digest (quarantined)
+        _error(str(exc))
+        raise typer.Exit(1)
     except ValueError as exc:  # e.g. no pass found
         _error(str(exc))
         raise typer.Exit(1)

@@ -1208,8 +1208,9 @@ class KeyStore:
                     break
             if need:
                 avail = nbits - need
+                where = f" in {self.site}'s sending direction" if direction else ""
                 raise KeyUnavailable(
-                    f"link {link!r} holds {avail} available bits{' in ' + self.site + chr(39) + 's direction' if direction else ''}, {nbits} needed",
+                    f"link {link!r} holds {avail} available bits{where}, {nbits} needed",
                     needed_bits=nbits,
                     available_bits=avail,
                 )
