@@ -513,6 +513,9 @@ def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], s
     other = {stations[0]: stations[1], stations[1]: stations[0]}
     links = {s: RelayLink(s, error="recovered from the journal after a crash") for s in stations}
     state = op["state"]
+    # the satellite's ledger claim may be the step the crash cut off (idempotent for this relay)
+    sat_store.ledger_claim([auth_seg[s] for s in stations] + list(ann.first_segments) + list(ann.second_segments),
+                           purpose=_relay_purpose(relay_id))
     if state == "announced":
         for s in stations:
             st = stores[s]
