@@ -268,3 +268,55 @@ def test_store_and_key_files_are_0600_whatever_the_umask(tmp_path):
         assert stat.S_IMODE(legacy.stat().st_mode) == 0o600
     finally:
         os.umask(old)
+
+
+def _bits(header) -> set:
+    return {(g.root_id, b) for g in header["_segments"] for b in range(g.offset_bits, g.offset_bits + g.length_bits, 8)}
+
+
+def _claimed(st: KeyStore) -> set:
+    return {(c.resource[4:], b) for c in st.ledger.claims() if c.resource.startswith("key:")
+            for b in range(c.start, c.stop, 8)}
+
+
+def test_the_ledger_claim_is_durable_before_the_ciphertext_or_plaintext_exists(stations):
+    """Write-ahead: when ``within`` sees the output (it could send it), every key bit it used is already in
+    the site's usage ledger. (The claim used to be written after the store's commit: a crash in between,
+    then a restored store, reused the pad.)"""
+    x, n = stations
+    seen = {}
+
+    def at_sender(blob):
+        seen["sender"] = _bits(otp._unpack(blob)[0]) <= _claimed(x)
+
+    blob, _ = encrypt_bytes(x, "Nanshan", b"write-ahead", within=at_sender)
+    header = otp._unpack(blob)[0]
+
+    def at_receiver(pt):
+        seen["receiver"] = _bits(header) <= _claimed(n)
+
+    assert decrypt_bytes(n, "Xinglong", blob, within=at_receiver)[0] == b"write-ahead"
+    assert seen == {"sender": True, "receiver": True}
+
+
+def test_a_crash_after_the_ciphertext_left_never_reuses_its_pad(stations):
+    """The ciphertext leaves (``within`` sends it), then the process dies before the commit: the store
+    rolls back and still lists that key as available. The next encryption must not use it again."""
+    x, n = stations
+    leaked = []
+
+    def send_then_die(blob):
+        leaked.append(blob)
+        raise RuntimeError("power cut")
+
+    with pytest.raises(RuntimeError):
+        encrypt_bytes(x, "Nanshan", b"the first message", within=send_then_die)
+    first = _bits(otp._unpack(leaked[0])[0])
+    try:
+        blob, _ = encrypt_bytes(x, "Nanshan", b"the second message")
+    except KeyStoreError as exc:  # the claim is found once: refused, the range retired
+        assert "usage ledger" in str(exc)
+        blob, _ = encrypt_bytes(x, "Nanshan", b"the second message")
+    assert not first & _bits(otp._unpack(blob)[0])
+    assert decrypt_bytes(n, "Xinglong", blob)[0] == b"the second message"
+    assert x.check_invariants() == []

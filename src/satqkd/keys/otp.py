@@ -30,8 +30,10 @@ Key is never reused:
   tag does not verify consumes nothing;
 * **the site's usage ledger** — the key's ranges are checked against the site's
   :class:`satqkd.ledger.UsageLedger` inside that transaction and claimed in it (fsync'ed) before the
-  output is put in place, so a store restored from a backup cannot give the same pad or MAC key
-  out again (:class:`satqkd.keys.store.KeyReused`).
+  ciphertext (or plaintext) is computed, so a store restored from a backup cannot give the same pad
+  or MAC key out again (:class:`satqkd.keys.store.KeyReused`). A crash after the claim but before the
+  commit loses that key (the next use finds the claim, refuses once and retires the range), never
+  reuses it.
 
 File format (all integers big-endian; version 2, version-1 files — tag over header ‖ c only — are
 still read)::
@@ -200,6 +202,10 @@ def encrypt_bytes(store: KeyStore, peer: str, plaintext: bytes, *, within=None) 
 
     def _seal(segs: list[Segment], material: bytes) -> None:
         store.ledger_check(peer, segs)
+        # write-ahead, inside the consuming transaction and before a single byte of ciphertext exists:
+        # a crash after this line (even after the ciphertext left through ``within``) loses the key,
+        # it can never reuse it (the next try finds the claim and retires the range)
+        store.ledger_claim(segs, purpose=op)
         pad, mac_key = material[: len(plaintext)], material[len(plaintext) :]
         header = {
             "v": 2,
@@ -222,7 +228,6 @@ def encrypt_bytes(store: KeyStore, peer: str, plaintext: bytes, *, within=None) 
     except KeyUnavailable as exc:
         raise OtpError(str(exc)) from None
     segs = out["segs"]
-    store.ledger_claim(segs, purpose=op)  # write-ahead: durable before the ciphertext leaves
     rep = OtpReport(peer, len(plaintext), need, tuple(s.key_id for s in segs), mac_forgery_bound(len(plaintext)))
     return out["blob"], rep
 
@@ -260,11 +265,13 @@ def decrypt_bytes(store: KeyStore, peer: str, blob: bytes, *, within=None) -> tu
     if not _tag_ok(material):
         raise OtpError("authentication failed: the file was modified or the key does not match")
     out: dict = {}
+    op = f"otp decrypt {peer}->{store.site} {uuid.uuid4()}"
 
     def _open(_segs, mat: bytes) -> None:
         store.ledger_check(peer, _segs)
         if not _tag_ok(mat):  # same material, re-read inside the transaction
             raise OtpError("authentication failed")
+        store.ledger_claim(_segs, purpose=op)  # write-ahead: before the plaintext exists (no replay after a restore)
         pt = _xor(ct, mat[:n])
         if within is not None:
             within(pt)
@@ -274,7 +281,6 @@ def decrypt_bytes(store: KeyStore, peer: str, blob: bytes, *, within=None) -> tu
         store.take_segments(peer, segs, state="consumed", purpose="otp", within=_open)
     except KeyUnavailable as exc:
         raise OtpError(f"key for this file is not available here: {exc}") from None
-    store.ledger_claim(segs, purpose=f"otp decrypt {peer}->{store.site} {uuid.uuid4()}")
     rep = OtpReport(peer, n, otp_key_bits(n), tuple(s.key_id for s in segs), mac_forgery_bound(n))
     return out["pt"], rep
 
