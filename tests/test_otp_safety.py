@@ -183,10 +183,10 @@ def test_a_different_pad_with_a_valid_digest_fails_the_tag(stations, tmp_path):
     from satqkd.keys.store import piece_digest
 
     mat = con.execute("SELECT material FROM roots WHERE root_id = ?", (rid,)).fetchone()[0]
-    for kid, off, ln in con.execute("SELECT key_id, offset_bits, length_bits FROM pieces WHERE root_id = ? AND "
-                                    "state = 'available'", (rid,)).fetchall():
+    for kid, link, off, ln in con.execute("SELECT key_id, link, offset_bits, length_bits FROM pieces WHERE "
+                                          "root_id = ? AND state = 'available'", (rid,)).fetchall():
         con.execute("UPDATE pieces SET digest = ? WHERE key_id = ?",
-                    (piece_digest(rid, off, ln, mat[off // 8:(off + ln) // 8]), kid))
+                    (piece_digest(kid, link, rid, off, ln, mat[off // 8:(off + ln) // 8]), kid))
     con.commit()
     con.close()
     n = KeyStore(tmp_path / "n.db")
@@ -320,3 +320,43 @@ def test_a_crash_after_the_ciphertext_left_never_reuses_its_pad(stations):
     assert not first & _bits(otp._unpack(blob)[0])
     assert decrypt_bytes(n, "Xinglong", blob)[0] == b"the second message"
     assert x.check_invariants() == []
+
+
+def _backup(src, dst):
+    con, out = sqlite3.connect(src), sqlite3.connect(dst)
+    con.backup(out)
+    con.close()
+    out.close()
+
+
+def test_a_store_restored_to_another_place_cannot_reuse_a_pad(stations, tmp_path):
+    """The ledger is found by the store's path: a backup restored into another directory (or under
+    another name) used to get a fresh, empty ledger beside it and gave the same pad out again. The store
+    is bound to its ledger, so the copy is refused."""
+    x, n = stations
+    elsewhere = tmp_path / "restored"
+    elsewhere.mkdir()
+    _backup(tmp_path / "x.db", elsewhere / "x.db")
+    _backup(tmp_path / "x.db", tmp_path / "x-copy.db")
+    blob, _ = encrypt_bytes(x, "Nanshan", b"first")
+    for path in (elsewhere / "x.db", tmp_path / "x-copy.db"):
+        with KeyStore(path) as copy:
+            with pytest.raises(KeyStoreError, match="usage ledger"):
+                encrypt_bytes(copy, "Nanshan", b"second")
+            assert not copy.verify()["ok"]
+    assert decrypt_bytes(n, "Xinglong", blob)[0] == b"first"
+
+
+def test_a_lost_ledger_refuses_all_one_time_use(stations, tmp_path):
+    x, n = stations
+    blob, _ = encrypt_bytes(x, "Nanshan", b"first")
+    (tmp_path / "x.db.ledger").unlink()
+    with pytest.raises(KeyStoreError, match="usage ledger"):
+        encrypt_bytes(x, "Nanshan", b"second")
+    res = CliRunner().invoke(app, ["keys", "verify", "--store", str(tmp_path / "x.db")])
+    assert res.exit_code == 1 and "ledger" in res.output
+    x.close()
+    with KeyStore(tmp_path / "x.db") as again:  # reopening does not bind it to a new, empty ledger
+        with pytest.raises(KeyStoreError, match="usage ledger"):
+            encrypt_bytes(again, "Nanshan", b"second")
+    assert decrypt_bytes(n, "Xinglong", blob)[0] == b"first"

@@ -355,3 +355,53 @@ def test_kme_never_hands_out_corrupted_key(tmp_path):
     assert len(b.pieces(state="quarantined")) == 2 and b.check_invariants() == []
     a.close()
     b.close()
+
+
+def test_a_link_named_like_the_site_itself_is_refused(tmp_path):
+    """Both ends derive their OTP direction and cutting end from (site, link) sorted: a store whose link
+    has its own name would take the same stream as its peer. Refused, nothing deposited."""
+    from satqkd.keys.otp import OtpError, encrypt_bytes
+    from satqkd.keys.store import direction_window
+
+    with KeyStore(tmp_path / "x.db", "Xinglong") as st:
+        with pytest.raises(ValueError, match="own site"):
+            st.deposit("Xinglong", bytes(64))
+        assert st.roots() == []
+        with pytest.raises(OtpError, match="own site"):
+            encrypt_bytes(st, "Xinglong", b"hi")
+    with pytest.raises(ValueError):
+        direction_window("Xinglong", "Xinglong", 512)
+    # odd lengths: the two streams tile the root, whole bytes, never overlap
+    for bits in (8, 16, 24, 520, 1000):
+        a, b = direction_window("Nanshan", "Xinglong", bits), direction_window("Xinglong", "Nanshan", bits)
+        assert a[0] == 0 and a[1] == b[0] and b[1] == bits and a[1] % 8 == 0
+
+
+def test_swapped_key_ids_or_a_changed_link_fail_the_digest(tmp_path):
+    """The digest binds a piece's id and link, not only where its bytes lie: two reserved keys whose ids
+    were swapped in the file (a bad restore, a hand edit) are not delivered under each other's id, and a
+    piece moved to another link is not served there. (Bound to root/offset/length only, both went
+    through: an SAE got the other key's bytes under this id.)"""
+    a, b, rid, mat = _pair(tmp_path)
+    cut = a.reserve_new("Nanshan", 64, 2, master_sae="sa", slave_sae="sb", kme_id="kn", request_id="r1")
+    b.reserve_segments("Xinglong", [s for s, _ in cut], master_sae="sa", slave_sae="sb", kme_id="kx",
+                       request_id="r1")
+    b.close()
+    (k1, _), (k2, _) = cut
+    con = sqlite3.connect(tmp_path / "n.db")
+    con.execute("UPDATE pieces SET key_id = 'tmp' WHERE key_id = ?", (k1.key_id,))
+    con.execute("UPDATE pieces SET key_id = ? WHERE key_id = ?", (k1.key_id, k2.key_id))
+    con.execute("UPDATE pieces SET key_id = ? WHERE key_id = 'tmp'", (k2.key_id,))
+    con.execute("UPDATE pieces SET link = 'Elsewhere' WHERE state = 'available'")
+    con.execute("UPDATE roots SET link = 'Elsewhere'")
+    con.commit()
+    con.close()
+    b = KeyStore(tmp_path / "n.db")
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.deliver([k1.key_id], master_sae="sa", slave_sae="sb")
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.take("Elsewhere", 64)
+    rep = b.verify()
+    assert not rep["ok"] and {k1.key_id, k2.key_id} <= set(rep["quarantined"])
+    a.close()
+    b.close()

@@ -189,6 +189,8 @@ def encrypt_bytes(store: KeyStore, peer: str, plaintext: bytes, *, within=None) 
     raises, no key is consumed. Refuses (:class:`OtpError`) when the link holds less key than
     :func:`otp_key_bits` of the message.
     """
+    if peer == store.site:
+        raise OtpError(f"peer {peer!r} is this store's own site: a one-time pad is shared with another site")
     plaintext = bytes(plaintext)
     need = otp_key_bits(len(plaintext))
     have = store.directional_bits(peer)
@@ -240,6 +242,8 @@ def decrypt_bytes(store: KeyStore, peer: str, blob: bytes, *, within=None) -> tu
     transaction.
     """
     header, hbytes, ct, tag = _unpack(bytes(blob))
+    if peer == store.site:
+        raise OtpError(f"peer {peer!r} is this store's own site: a one-time pad is shared with another site")
     if header["from"] != peer or header["to"] != store.site:
         raise OtpError(
             f"file is from {header['from']!r} to {header['to']!r}; expected from {peer!r} to {store.site!r}"

@@ -47,7 +47,9 @@ Store files are created with mode 0600 (whatever the umask) and an existing stor
 0600 when opened. Next to the store, ``<store>.ledger`` is the site's :class:`satqkd.ledger.UsageLedger`
 of one-time key ranges used (OTP pads and MACs, relay announcements): it is checked before such a
 use and written before the key leaves the process, so a store restored from a backup cannot make
-a range be used twice (:class:`KeyReused`).
+a range be used twice (:class:`KeyReused`). The store is bound to its ledger (``meta.ledger_id``,
+mirrored by a ``ledger:<id>`` line in the ledger): a store copied or restored to another place, or
+whose ledger was lost, is refused rather than starting over with an empty ledger.
 
 Schema version 2 (digests, ``pending``/``quarantined``, the ``ops`` journal). A version-1 store is
 migrated when first opened: digests are computed from the material as found then (corruption
@@ -283,9 +285,15 @@ def _check_link(link: str) -> str:
     return link
 
 
-def piece_digest(root_id: str, offset_bits: int, length_bits: int, material: bytes) -> bytes:
-    """SHA-256 of a piece's material, bound to where it lies (root id, offset, length)."""
-    h = hashlib.sha256(b"satqkd-piece-v2\0" + str(root_id).encode() + struct.pack(">QQ", offset_bits, length_bits))
+def piece_digest(key_id: str, link: str, root_id: str, offset_bits: int, length_bits: int, material: bytes) -> bytes:
+    """SHA-256 of a piece's material, bound to the piece's id and link and to where it lies (root id,
+    offset, length): two pieces' material, ids or links swapped in the file do not verify
+    (FIPS 180-4; each field length-prefixed, so no two field lists hash alike)."""
+    h = hashlib.sha256(b"satqkd-piece-v2\0")
+    for f in (str(key_id), str(link), str(root_id)):
+        b = f.encode()
+        h.update(struct.pack(">I", len(b)) + b)
+    h.update(struct.pack(">QQ", offset_bits, length_bits))
     h.update(material)
     return h.digest()
 
@@ -301,8 +309,12 @@ def direction_window(site: str, link: str, root_bits: int) -> tuple[int, int]:
 
     Every root is split in two directional streams that both ends derive alike from its length: the
     site whose name sorts first sends with the first half (whole bytes), the other with the rest.
-    Two sites that encrypt toward each other at the same time therefore never touch the same bit.
+    Two sites that encrypt toward each other at the same time therefore never touch the same bit —
+    provided both ends spell both names alike (each store's ``site`` is the other's ``link``, exactly:
+    ``"Nanshan"`` and ``"nanshan"`` sort differently). A site equal to its link is refused.
     """
+    if site == link:
+        raise ValueError(f"site and link are both {site!r}: the two directions of a link need two names")
     half = (root_bits // 16) * 8
     return (0, half) if site < link else (half, root_bits)
 
@@ -429,6 +441,53 @@ class KeyStore:
         self.site: str = meta["site"]
         self.schema_version = version
         _create_private(self.path)  # the -wal/-shm files SQLite just made take the store's mode
+        self._bind_ledger()
+
+    def _check_peer(self, link: str) -> str:
+        """A link must name another site: a link named like this store's own site would give both ends the
+        same directional stream (:func:`direction_window`) and the same cutting end."""
+        _check_link(link)
+        if link == self.site:
+            raise ValueError(f"link {link!r} is this store's own site: a key is shared with another site")
+        return link
+
+    def _bind_ledger(self) -> None:
+        """Tie this store to its usage ledger: the first open writes the line ``ledger:<id>`` into the
+        ledger (fsync'ed) and then records ``<id>`` in the store's ``meta`` (``ledger_id``). Every later
+        use of the ledger checks that line is there, so a store copied or restored to another place (a
+        fresh, empty ``<store>.ledger`` beside it), or one whose ledger was lost, is refused instead of
+        silently forgetting what was used. A crash between the two writes leaves an unused line."""
+        from ..ledger import LedgerError
+
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE name = 'ledger_id'").fetchone()
+        if row is not None:
+            return
+        lid = str(uuid.uuid4())
+        try:
+            self.ledger.claim(f"ledger:{lid}", 0, 1, purpose=f"usage ledger of {self.site}'s store {self.path.name}")
+        except LedgerError:  # no usable ledger here (damaged, unwritable): every use will refuse anyway
+            return
+        with self._tx() as cur:
+            cur.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('ledger_id', ?)", (lid,))
+
+    def _ledger_claims(self) -> list:
+        """The usage ledger's claims, after checking it is this store's ledger (:meth:`_bind_ledger`)."""
+        from ..ledger import LedgerError
+
+        try:
+            claims = self.ledger.claims()
+        except LedgerError as exc:
+            raise KeyReused(f"{self.site}'s usage ledger cannot be read: {exc}") from None
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE name = 'ledger_id'").fetchone()
+        if row is not None and not any(c.resource == f"ledger:{row[0]}" for c in claims):
+            raise KeyReused(
+                f"{self.site}: the usage ledger {self.ledger.path} is not the one this store was made with "
+                f"(ledger id {row[0]} missing): was the store copied or restored to another place, or its ledger "
+                "lost or replaced? Refused — one-time key must not be used without the ledger that remembers it."
+            )
+        return claims
 
     def _migrate_v1(self, cur: sqlite3.Cursor) -> None:
         """Schema 1 → 2 in the open transaction: digest columns, the new states, the ops journal.
@@ -446,11 +505,12 @@ class KeyStore:
         cur.execute(f"INSERT INTO pieces({_PIECE_COLS}) SELECT {_PIECE_COLS} FROM pieces_v1")
         cur.execute("DROP TABLE pieces_v1")
         rows = cur.execute(
-            "SELECT key_id, root_id, offset_bits, length_bits FROM pieces WHERE state IN ('available','reserved')"
+            "SELECT key_id, link, root_id, offset_bits, length_bits FROM pieces WHERE state IN ('available','reserved')"
         ).fetchall()
-        for kid, rid, off, ln in rows:
+        for kid, link, rid, off, ln in rows:
             mat = self._material(cur, rid, off, ln)
-            cur.execute("UPDATE pieces SET digest = ? WHERE key_id = ?", (piece_digest(rid, off, ln, mat), kid))
+            cur.execute("UPDATE pieces SET digest = ? WHERE key_id = ?",
+                        (piece_digest(kid, link, rid, off, ln, mat), kid))
         cur.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
         cur.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('migrated_from_v1_utc', ?)", (_now(),))
         self._log(cur, "-", "migrated", None, f"schema 1 → 2: digests of {len(rows)} live pieces from current material")
@@ -546,12 +606,19 @@ class KeyStore:
             raise KeyStoreError(f"material of root {root_id} [{offset_bits}, +{length_bits}) is missing")
         return bytes(row[0])
 
+    @staticmethod
+    def _piece_link(cur, key_id: str) -> str | None:
+        row = cur.execute("SELECT link FROM pieces WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else row[0]
+
     def _digest_ok(self, cur, key_id: str, root_id: str, off: int, ln: int, digest: bytes | None) -> bool:
         try:
             mat = self._material(cur, root_id, off, ln)
         except KeyStoreError:
             return False
-        return digest is not None and piece_digest(root_id, off, ln, mat) == bytes(digest)
+        link = self._piece_link(cur, key_id)
+        return (digest is not None and link is not None
+                and piece_digest(key_id, link, root_id, off, ln, mat) == bytes(digest))
 
     def _verified(self, cur, key_id: str, root_id: str, off: int, ln: int, digest: bytes | None) -> bytes:
         """The material of piece ``key_id`` after checking its digest; on a mismatch the piece is
@@ -560,7 +627,9 @@ class KeyStore:
             mat = self._material(cur, root_id, off, ln)
         except KeyStoreError:
             mat = None
-        if mat is None or digest is None or piece_digest(root_id, off, ln, mat) != bytes(digest):
+        link = self._piece_link(cur, key_id)
+        if mat is None or digest is None or link is None \
+                or piece_digest(key_id, link, root_id, off, ln, mat) != bytes(digest):
             self._after.append(("quarantine", key_id))
             raise KeyCorrupted(
                 f"{self.site}'s store: the material of key {key_id} (root {root_id} bits [{off}, {off + ln})) fails "
@@ -630,7 +699,7 @@ class KeyStore:
             cur.execute(
                 "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc, digest) "
                 "VALUES (?, ?, ?, ?, ?, 'available', ?, ?)",
-                (rid, link, seg.root_id, off, ln, now, piece_digest(seg.root_id, off, ln, cut(off, ln))),
+                (rid, link, seg.root_id, off, ln, now, piece_digest(rid, link, seg.root_id, off, ln, cut(off, ln))),
             )
         mine = cut(seg.offset_bits, seg.length_bits)
         try:
@@ -638,7 +707,7 @@ class KeyStore:
                 f"INSERT INTO pieces({_PIECE_COLS}, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (seg.key_id, link, seg.root_id, seg.offset_bits, seg.length_bits, state, role, master_sae,
                  slave_sae, kme_id, request_id, peer_ack, purpose, now,
-                 piece_digest(seg.root_id, seg.offset_bits, seg.length_bits, mine)),
+                 piece_digest(seg.key_id, link, seg.root_id, seg.offset_bits, seg.length_bits, mine)),
             )
         except sqlite3.IntegrityError:
             raise KeyStoreError(f"key id {seg.key_id} already exists in {self.site}'s store") from None
@@ -667,7 +736,7 @@ class KeyStore:
                     cur.executemany("DELETE FROM pieces WHERE key_id = ?", [(r[0],) for r in rows[i + 1 : j]])
                     cur.execute(
                         "UPDATE pieces SET length_bits = ?, updated_utc = ?, digest = ? WHERE key_id = ?",
-                        (end - off, _now(), piece_digest(root_id, off, end - off, mat), kid),
+                        (end - off, _now(), piece_digest(kid, link, root_id, off, end - off, mat), kid),
                     )
                 i = j
 
@@ -716,7 +785,7 @@ class KeyStore:
         material (a resumed operation) returns the id and changes nothing; different material
         under that id is refused.
         """
-        _check_link(link)
+        self._check_peer(link)
         material = _as_material(key)
         if not material:
             raise ValueError("key must hold at least 8 bits")
@@ -745,7 +814,7 @@ class KeyStore:
                 "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, request_id, updated_utc, "
                 "digest) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
                 (key_id, link, key_id, 8 * len(material), state, request_id, now,
-                 piece_digest(key_id, 0, 8 * len(material), material)),
+                 piece_digest(key_id, link, key_id, 0, 8 * len(material), material)),
             )
             self._log(cur, key_id, state, request_id, f"deposit {origin.kind}")
         return key_id
@@ -819,12 +888,7 @@ class KeyStore:
         """Refuse (:class:`KeyReused`) segments that overlap a range of the usage ledger claimed by
         another operation than ``purpose``; the overlaps are then retired (consumed) in the store,
         after the current transaction. Records nothing."""
-        from ..ledger import LedgerError
-
-        try:
-            claims = self.ledger.claims()
-        except LedgerError as exc:
-            raise KeyReused(f"{self.site}'s usage ledger cannot be read: {exc}") from None
+        claims = self._ledger_claims()
         hits = []
         for res, a, b in self._ledger_ranges(segments):
             for c in claims:
@@ -847,8 +911,8 @@ class KeyStore:
         claimed again. Any other overlap raises :class:`KeyReused`."""
         from ..ledger import LedgerError
 
+        have = {(c.resource, c.start, c.stop) for c in self._ledger_claims() if c.purpose == purpose}
         try:
-            have = {(c.resource, c.start, c.stop) for c in self.ledger.claims() if c.purpose == purpose}
             todo = [r for r in self._ledger_ranges(segments) if r not in have]
             if todo:
                 self.ledger.claim_many(todo, purpose=purpose)
@@ -988,7 +1052,7 @@ class KeyStore:
         not know them yet). Raises :class:`KeyUnavailable` (nothing changed) if the pool cannot
         serve all of them.
         """
-        _check_link(link)
+        self._check_peer(link)
         if size_bits <= 0 or size_bits % 8:
             raise ValueError(f"size_bits must be a positive multiple of 8, got {size_bits}")
         if number < 1:
@@ -1075,7 +1139,7 @@ class KeyStore:
         (:class:`KeyUnavailable`, nothing changed) a request id that was released before, or a
         segment that is not available here.
         """
-        _check_link(link)
+        self._check_peer(link)
         if not segments:
             raise ValueError("segments must not be empty")
         with self._tx() as cur:
@@ -1188,7 +1252,7 @@ class KeyStore:
         With ``direction`` only this site's directional stream of each root is cut
         (:func:`direction_window`: what a one-time-pad sender may use without agreeing with the peer).
         """
-        _check_link(link)
+        self._check_peer(link)
         if state not in ("consumed", "relayed"):
             raise ValueError(f"state must be 'consumed' or 'relayed', got {state!r}")
         if purpose not in _PURPOSES:
@@ -1235,7 +1299,7 @@ class KeyStore:
         Returns their concatenated material. ``within`` as in :meth:`take`. Raises
         :class:`KeyUnavailable` (nothing changed) if any segment is not available here.
         """
-        _check_link(link)
+        self._check_peer(link)
         if state not in ("consumed", "relayed"):
             raise ValueError(f"state must be 'consumed' or 'relayed', got {state!r}")
         if not segments:
@@ -1309,6 +1373,11 @@ class KeyStore:
             self._repair([("quarantine", kid) for kid in bad])
         quarantined = [p.key_id for p in self.pieces(state="quarantined")]
         problems = self.check_invariants()
+        try:
+            self._ledger_claims()
+            ledger = "ok"
+        except KeyReused as exc:
+            ledger = str(exc)
         return {
             "site": self.site,
             "path": str(self.path),
@@ -1317,7 +1386,8 @@ class KeyStore:
             "quarantined": quarantined,
             "invariant_problems": problems,
             "integrity_check": "; ".join(integrity),
-            "ok": not quarantined and not problems and integrity == ["ok"],
+            "ledger": ledger,
+            "ok": not quarantined and not problems and integrity == ["ok"] and ledger == "ok",
         }
 
 
