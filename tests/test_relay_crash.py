@@ -180,3 +180,62 @@ def test_run_with_a_bad_satellite_store_deposits_nothing(tmp_path):
     assert "Nanshan" in r.output and r.exception is None or isinstance(r.exception, SystemExit)
     assert not (tmp_path / "ground.db").exists() or KeyStore(tmp_path / "ground.db").roots() == []
     assert not (tmp_path / "out" / "summary.json").exists()
+
+
+def _forge_down(index):
+    """A channel tamper that flips a bit of the ``index``-th satellite→station frame (0 announce, 1 commit,
+    2 revoke): that frame fails its tag at the station."""
+    def tamper(direction, i, frame):
+        return frame[:-1] + bytes([frame[-1] ^ 1]) if direction == "down" and i == index else frame
+    return tamper
+
+
+def _no_relayed_key_anywhere(x: KeyStore, n: KeyStore) -> None:
+    for st, other in ((x, SECOND), (n, FIRST)):
+        assert st.available_bits(other) == 0, st.site
+        assert st.pieces(other, "pending") == [], st.site
+
+
+def test_a_lost_revoke_is_finished_by_the_rerun(tmp_path):
+    """Nanshan's commit is forged (it answers that it did not apply: the satellite records ``revoked``) and
+    the revoke to Xinglong is forged too: Xinglong is left holding K, alone. The rerun must take it out of
+    service (the recovery used to ignore a ``revoked`` journal: K stayed available at one station only)."""
+    sat, x, n = _open(tmp_path)
+    rec = relay_passes(*synthetic_passes(), sat, x, n, tamper={SECOND: _forge_down(1), FIRST: _forge_down(2)})
+    assert not rec.ok and sat.get_op(rec.relay_id)["state"] == "revoked"
+    assert x.available_bits(SECOND) == L_BITS  # the bug's precondition: K at Xinglong only
+    rec = relay_passes(*synthetic_passes(), sat, x, n)
+    assert not rec.ok and "revoked" in rec.reason
+    _check_consistent(sat, x, n)
+    _no_relayed_key_anywhere(x, n)
+    for s in (sat, x, n):
+        s.close()
+
+
+_CHILD_REVOKE = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, {here!r})
+    from test_relay_crash import _forge_down, _open, synthetic_passes
+    from satqkd.relay_job import relay_passes
+    sat, x, n = _open(Path(sys.argv[1]))
+    rec = relay_passes(*synthetic_passes(), sat, x, n, tamper={{"Nanshan": _forge_down(1)}})
+    print("finished", rec.ok)
+""").format(here=os.path.dirname(__file__))
+
+
+def test_kill_9_right_after_the_revoke_decision_then_rerun(tmp_path):
+    """The satellite records ``revoked`` (Nanshan did not apply) and dies before telling Xinglong: the rerun
+    revokes Xinglong's K, so no relayed key is left at one station only."""
+    env = dict(os.environ, SATQKD_CRASH_AT="relay:revoked")
+    res = subprocess.run([sys.executable, "-c", _CHILD_REVOKE, str(tmp_path)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == -signal.SIGKILL, (res.returncode, res.stdout, res.stderr[-1500:])
+    sat, x, n = _open(tmp_path)
+    assert x.available_bits(SECOND) == L_BITS  # Xinglong holds K, Nanshan does not
+    rec = relay_passes(*synthetic_passes(), sat, x, n)
+    assert not rec.ok
+    _check_consistent(sat, x, n)
+    _no_relayed_key_anywhere(x, n)
+    for s in (sat, x, n):
+        s.close()

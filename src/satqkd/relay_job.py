@@ -499,6 +499,8 @@ def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], s
       still unused, is retired: the exchange it was for is over), then ``commit``;
     * ``commit``: every station holds K (pending or available) → activate all, ``done``; otherwise
       revoke K wherever it is, ``revoked``;
+    * ``revoked``: take K out of service at every station that still holds it (pending → undone,
+      available → consumed): the revoke messages may not have arrived;
     * ``cancelled``: undo every station's pending K.
 
     The recovery reads the durable records of all three stores (the operator who reruns
@@ -544,6 +546,11 @@ def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], s
                 links[s].revoked = _revoke(stores[s], other[s], relay_id, L)
             sat_store.put_op(relay_id, "relay", "revoked")
             state = "revoked"
+    elif state == "revoked":
+        # a station answered that it did not apply: K is taken out of service wherever it still is (the
+        # revoke messages may have been lost, or the satellite died right after recording the decision)
+        for s in stations:
+            links[s].revoked = _revoke(stores[s], other[s], relay_id, L)
     elif state == "cancelled":
         for s in stations:
             if _relayed_state(stores[s], other[s], relay_id) == "pending":
@@ -710,6 +717,7 @@ def relay_deposited(
             # does not stay at one station only. (Unconfirmed stations are not a reason to revoke:
             # they most likely applied, and revoking the others would leave them alone with K.)
             sat_store.put_op(relay_id, "relay", "revoked")
+            crash_point("relay:revoked")
             for s in stations:
                 if s in refused:
                     continue
