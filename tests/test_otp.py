@@ -103,16 +103,18 @@ def test_any_tampering_is_rejected_and_consumes_nothing(stations):
 
 def test_file_longer_than_available_key_is_refused(stations, tmp_path):
     x, n = stations
-    have = x.available_bits("Nanshan")
+    have = x.directional_bits("Nanshan")  # a sender uses only its own half of each shared key
+    assert have == x.available_bits("Nanshan") // 2
     big = tmp_path / "big.bin"
     big.write_bytes(bytes(have // 8 - 31))  # needs 8 bits more than there is
     with pytest.raises(OtpError, match="needs"):
         encrypt_file(x, "Nanshan", big, tmp_path / "big.otp")
     assert not (tmp_path / "big.otp").exists()
-    assert x.available_bits("Nanshan") == have
+    assert x.directional_bits("Nanshan") == have
     big.write_bytes(bytes(have // 8 - 32))  # exactly enough
     encrypt_file(x, "Nanshan", big, tmp_path / "big.otp")
-    assert x.available_bits("Nanshan") == 0
+    assert x.directional_bits("Nanshan") == 0
+    assert x.available_bits("Nanshan") == have  # Nanshan's half toward Xinglong is untouched
 
 
 def test_failure_while_writing_consumes_nothing(stations):

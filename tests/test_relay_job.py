@@ -346,3 +346,36 @@ def test_forged_confirmation_leaves_both_keys(short, tmp_path):
     assert x.available_bits("Nanshan") == n.available_bits("Xinglong") == rec.announcement.length_bits
     for s in (sat, x, n):
         assert s.check_invariants() == []
+
+
+def test_run_relay_killed_mid_relay_is_finished_by_the_rerun(cfg, short, tmp_path):
+    """`run_relay` (what `satqkd relay` runs) killed -9 after Xinglong prepared: the rerun re-simulates the
+    same passes, keeps the deposits, finishes the relay from the journal; a third run is refused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        from pathlib import Path
+        from satqkd.config import load_preset
+        from satqkd.keys.store import KeyStore
+        from satqkd.relay_job import run_relay
+        d = Path({str(tmp_path)!r})
+        run_relay(load_preset({RELAY_PRESET!r}), {SEED}, KeyStore(d / "micius.db", "Micius"),
+                  KeyStore(d / "xinglong.db", "Xinglong"), KeyStore(d / "nanshan.db", "Nanshan"),
+                  window_s={SHORT_WINDOW_S})
+    """)
+    env = {**os.environ, "SATQKD_CRASH_AT": "relay:prepared:Xinglong"}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-1500:]
+    sat, x, n = _stores(tmp_path)
+    assert [p.state for p in x.pieces("Nanshan")] == ["pending"] and n.roots("Xinglong") == []
+    res = run_relay(cfg, SEED, sat, x, n, window_s=SHORT_WINDOW_S)
+    assert res.ok and res.keys_match and res.length_bits > 0
+    assert x.available_bits("Nanshan") == n.available_bits("Xinglong") == res.length_bits
+    for s in (sat, x, n):
+        assert s.check_invariants() == [] and s.pieces(state="pending") == []
+    with pytest.raises(RelayExists, match="done"):
+        run_relay(cfg, SEED, sat, x, n, window_s=SHORT_WINDOW_S)

@@ -258,3 +258,150 @@ def test_kill_9_during_a_burst_of_takes_loses_nothing(tmp_path):
     assert set(printed) <= consumed  # committed before printed: nothing lost
     assert len(consumed) - len(printed) <= 1  # at most the one committed but not yet printed
     assert sum(q.length_bits for q in st.pieces()) == 8 * (1 << 15)
+
+
+_V1_DDL = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE roots (root_id TEXT PRIMARY KEY, link TEXT NOT NULL, length_bits INTEGER NOT NULL, material BLOB NOT NULL,
+    origin_kind TEXT NOT NULL, origin_pass TEXT, origin_seed INTEGER, epsilon REAL, origin_note TEXT, created_utc TEXT NOT NULL);
+CREATE TABLE pieces (key_id TEXT PRIMARY KEY, link TEXT NOT NULL, root_id TEXT NOT NULL REFERENCES roots(root_id),
+    offset_bits INTEGER NOT NULL, length_bits INTEGER NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('available','reserved','delivered','relayed','consumed')),
+    role TEXT, master_sae TEXT, slave_sae TEXT, kme_id TEXT, request_id TEXT, peer_ack INTEGER, purpose TEXT,
+    updated_utc TEXT NOT NULL);
+CREATE INDEX pieces_link_state ON pieces(link, state);
+CREATE INDEX pieces_root ON pieces(root_id, offset_bits);
+CREATE INDEX pieces_request ON pieces(request_id);
+CREATE TABLE tombstones (request_id TEXT PRIMARY KEY, utc TEXT NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, utc TEXT NOT NULL, key_id TEXT NOT NULL, state TEXT NOT NULL,
+    request_id TEXT, note TEXT);
+"""
+
+
+def test_schema_1_store_is_migrated_on_open_with_digests(tmp_path):
+    """A store written by satqkd with schema 1 (no digests) is migrated when opened: every live piece gets
+    the digest of its material as found then, and from then on a flipped bit is caught."""
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)
+    con.executescript(_V1_DDL)
+    mat = os.urandom(128)
+    rid = key_id_for("old-pass")
+    con.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", "1"), ("site", "Xinglong"), ("created_utc", "x")])
+    con.execute("INSERT INTO roots VALUES (?, 'Nanshan', 1024, ?, 'qkd', 'old-pass', 1, NULL, NULL, 'x')", (rid, mat))
+    con.execute("INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
+                "VALUES (?, 'Nanshan', ?, 0, 512, 'consumed', 'x')", (str(uuid.uuid4()), rid))
+    con.execute("INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
+                "VALUES (?, 'Nanshan', ?, 512, 512, 'available', 'x')", (str(uuid.uuid4()), rid))
+    con.commit()
+    con.close()
+    st = KeyStore(path)
+    assert st.schema_version == SCHEMA_VERSION == 2
+    rep = st.verify()
+    assert rep["ok"] and rep["pieces_checked"] == 1
+    segs, got = st.take("Nanshan", 64)
+    assert got == mat[120:128] and st.check_invariants() == []  # Xinglong cuts from the back
+    st.close()
+    con = sqlite3.connect(path)  # damage it behind the store's back
+    bad = bytearray(mat)
+    bad[100] ^= 1
+    con.execute("UPDATE roots SET material = ? WHERE root_id = ?", (bytes(bad), rid))
+    con.commit()
+    con.close()
+    st = KeyStore(path)
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        st.take("Nanshan", 64)
+    assert [p.state for p in st.pieces(state="quarantined")] == ["quarantined"]
+    assert st.available_bits("Nanshan") == 0 and st.check_invariants() == []
+    st.close()
+
+
+def test_pending_keys_are_never_served_until_activated(tmp_path):
+    st = KeyStore(tmp_path / "s.db", "Xinglong")
+    rid = st.deposit("Nanshan", os.urandom(64), pending=True)
+    assert st.available_bits("Nanshan") == 0 and [p.state for p in st.pieces()] == ["pending"]
+    with pytest.raises(KeyUnavailable):
+        st.take("Nanshan", 8)
+    with pytest.raises(KeyUnavailable):
+        st.reserve_new("Nanshan", 64, 1, master_sae="a", slave_sae="b", kme_id="k", request_id="r")
+    assert st.activate(rid) == 1 and st.activate(rid) == 0
+    assert st.available_bits("Nanshan") == 512
+    rid2 = st.deposit("Nanshan", os.urandom(16), pending=True)
+    st.discard_pending(rid2)
+    assert [r["root_id"] for r in st.roots()] == [rid] and st.check_invariants() == []
+    st.close()
+
+
+def test_kme_never_hands_out_corrupted_key(tmp_path):
+    """A bit flipped in a reserved key at the slave KME's store: dec_keys' delivery refuses and quarantines it
+    (two SAEs never get different keys); a flip in the pool stops the master's next cut the same way."""
+    a, b, rid, mat = _pair(tmp_path)
+    cut = a.reserve_new("Nanshan", 64, 1, master_sae="sa", slave_sae="sb", kme_id="kn", request_id="r1")
+    seg = cut[0][0]
+    b.reserve_segments("Xinglong", [seg], master_sae="sa", slave_sae="sb", kme_id="kx", request_id="r1")
+    b.close()
+    con = sqlite3.connect(tmp_path / "n.db")
+    m = bytearray(mat)
+    m[seg.offset_bits // 8] ^= 0x80
+    m[0] ^= 0x01  # and one in the pool
+    con.execute("UPDATE roots SET material = ? WHERE root_id = ?", (bytes(m), rid))
+    con.commit()
+    con.close()
+    b = KeyStore(tmp_path / "n.db")
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.deliver([seg.key_id], master_sae="sa", slave_sae="sb")
+    assert b.get(seg.key_id).state == "quarantined"
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.reserve_new("Xinglong", 64, 1, master_sae="sb", slave_sae="sa", kme_id="kx", request_id="r2")
+    assert len(b.pieces(state="quarantined")) == 2 and b.check_invariants() == []
+    a.close()
+    b.close()
+
+
+def test_a_link_named_like_the_site_itself_is_refused(tmp_path):
+    """Both ends derive their OTP direction and cutting end from (site, link) sorted: a store whose link
+    has its own name would take the same stream as its peer. Refused, nothing deposited."""
+    from satqkd.keys.otp import OtpError, encrypt_bytes
+    from satqkd.keys.store import direction_window
+
+    with KeyStore(tmp_path / "x.db", "Xinglong") as st:
+        with pytest.raises(ValueError, match="own site"):
+            st.deposit("Xinglong", bytes(64))
+        assert st.roots() == []
+        with pytest.raises(OtpError, match="own site"):
+            encrypt_bytes(st, "Xinglong", b"hi")
+    with pytest.raises(ValueError):
+        direction_window("Xinglong", "Xinglong", 512)
+    # odd lengths: the two streams tile the root, whole bytes, never overlap
+    for bits in (8, 16, 24, 520, 1000):
+        a, b = direction_window("Nanshan", "Xinglong", bits), direction_window("Xinglong", "Nanshan", bits)
+        assert a[0] == 0 and a[1] == b[0] and b[1] == bits and a[1] % 8 == 0
+
+
+def test_swapped_key_ids_or_a_changed_link_fail_the_digest(tmp_path):
+    """The digest binds a piece's id and link, not only where its bytes lie: two reserved keys whose ids
+    were swapped in the file (a bad restore, a hand edit) are not delivered under each other's id, and a
+    piece moved to another link is not served there. (Bound to root/offset/length only, both went
+    through: an SAE got the other key's bytes under this id.)"""
+    a, b, rid, mat = _pair(tmp_path)
+    cut = a.reserve_new("Nanshan", 64, 2, master_sae="sa", slave_sae="sb", kme_id="kn", request_id="r1")
+    b.reserve_segments("Xinglong", [s for s, _ in cut], master_sae="sa", slave_sae="sb", kme_id="kx",
+                       request_id="r1")
+    b.close()
+    (k1, _), (k2, _) = cut
+    con = sqlite3.connect(tmp_path / "n.db")
+    con.execute("UPDATE pieces SET key_id = 'tmp' WHERE key_id = ?", (k1.key_id,))
+    con.execute("UPDATE pieces SET key_id = ? WHERE key_id = ?", (k1.key_id, k2.key_id))
+    con.execute("UPDATE pieces SET key_id = ? WHERE key_id = 'tmp'", (k2.key_id,))
+    con.execute("UPDATE pieces SET link = 'Elsewhere' WHERE state = 'available'")
+    con.execute("UPDATE roots SET link = 'Elsewhere'")
+    con.commit()
+    con.close()
+    b = KeyStore(tmp_path / "n.db")
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.deliver([k1.key_id], master_sae="sa", slave_sae="sb")
+    with pytest.raises(KeyStoreError, match="fails its digest"):
+        b.take("Elsewhere", 64)
+    rep = b.verify()
+    assert not rep["ok"] and {k1.key_id, k2.key_id} <= set(rep["quarantined"])
+    a.close()
+    b.close()

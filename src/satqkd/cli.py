@@ -238,8 +238,40 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         _fail_input(f"--{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def _check_stores(cfg, store: Optional[Path], sat_store: Optional[Path]) -> None:
+    """Before anything runs: both key stores can be used (right site, known schema, a writable place);
+    nothing is created here."""
+    import os
+    import sqlite3
+
+    from .keys.store import KeyStore, KeyStoreError
+
+    if sat_store is not None and store is None:
+        _fail_input("--sat-store needs --store (the ground station's store): a key is deposited at both ends or neither")
+    if store is not None and sat_store is not None and store.resolve() == sat_store.resolve():
+        _fail_input(f"--store and --sat-store are the same file ({store}): one store per site")
+    for opt, path, site in (("--store", store, cfg.station.name), ("--sat-store", sat_store, cfg.satellite)):
+        if path is None:
+            continue
+        if path.is_dir():
+            _fail_input(f"{opt} {path} is a directory, not a key store file")
+        if path.exists():
+            try:
+                KeyStore(path, site).close()
+            except (KeyStoreError, ValueError, OSError, sqlite3.Error) as exc:
+                _fail_input(f"{opt} {path}: {exc}")
+            continue
+        anc = path.parent
+        while not anc.exists():
+            anc = anc.parent
+        if not anc.is_dir() or not os.access(anc, os.W_OK):
+            _fail_input(f"{opt} {path}: cannot create a key store there ({anc} is not a writable directory)")
+
+
 def _deposit(res, cfg, seed: int, store: Path, sat_store: Optional[Path], pass_id: str) -> list[str]:
-    """Put the verified final keys into the ground station's (and optionally the satellite's) store."""
+    """Put the verified final keys into the ground station's and the satellite's stores — both or neither
+    (pending at both, then active; rerunning the same command finishes a deposit a crash interrupted)."""
+    from .keys.relay import deposit_pair
     from .keys.store import KeyStore, Origin, key_id_for
 
     if not res.ok:
@@ -248,10 +280,12 @@ def _deposit(res, cfg, seed: int, store: Path, sat_store: Optional[Path], pass_i
     origin = Origin(kind="qkd", pass_id=pass_id, seed=seed, epsilon=eps)
     kid = key_id_for(pass_id)
     with KeyStore(store, site=cfg.station.name) as st:
-        st.deposit(cfg.satellite, res.bob.key, key_id=kid, origin=origin)
-    if sat_store is not None:
-        with KeyStore(sat_store, site=cfg.satellite) as st:
-            st.deposit(cfg.station.name, res.alice.key, key_id=kid, origin=origin)
+        if sat_store is None:
+            st.deposit(cfg.satellite, res.bob.key, key_id=kid, origin=origin, exist_ok=True)
+        else:
+            with KeyStore(sat_store, site=cfg.satellite) as sat:
+                deposit_pair(st, res.bob.key, sat, res.alice.key, key_id=kid, origin=origin,
+                             crash_prefix="deposit:run")
     return [kid]
 
 
@@ -325,6 +359,7 @@ def run(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_stores(cfg, store, sat_store)
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
@@ -361,6 +396,7 @@ def postprocess_cmd(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_stores(cfg, store, sat_store)
     from .rawio import check_records_match, load_raw
 
     try:
@@ -537,12 +573,14 @@ def relay(
     out: Path = typer.Option(Path("out/relay"), help="output directory"),
     figures: bool = typer.Option(True, help="write relay_timeline.png"),
 ) -> None:
-    """Trusted relay: pass with station A, pass with station B, announce K_A ⊕ K_B; both stations share a key."""
+    """Trusted relay: pass with station A, pass with station B, announce K_A ⊕ K_B; both stations share a key.
+
+    Journaled across the three stores: after a crash, rerun the same command to finish it."""
     cfg = _load(preset or "micius-relay-xinglong-nanshan", config)
     _check_out(out)
     if cfg.second_station is None:
         _fail_input(f"config {cfg.name!r} has no [second_station]: use --preset micius-relay-xinglong-nanshan")
-    from .keys.store import KeyStore, KeyStoreError
+    from .keys.store import KeyReused, KeyStore, KeyStoreError
     from .relay_job import RelayExists, run_relay, write_relay_outputs
 
     out.mkdir(parents=True, exist_ok=True)
@@ -558,8 +596,13 @@ def relay(
         with _progress() as prog:
             task = prog.add_task("relay", total=6)
             res = run_relay(cfg, seed, *stores, progress=lambda d, t: prog.update(task, completed=d, total=t))
-    except RelayExists as exc:  # these passes' keys are already in the stores
+    except RelayExists as exc:  # this relay already finished in these stores
         _fail_input(str(exc))
+    except KeyReused as exc:  # the usage ledger says these keys were used (a store restored from a backup)
+        _fail_input(str(exc))
+    except KeyStoreError as exc:  # e.g. a stored key fails its digest (quarantined)
+        _error(str(exc))
+        raise typer.Exit(1)
     except ValueError as exc:  # e.g. no pass found
         _error(str(exc))
         raise typer.Exit(1)
@@ -629,9 +672,28 @@ def keys_ls(
     out_console.print(t)
 
 
+@keys_app.command("verify")
+def keys_verify(store: Path = typer.Option(..., "--store", help="key store (SQLite)")) -> None:
+    """Check every stored key against its digest (and SQLite's integrity check, and the tiling of every root).
+
+    Keys that fail are quarantined (never served). Exit 0 if the store is clean, 1 otherwise."""
+    from .keys.store import KeyStore, KeyStoreError
+
+    try:
+        with KeyStore(_existing_store(store)) as st:
+            rep = st.verify()
+    except (KeyStoreError, ValueError) as exc:
+        _fail_input(str(exc))
+    out_console.print_json(data=rep)
+    if not rep["ok"]:
+        _error(f"{store}: {len(rep['quarantined'])} quarantined keys, {len(rep['invariant_problems'])} invariant "
+               f"problems, integrity check: {rep['integrity_check']}")
+        raise typer.Exit(1)
+
+
 def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
     from .keys.otp import OtpError, decrypt_file, encrypt_file
-    from .keys.store import KeyStore
+    from .keys.store import KeyCorrupted, KeyReused, KeyStore, KeyStoreError
 
     if not inp.is_file():
         _fail_input(f"input file {inp} does not exist")
@@ -639,7 +701,12 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
     try:
         with KeyStore(_existing_store(store)) as st:
             out_console.print(repr(fn(st, peer, inp, out)))
-    except OtpError as exc:
+    except KeyReused as exc:  # the usage ledger says this key was used before (restored store): refused
+        _fail_input(str(exc))
+    except (OtpError, KeyCorrupted) as exc:
+        _error(str(exc))
+        raise typer.Exit(1)
+    except KeyStoreError as exc:
         _error(str(exc))
         raise typer.Exit(1)
 

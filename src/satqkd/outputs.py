@@ -162,7 +162,7 @@ def party_summary(run, ec: str, finite_key: str, seed: int | None) -> dict:
 
 def write_party_key(role: str, key, out: str | Path) -> Path:
     """``out/keys/<role>.key``: one party's verified final key, bits packed MSB first, zero-padded
-    to a byte, written atomically (temp file, fsync, rename)."""
+    to a byte, written atomically (temp file, fsync, rename), mode 0600."""
     import os
 
     import numpy as np
@@ -171,7 +171,9 @@ def write_party_key(role: str, key, out: str | Path) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     p = d / f"{role}.key"
     tmp = p.with_suffix(".tmp")
-    with open(tmp, "wb") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # secret key: owner only, whatever the umask or an older temp file's mode
+    with os.fdopen(fd, "wb") as fh:
         fh.write(np.packbits(np.asarray(key).astype(np.uint8)).tobytes())
         fh.flush()
         os.fsync(fh.fileno())

@@ -48,6 +48,20 @@ Failure semantics (every store change is one SQLite transaction; nothing is avai
   stores). A real system would retry the (idempotent) commit over a fresh authenticated session;
   that, and a station crashing between commit and apply, are not modelled.
 
+Crash safety (issue 9 §3): the relay is journaled in the satellite's store (``KeyStore.put_op``,
+kind ``relay``). The satellite's first transaction consumes its authentication keys, marks both
+relay segments relayed and records the announcement (``announced``); a station *prepares* on a
+verified announcement (its segment relayed and ``K`` deposited *pending*, never served, in one
+transaction); the satellite records its decision (``commit`` or ``cancelled``) before sending it;
+a station activates ``K`` on the commit; ``done`` closes the journal (``revoked`` if a station
+refused). Each pass key is deposited pending at both ends, then activated at both
+(:func:`satqkd.keys.relay.deposit_pair`). Rerunning the same relay after a crash at any point
+(:func:`relay_passes`, ``satqkd relay``) finishes the deposits and then finishes the relay from the
+journal (:func:`_recover_relay`): nothing is relayed twice, and both stations end with the same
+relayed key. The authentication keys of the announcement are checked against each site's usage
+ledger (beside its store) and claimed there before the first message, so a restored store cannot
+announce with them again.
+
 The relayed key's ε is ``ε_X + ε_N`` plus the forgery bounds of the authenticated relay messages
 (a union bound over the failure events; the XOR itself is a one-time pad and adds nothing).
 """
@@ -65,7 +79,8 @@ from typing import Callable
 import numpy as np
 
 from .config import MissionConfig
-from .keys.relay import RelayAnnouncement, relay_announcement, run_standin_relay, station_apply
+from .faults import crash_point
+from .keys.relay import RelayAnnouncement, deposit_pair, relay_announcement, run_standin_relay, station_apply
 from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, key_id_for
 from .postprocess.authentication import HASH_KEY_BITS, P127, PAD_BITS, AuthenticationError, KeyPool, forgery_bound
 from .protocol.channel import ChannelError, PeerAborted, Tamper, memory_pair
@@ -86,6 +101,8 @@ __all__ = [
     "relay_deposited",
     "relay_forgery_bound",
     "relay_length_bits",
+    "relay_passes",
+    "RELAY_CRASH_POINTS",
     "run_pass",
     "run_relay",
     "truncate_geometry",
@@ -312,13 +329,14 @@ def _check_sites(cfg: MissionConfig, sat_store: KeyStore, store_a: KeyStore, sto
             raise ValueError(f"{name} must be the store of {site!r} (config {cfg.name!r}), got {st.site!r}")
 
 
-def deposit_pass(sat_store: KeyStore, station_store: KeyStore, p: PassOutcome) -> str | None:
+def deposit_pass(sat_store: KeyStore, station_store: KeyStore, p: PassOutcome, *, resume: bool = False) -> str | None:
     """Deposit a pass's final key at the satellite (link = station) and the station (link = satellite).
 
     Same root id (``key_id_for(pass_id)``) and origin (pass id, seed, ε) at both ends; the
-    satellite stores Alice's key, the station Bob's. Returns the key id, or ``None`` (nothing
-    written) if the pass aborted. Refuses (``RelayExists``, nothing written) if either store
-    already holds that id.
+    satellite stores Alice's key, the station Bob's; both or neither (:func:`satqkd.keys.relay.deposit_pair`:
+    pending at both ends, then active). Returns the key id, or ``None`` (nothing written) if the
+    pass aborted. Refuses (``RelayExists``, nothing written) if both stores already hold that key
+    active, unless ``resume`` (a rerun after a crash: a half deposit is finished, a whole one kept).
     """
     if sat_store.site != p.satellite or station_store.site != p.station:
         raise ValueError(f"stores ({sat_store.site!r}, {station_store.site!r}) do not match the pass "
@@ -326,22 +344,15 @@ def deposit_pass(sat_store: KeyStore, station_store: KeyStore, p: PassOutcome) -
     if not p.ok:
         return None
     kid = p.key_id
-    for st in (sat_store, station_store):
-        if any(r["root_id"] == kid for r in st.roots()):
-            raise RelayExists(f"{st.site}'s store already holds the key of pass {p.pass_id} ({kid}): a simulated "
-                              "pass key is deposited once (another seed, or fresh stores)")
+    held = [st for st in (sat_store, station_store) if any(r["root_id"] == kid for r in st.roots())]
+    if held and not resume and not any(q.state == "pending" for st in held for q in st.pieces()
+                                       if q.root_id == kid):
+        raise RelayExists(f"{held[0].site}'s store already holds the key of pass {p.pass_id} ({kid}): a simulated "
+                          "pass key is deposited once (another seed, or fresh stores)")
     origin = Origin(kind="qkd", pass_id=p.pass_id, seed=p.seed, epsilon=p.epsilon,
                     note=f"{p.satellite}–{p.station} pass {p.summary['start_utc']}")
-    sat_store.deposit(p.station, p.sat_key, key_id=kid, origin=origin)
-    try:
-        station_store.deposit(p.satellite, p.station_key, key_id=kid, origin=origin)
-    except BaseException:
-        # the satellite's deposit committed; take it out of service (consumed) rather than leave a
-        # key the station does not hold: nothing is available at one end only
-        sat_store.take_segments(p.station, [Segment(key_id_for(p.pass_id + "|undeposited"), kid, 0,
-                                                    8 * (p.sat_key.size // 8))], state="consumed", purpose="other")
-        raise
-    return kid
+    return deposit_pair(sat_store, p.sat_key, station_store, p.station_key, key_id=kid, origin=origin,
+                        crash_prefix=f"deposit:{p.station}")
 
 
 def _root_bits(store: KeyStore, link: str, root_id: str) -> int:
@@ -351,12 +362,16 @@ def _root_bits(store: KeyStore, link: str, root_id: str) -> int:
     raise KeyUnavailable(f"{store.site}'s store holds no key {root_id} on link {link!r}")
 
 
-def _nested(store: KeyStore, ops: list[tuple[str, list[Segment], str, str]], request_id: str) -> list[bytes]:
-    """Carve several (link, segments, state, purpose) groups in ONE transaction (nested savepoints)."""
+def _nested(store: KeyStore, ops: list[tuple[str, list[Segment], str, str]], request_id: str,
+            inner: Callable[[list[bytes]], None] | None = None) -> list[bytes]:
+    """Carve several (link, segments, state, purpose) groups in ONE transaction (nested savepoints);
+    ``inner(materials)`` runs last, inside that transaction."""
     out: list[bytes] = []
 
     def run(i: int) -> None:
         if i == len(ops):
+            if inner is not None:
+                inner(out)
             return
         link, segs, state, purpose = ops[i]
 
@@ -435,6 +450,120 @@ def relay_forgery_bound(announcement_len_bytes: int, *, links: int = 2) -> float
     return links * (forgery_bound(announcement_len_bytes) + 5 * forgery_bound(256))
 
 
+#: The relay's steps as journaled in the satellite's store (``KeyStore.put_op``, kind ``relay``):
+#: ``announced`` (auth keys consumed, relay segments relayed, A recorded — one transaction), then the
+#: decision ``commit`` or ``cancelled``, then ``done`` (every station confirmed) or ``revoked``.
+RELAY_FINAL_STATES = ("done", "cancelled", "revoked")
+#: Crash points of a relay run (:func:`satqkd.faults.crash_point`), in the order they are reached.
+RELAY_CRASH_POINTS = (
+    "deposit:{first}:pending-1", "deposit:{first}:pending-2", "deposit:{first}:active-1",
+    "deposit:{second}:pending-1", "deposit:{second}:pending-2", "deposit:{second}:active-1",
+    "relay:announced", "relay:auth:{first}", "relay:auth:{second}", "relay:prepared:{first}",
+    "relay:prepared:{second}", "relay:commit", "relay:activated:{first}", "relay:activated:{second}",
+)
+
+
+def _relay_purpose(relay_id: str) -> str:
+    return f"relay {relay_id}"
+
+
+def _relayed_state(store: KeyStore, other: str, relay_id: str) -> str | None:
+    """``'available'`` / ``'pending'`` if the station holds the relayed key whole in that state, else the
+    state(s) found (``None``: it does not hold it)."""
+    ps = [p for p in store.pieces(other) if p.root_id == relay_id]
+    if not ps:
+        return None
+    states = {p.state for p in ps}
+    return states.pop() if len(states) == 1 and len(ps) == 1 else "+".join(sorted(states))
+
+
+def _revoke(store: KeyStore, other: str, relay_id: str, L: int) -> bool:
+    """Take a station's relayed key out of service: pending → undone, available → consumed. True if it held one."""
+    st = _relayed_state(store, other, relay_id)
+    if st == "pending":
+        store.discard_pending(relay_id, note="relay revoked")
+        return True
+    if st == "available":
+        store.take_segments(other, [Segment(key_id_for(f"{relay_id}|revoked"), relay_id, 0, L)],
+                            state="consumed", purpose="other", request_id=relay_id)
+        return True
+    return False
+
+
+def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], stations: tuple[str, str],
+                   auth_seg: dict[str, Segment], seed: int | None) -> _RelayRecord:
+    """Finish (or roll back) a relay that a crash interrupted, from the satellite's journal.
+
+    * ``announced`` (the satellite committed A, no decision yet): roll forward — every station that is
+      not prepared is brought there from the satellite's record of A (its authentication key, if
+      still unused, is retired: the exchange it was for is over), then ``commit``;
+    * ``commit``: every station holds K (pending or available) → activate all, ``done``; otherwise
+      revoke K wherever it is, ``revoked``;
+    * ``revoked``: take K out of service at every station that still holds it (pending → undone,
+      available → consumed): the revoke messages may not have arrived;
+    * ``cancelled``: undo every station's pending K.
+
+    The recovery reads the durable records of all three stores (the operator who reruns
+    ``satqkd relay`` holds them all, as the relay command itself does); it sends nothing, so it
+    uses no authentication key. A deployment would carry the same decision over a fresh
+    authenticated session (not modelled).
+    """
+    relay_id = op["op_id"]
+    ann = RelayAnnouncement.from_json(op["data"]["announcement"])
+    eps = op["data"].get("epsilon")
+    L = ann.length_bits
+    other = {stations[0]: stations[1], stations[1]: stations[0]}
+    links = {s: RelayLink(s, error="recovered from the journal after a crash") for s in stations}
+    state = op["state"]
+    # the satellite's ledger claim may be the step the crash cut off (idempotent for this relay)
+    sat_store.ledger_claim([auth_seg[s] for s in stations] + list(ann.first_segments) + list(ann.second_segments),
+                           purpose=_relay_purpose(relay_id))
+    if state == "announced":
+        for s in stations:
+            st = stores[s]
+            if _relayed_state(st, other[s], relay_id) is None:
+                if any(p.state == "available" and p.root_id == auth_seg[s].root_id
+                       and p.offset_bits <= auth_seg[s].offset_bits < p.offset_bits + p.length_bits
+                       for p in st.pieces(sat_store.site)):
+                    st.take_segments(sat_store.site, [auth_seg[s]], state="consumed", purpose="authentication",
+                                     request_id=relay_id)
+                try:
+                    station_apply(st, ann, epsilon=eps, seed=seed, pending=True)
+                except KeyStoreError as exc:
+                    links[s].error = f"recovery could not prepare {s}: {exc}"
+        sat_store.put_op(relay_id, "relay", "commit")
+        state = "commit"
+    if state == "commit":
+        held = {s: _relayed_state(stores[s], other[s], relay_id) for s in stations}
+        if all(h in ("pending", "available") for h in held.values()):
+            for s in stations:
+                stores[s].activate(relay_id)
+                links[s].verified = links[s].applied = True
+            sat_store.put_op(relay_id, "relay", "done")
+            state = "done"
+        else:
+            for s in stations:
+                links[s].revoked = _revoke(stores[s], other[s], relay_id, L)
+            sat_store.put_op(relay_id, "relay", "revoked")
+            state = "revoked"
+    elif state == "revoked":
+        # a station answered that it did not apply: K is taken out of service wherever it still is (the
+        # revoke messages may have been lost, or the satellite died right after recording the decision)
+        for s in stations:
+            links[s].revoked = _revoke(stores[s], other[s], relay_id, L)
+    elif state == "cancelled":
+        for s in stations:
+            if _relayed_state(stores[s], other[s], relay_id) == "pending":
+                stores[s].discard_pending(relay_id, note="relay cancelled")
+    ka = _read_root(stores[stations[0]], stations[1], relay_id)
+    kb = _read_root(stores[stations[1]], stations[0], relay_id)
+    match = ka is not None and ka == kb
+    if state == "done":
+        return _RelayRecord(True, None, relay_id, L, ann, links, keys_match=match, epsilon=eps)
+    return _RelayRecord(False, f"relay {state} (recovered from the journal)", relay_id, 0, ann, links,
+                        keys_match=match)
+
+
 def relay_deposited(
     first: PassOutcome,
     second: PassOutcome,
@@ -450,6 +579,8 @@ def relay_deposited(
 ) -> _RelayRecord:
     """The relay on two deposited pass keys: authenticated announcement, two-phase apply (module docstring).
 
+    Journaled in the satellite's store: if the journal already holds this relay (a rerun after a
+    crash), it is finished or rolled back from the records (:func:`_recover_relay`) instead.
     ``tamper`` maps a station name to a channel tamper function (tests: forge or drop frames on
     that link, ``memory_pair`` semantics). The parties run in one thread: every message is queued
     before it is received.
@@ -462,48 +593,66 @@ def relay_deposited(
     if not (first.ok and second.ok):
         bad = [p for p in (first, second) if not p.ok]
         return _RelayRecord(False, "; ".join(f"{p.station} pass aborted: {p.abort_reason}" for p in bad))
+    auth_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay-auth"), passes[s].key_id, 0, AUTH_BITS_PER_LINK)
+                for s in stations}
+    op = sat_store.get_op(relay_id)
+    if op is not None:
+        return _recover_relay(op, sat_store, stores, stations, auth_seg, seed)
     n_bits = {s: _root_bits(sat_store, s, passes[s].key_id) for s in stations}
     L = relay_length_bits(*n_bits.values())
     if L < 8:
         return _RelayRecord(False, f"pass keys too short to relay: {n_bits} bits, {AUTH_BITS_PER_LINK} per link "
                                    "go to authenticating the announcement")
-    auth_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay-auth"), passes[s].key_id, 0, AUTH_BITS_PER_LINK)
-                for s in stations}
     relay_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay"), passes[s].key_id, AUTH_BITS_PER_LINK, L)
                  for s in stations}
+    purpose = _relay_purpose(relay_id)
+    eps_rel = float(first.epsilon or 0.0) + float(second.epsilon or 0.0)
+    held: dict = {}
 
-    # on board, one transaction: authentication keys consumed, relay segments relayed (and wiped)
-    ax, an, kx, kn = _nested(sat_store, [
+    def journal(materials: list[bytes]) -> None:
+        # inside the satellite's transaction: the usage ledger has never seen these ranges, and the
+        # announcement is recorded with the state change (a crash leaves both or neither)
+        for s in stations:
+            sat_store.ledger_check(s, [auth_seg[s], relay_seg[s]])
+        a = RelayAnnouncement(relay_id, sat, stations[0], stations[1], (relay_seg[stations[0]],),
+                              (relay_seg[stations[1]],), relay_announcement(materials[2], materials[3]))
+        eps = eps_rel + relay_forgery_bound(announcement_bytes(a), links=len(stations))
+        sat_store.put_op(relay_id, "relay", "announced", {"announcement": a.to_json(), "epsilon": eps, "seed": seed})
+        held["ann"], held["eps"] = a, eps
+
+    # on board, one transaction: authentication keys consumed, relay segments relayed (and wiped), A journaled
+    ax, an, _, _ = _nested(sat_store, [
         (stations[0], [auth_seg[stations[0]]], "consumed", "authentication"),
         (stations[1], [auth_seg[stations[1]]], "consumed", "authentication"),
         (stations[0], [relay_seg[stations[0]]], "relayed", "relay"),
         (stations[1], [relay_seg[stations[1]]], "relayed", "relay"),
-    ], relay_id)
+    ], relay_id, inner=journal)
+    crash_point("relay:announced")
+    ann, eps_relay = held["ann"], held["eps"]
+    # write-ahead: the satellite's usage ledger records the ranges before the first message uses them
+    sat_store.ledger_claim([auth_seg[s] for s in stations] + [relay_seg[s] for s in stations], purpose=purpose)
     sat_auth = {stations[0]: ax, stations[1]: an}
-    ann = RelayAnnouncement(relay_id, sat, stations[0], stations[1], (relay_seg[stations[0]],),
-                            (relay_seg[stations[1]],), relay_announcement(kx, kn))
-    del kx, kn
     links = {s: RelayLink(s) for s in stations}
-    eps_rel = float(first.epsilon or 0.0) + float(second.epsilon or 0.0)
 
-    # each station: its authentication key (consumed, own transaction) and its channel endpoint
+    # each station: its authentication key (consumed, own transaction, ledger) and its channel endpoint
     ep_sat, ep_st = {}, {}
     for s in stations:
         try:
             st_auth = stores[s].take_segments(sat, [auth_seg[s]], state="consumed", purpose="authentication",
-                                              request_id=relay_id)
+                                              request_id=relay_id,
+                                              within=lambda segs, _m, _s=s: stores[_s].ledger_check(sat, segs))
+            stores[s].ledger_claim([auth_seg[s]], purpose=purpose)
         except KeyStoreError as exc:
             links[s].error = f"no authentication key at {s}: {exc}"
             continue
+        crash_point(f"relay:auth:{s}")
         ep_sat[s], ep_st[s] = memory_pair(KeyPool(sat_auth[s]), KeyPool(st_auth), link_cfg, one_way_delay_s,
                                           timeout_s=timeout_s, tamper=(tamper or {}).get(s), auth_mode="each")
 
-    # ε of the relayed key: both pass keys' ε plus the forgery bounds of every relay message (a
-    # union bound; the largest exchange is the announcement and at most five short messages a link)
     meta = {k: v for k, v in ann.to_json().items() if k != "xor_hex"}
-    eps_relay = eps_rel + relay_forgery_bound(announcement_bytes(ann), links=len(stations))
 
-    # phase 1: announce; each station verifies the tag, checks its segments, answers ready
+    # phase 1: announce; each station verifies the tag and its segments, then prepares (segment
+    # relayed + K deposited *pending*, one transaction) and answers ready
     received: dict[str, RelayAnnouncement] = {}
     for s in ep_sat:
         ep_sat[s].send("relay_announce", meta=json.dumps(meta), xor=ann.xor)
@@ -516,7 +665,8 @@ def relay_deposited(
             segs = got.first_segments if s == got.first_station else got.second_segments
             if 8 * len(got.xor) != sum(g.length_bits for g in segs):
                 raise ValueError("announcement length does not match its segments")
-            stores[s].peek_segments(sat, segs)
+            station_apply(stores[s], got, epsilon=eps_relay, seed=seed, pending=True)
+            crash_point(f"relay:prepared:{s}")
             received[s] = got
             ep_st[s].send("relay_ready", relay_id=relay_id)
             links[s].verified = True
@@ -533,17 +683,22 @@ def relay_deposited(
     ok = len(ready) == len(stations)
 
     if ok:
-        # phase 2: commit; each station carves its segment relayed and deposits K, one transaction
+        # phase 2: the decision is journaled on board, then sent; each station activates its pending K
+        sat_store.put_op(relay_id, "relay", "commit")
+        crash_point("relay:commit")
         for s in stations:
             ep_sat[s].send("relay_commit", relay_id=relay_id)
         for s in stations:
             try:
                 ep_st[s].recv("relay_commit")
-                station_apply(stores[s], received[s], epsilon=eps_relay, seed=seed)
+                stores[s].activate(relay_id)
+                crash_point(f"relay:activated:{s}")
                 links[s].applied = True
                 ep_st[s].send("relay_done", key_id=relay_id)
             except (AuthenticationError, ChannelError, KeyStoreError) as exc:
                 links[s].error = f"{type(exc).__name__}: {exc}"
+                if _relayed_state(stores[s], stations[1] if s == stations[0] else stations[0], relay_id) == "pending":
+                    stores[s].discard_pending(relay_id, note="no valid commit")  # it says it did not apply: it did not
                 ep_st[s].abort(str(exc))
         done, refused = [], []
         for s in stations:
@@ -561,6 +716,8 @@ def relay_deposited(
             # a station certainly lacks K: revoke it wherever the satellite can still talk, so that K
             # does not stay at one station only. (Unconfirmed stations are not a reason to revoke:
             # they most likely applied, and revoking the others would leave them alone with K.)
+            sat_store.put_op(relay_id, "relay", "revoked")
+            crash_point("relay:revoked")
             for s in stations:
                 if s in refused:
                     continue
@@ -570,20 +727,20 @@ def relay_deposited(
                     ep_st[s].recv("relay_revoke")
                 except (AuthenticationError, ChannelError):
                     continue
-                if any(p.root_id == relay_id for p in stores[s].pieces(other, "available")):
-                    stores[s].take_segments(other, [Segment(key_id_for(f"{relay_id}|revoked"), relay_id, 0, L)],
-                                            state="consumed", purpose="other", request_id=relay_id)
-                    links[s].revoked = True
+                links[s].revoked = _revoke(stores[s], other, relay_id, L)
                 ep_st[s].send("relay_ack", relay_id=relay_id)
                 ep_sat[s].recv("relay_ack")
+        elif ok:
+            sat_store.put_op(relay_id, "relay", "done")
+        # (unconfirmed: the journal stays at "commit"; a rerun finishes it from the stores' records)
     else:
-        # cancel: A is public, so a station that verified it takes its segment out of service too
+        # cancel, journaled first: A is public, so a station that prepared undoes its pending K (its
+        # segment stays relayed: out of service)
+        sat_store.put_op(relay_id, "relay", "cancelled")
         for s in ready:
             ep_sat[s].send("relay_cancel", relay_id=relay_id)
             ep_st[s].recv("relay_cancel")
-            got = received[s]
-            stores[s].take_segments(sat, got.first_segments if s == got.first_station else got.second_segments,
-                                    state="relayed", purpose="relay", request_id=relay_id)
+            stores[s].discard_pending(relay_id, note="relay cancelled")
     for s in ep_sat:
         st = ep_sat[s].stats
         links[s].messages = st.messages_down + st.messages_up
@@ -601,6 +758,25 @@ def relay_deposited(
         return _RelayRecord(False, f"relay not completed ({errs or 'unknown'})", relay_id, 0, ann, links,
                             keys_match=match)
     return _RelayRecord(True, None, relay_id, L, ann, links, keys_match=match, epsilon=eps_relay)
+
+
+def relay_passes(
+    first: PassOutcome,
+    second: PassOutcome,
+    sat_store: KeyStore,
+    store_a: KeyStore,
+    store_b: KeyStore,
+    **kw,
+) -> _RelayRecord:
+    """Deposit both passes' keys (both ends or neither, resumable) and relay (journaled, resumable).
+
+    The part of :func:`run_relay` after the simulations: called again with the same passes after a
+    crash at any point, it finishes what was started (or rolls it back) — the seam the crash tests
+    use with synthetic pass keys. ``kw`` go to :func:`relay_deposited`.
+    """
+    for p, st in ((first, store_a), (second, store_b)):
+        deposit_pass(sat_store, st, p, resume=True)
+    return relay_deposited(first, second, sat_store, store_a, store_b, **kw)
 
 
 # ------------------------------------------------------------------------------------------ result
@@ -696,7 +872,7 @@ def run_relay(
         p = run_pass(c, g, s, ec=ec, finite_key=finite_key, window_s=window_s)
         tick(f"pass_{g.station}", t0, 2 + 2 * k)
         t0 = time.perf_counter()
-        deposit_pass(sat_store, st, p)
+        deposit_pass(sat_store, st, p, resume=True)
         tick(f"deposit_{g.station}", t0, 3 + 2 * k)
         outcomes.append(p)
     first, second = outcomes
@@ -724,15 +900,18 @@ def _planned_ids(cfg, g1, g2, s1, s2, window_s) -> tuple[str, str, str]:
 
 
 def _refuse_rerun(cfg, g1, g2, s1, s2, window_s, sat_store, store_a, store_b) -> None:
+    """Refuse a relay that already finished (journal ``done``/``cancelled``/``revoked``, or a relayed key
+    from a store without a journal); an unfinished one (a crash) is resumed by :func:`run_relay`."""
     p1, p2, rid = _planned_ids(cfg, g1, g2, s1, s2, window_s)
-    held = [st.site for st, pid in ((sat_store, p1), (sat_store, p2), (store_a, p1), (store_b, p2))
-            if any(r["root_id"] == key_id_for(pid) for r in st.roots())]
-    if held:
-        done = [r for r in store_a.roots(store_b.site) if r["root_id"] == rid]
+    op = sat_store.get_op(rid)
+    done = [r for r in store_a.roots(store_b.site) if r["root_id"] == rid]
+    if (op is not None and op["state"] in RELAY_FINAL_STATES) or (op is None and done):
+        state = op["state"] if op is not None else "done"
+        ok = state == "done" and bool(done)
         raise RelayExists(
-            f"the stores of {sorted(set(held))} already hold the pass keys of this relay (passes {p1} and {p2}): "
-            "a simulated pass key is deposited once — use another seed or fresh stores",
-            relay_key_id=rid if done else None, length_bits=int(done[0]["length_bits"]) if done else 0,
+            f"this relay (passes {p1} and {p2}) already ran into these stores and is {state}: "
+            "a simulated pass key is deposited once and relayed once — use another seed or fresh stores",
+            relay_key_id=rid if ok else None, length_bits=int(done[0]["length_bits"]) if ok else 0,
         )
 
 

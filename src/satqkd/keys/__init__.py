@@ -14,6 +14,7 @@ import importlib
 from .otp import OtpError, OtpReport, decrypt_file, encrypt_file
 from .relay import (
     RelayAnnouncement,
+    deposit_pair,
     RelayResult,
     relay_announcement,
     run_standin_relay,
@@ -22,7 +23,7 @@ from .relay import (
     station_apply,
     station_relayed_key,
 )
-from .store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, key_id_for
+from .store import KeyCorrupted, KeyReused, KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, key_id_for
 
 _LAZY = {
     "make_certs": ("satqkd.keys.pki", "make_certs"),
@@ -33,7 +34,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "KeyStore", "KeyStoreError", "KeyUnavailable", "Origin", "Segment", "key_id_for",
+    "KeyStore", "KeyStoreError", "KeyUnavailable", "KeyCorrupted", "KeyReused", "Origin", "Segment", "key_id_for",
+    "deposit_pair",
     "relay_announcement", "station_relayed_key", "RelayAnnouncement", "RelayResult", "satellite_announce",
     "station_apply", "standin_pass_keys", "run_standin_relay",
     "encrypt_file", "decrypt_file", "OtpError", "OtpReport",

@@ -4,7 +4,7 @@ A file of ``n`` bytes consumes ``n + 32`` bytes of key shared with the peer site
 pad (Vernam 1926; perfectly secret, Shannon 1949) and 32 bytes for the authentication tag::
 
     c   = m ⊕ pad
-    tag = (h_k(header ‖ c) + s) mod p,      p = 2^127 − 1,
+    tag = (h_k(header ‖ c ‖ m) + s) mod p,      p = 2^127 − 1,
 
 where ``h_k`` is the polynomial-evaluation hash over GF(p) and ``k``, ``s`` are fresh key
 (Wegman & Carter, J. Comput. Syst. Sci. 22, 265 (1981); the polynomial family: den Boer 1993,
@@ -14,13 +14,31 @@ length, and ``h_k = Σ_i b_i k^(L+2−i)`` (Horner). Two different messages give
 polynomial in ``k`` of degree ≤ L+1 with no root ambiguity from the constant term, so a forger
 who saw one (message, tag) succeeds with probability at most ``(L+1)·2^-126`` (``k`` is 127
 random bits reduced mod p, so each residue has probability ≤ 2^-126); ``s`` hides ``h_k``
-completely. Key is never reused: the sender marks it *consumed* in the same transaction that
-writes the ciphertext, the receiver in the same transaction that writes the plaintext, and a
-message whose tag does not verify consumes nothing.
+completely. The tag covers the plaintext too, so a receiver whose pad differs from the sender's
+(a damaged store at either end) computes a different ``m`` and the tag fails instead of giving a
+wrong plaintext.
 
-File format (all integers big-endian)::
+Key is never reused:
 
-    b"SATQKD-OTP\\x00\\x01" | u32 header length | header (JSON, UTF-8) | ciphertext | tag (16 bytes)
+* **one direction per sender** — a sender cuts pad only from its own directional stream of each
+  root (:func:`satqkd.keys.store.direction_window`: the site whose name sorts first uses the first
+  half of every root shared with the peer, the other the second half), and the receiver refuses a
+  file whose key lies outside the sender's stream. Two stations encrypting toward each other at
+  the same time can never pick the same bits; processes of one site are serialised by the store;
+* **one transaction** — the sender marks the key *consumed* in the same transaction that writes the
+  ciphertext, the receiver in the same transaction that writes the plaintext, and a message whose
+  tag does not verify consumes nothing;
+* **the site's usage ledger** — the key's ranges are checked against the site's
+  :class:`satqkd.ledger.UsageLedger` inside that transaction and claimed in it (fsync'ed) before the
+  ciphertext (or plaintext) is computed, so a store restored from a backup cannot give the same pad
+  or MAC key out again (:class:`satqkd.keys.store.KeyReused`). A crash after the claim but before the
+  commit loses that key (the next use finds the claim, refuses once and retires the range), never
+  reuses it.
+
+File format (all integers big-endian; version 2, version-1 files — tag over header ‖ c only — are
+still read)::
+
+    b"SATQKD-OTP\\x00\\x02" | u32 header length | header (JSON, UTF-8) | ciphertext | tag (16 bytes)
 
 The header names the sender, the receiver and the key segments used (root id, offset, length and
 the piece id both stores record), so the receiver carves exactly the same key. The header is
@@ -38,7 +56,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import KeyStore, KeyUnavailable, Segment
+import uuid
+
+from .store import KeyStore, KeyUnavailable, Segment, direction_window
 
 __all__ = [
     "MAGIC",
@@ -55,7 +75,8 @@ __all__ = [
     "decrypt_file",
 ]
 
-MAGIC = b"SATQKD-OTP\x00\x01"
+MAGIC = b"SATQKD-OTP\x00\x02"
+_MAGIC_V1 = b"SATQKD-OTP\x00\x01"
 #: The Mersenne prime 2^127 − 1, modulus of the MAC's hash.
 P127 = (1 << 127) - 1
 _BLOCK = 15
@@ -128,7 +149,7 @@ def _pack(header: dict, ciphertext: bytes, tag: bytes) -> bytes:
 
 
 def _unpack(blob: bytes) -> tuple[dict, bytes, bytes, bytes]:
-    if len(blob) < len(MAGIC) + 4 + 16 or not blob.startswith(MAGIC):
+    if len(blob) < len(MAGIC) + 4 + 16 or not (blob.startswith(MAGIC) or blob.startswith(_MAGIC_V1)):
         raise OtpError("not a satqkd OTP file (bad magic or too short)")
     (hlen,) = struct.unpack(">I", blob[len(MAGIC) : len(MAGIC) + 4])
     start = len(MAGIC) + 4
@@ -148,6 +169,7 @@ def _unpack(blob: bytes) -> tuple[dict, bytes, bytes, bytes]:
     if sum(s.length_bits for s in segs) != otp_key_bits(n):
         raise OtpError("the header's key segments do not add up to the pad and MAC key")
     header["_segments"] = segs
+    header["_v"] = 2 if blob.startswith(MAGIC) else 1
     return header, hbytes, body[:n], body[n:]
 
 
@@ -167,35 +189,44 @@ def encrypt_bytes(store: KeyStore, peer: str, plaintext: bytes, *, within=None) 
     raises, no key is consumed. Refuses (:class:`OtpError`) when the link holds less key than
     :func:`otp_key_bits` of the message.
     """
+    if peer == store.site:
+        raise OtpError(f"peer {peer!r} is this store's own site: a one-time pad is shared with another site")
     plaintext = bytes(plaintext)
     need = otp_key_bits(len(plaintext))
-    have = store.available_bits(peer)
+    have = store.directional_bits(peer)
     if need > have:
         raise OtpError(
-            f"message of {len(plaintext)} bytes needs {need} key bits with {peer!r}; only {have} available"
+            f"message of {len(plaintext)} bytes needs {need} key bits with {peer!r}; only {have} available in "
+            f"{store.site}'s sending direction (half of every key shared with {peer!r})"
         )
     out: dict = {}
+    op = f"otp encrypt {store.site}->{peer} {uuid.uuid4()}"
 
     def _seal(segs: list[Segment], material: bytes) -> None:
+        store.ledger_check(peer, segs)
+        # write-ahead, inside the consuming transaction and before a single byte of ciphertext exists:
+        # a crash after this line (even after the ciphertext left through ``within``) loses the key,
+        # it can never reuse it (the next try finds the claim and retires the range)
+        store.ledger_claim(segs, purpose=op)
         pad, mac_key = material[: len(plaintext)], material[len(plaintext) :]
         header = {
-            "v": 1,
+            "v": 2,
             "from": store.site,
             "to": peer,
             "plaintext_bytes": len(plaintext),
             "segments": [s.to_json() for s in segs],
-            "mac": "wegman-carter poly GF(2^127-1)",
+            "mac": "wegman-carter poly GF(2^127-1) over header|ciphertext|plaintext",
         }
         ct = _xor(plaintext, pad)
         hbytes = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-        tag = wc_tag(hbytes + ct, mac_key)
+        tag = wc_tag(hbytes + ct + plaintext, mac_key)
         blob = _pack(header, ct, tag)
         if within is not None:
             within(blob)
         out["blob"], out["segs"] = blob, segs
 
     try:
-        store.take(peer, need, state="consumed", purpose="otp", within=_seal)
+        store.take(peer, need, state="consumed", purpose="otp", direction=True, within=_seal)
     except KeyUnavailable as exc:
         raise OtpError(str(exc)) from None
     segs = out["segs"]
@@ -211,23 +242,40 @@ def decrypt_bytes(store: KeyStore, peer: str, blob: bytes, *, within=None) -> tu
     transaction.
     """
     header, hbytes, ct, tag = _unpack(bytes(blob))
+    if peer == store.site:
+        raise OtpError(f"peer {peer!r} is this store's own site: a one-time pad is shared with another site")
     if header["from"] != peer or header["to"] != store.site:
         raise OtpError(
             f"file is from {header['from']!r} to {header['to']!r}; expected from {peer!r} to {store.site!r}"
         )
     segs: list[Segment] = header["_segments"]
     n = len(ct)
+    if header["_v"] >= 2:
+        roots = {r["root_id"]: int(r["length_bits"]) for r in store.roots(peer)}
+        for g in segs:
+            lo, hi = direction_window(peer, store.site, roots.get(g.root_id, 0))
+            if g.root_id in roots and not (lo <= g.offset_bits and g.offset_bits + g.length_bits <= hi):
+                raise OtpError(f"the file's key {g.root_id} bits [{g.offset_bits}, +{g.length_bits}) lies outside "
+                               f"{peer}'s sending direction [{lo}, {hi}): refused (it could collide with our own pad)")
+
+    def _tag_ok(mat: bytes) -> bool:
+        pt = _xor(ct, mat[:n])
+        return wc_tag(hbytes + ct + (pt if header["_v"] >= 2 else b""), mat[n:]) == tag
+
     try:
         material = store.peek_segments(peer, segs)
     except KeyUnavailable as exc:
         raise OtpError(f"key for this file is not available here (already used, or unknown): {exc}") from None
-    if wc_tag(hbytes + ct, material[n:]) != tag:
+    if not _tag_ok(material):
         raise OtpError("authentication failed: the file was modified or the key does not match")
     out: dict = {}
+    op = f"otp decrypt {peer}->{store.site} {uuid.uuid4()}"
 
     def _open(_segs, mat: bytes) -> None:
-        if wc_tag(hbytes + ct, mat[n:]) != tag:  # same material, re-read inside the transaction
+        store.ledger_check(peer, _segs)
+        if not _tag_ok(mat):  # same material, re-read inside the transaction
             raise OtpError("authentication failed")
+        store.ledger_claim(_segs, purpose=op)  # write-ahead: before the plaintext exists (no replay after a restore)
         pt = _xor(ct, mat[:n])
         if within is not None:
             within(pt)

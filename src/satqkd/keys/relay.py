@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..faults import crash_point
 from .store import KeyStore, Origin, Segment, key_id_for
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "station_apply",
     "standin_pass_keys",
     "deposit_pass_key",
+    "deposit_pair",
     "run_standin_relay",
 ]
 
@@ -176,12 +178,16 @@ def satellite_announce(
     )
 
 
-def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | None = None, seed: int | None = None) -> str:
+def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | None = None, seed: int | None = None,
+                  pending: bool = False) -> str:
     """At a station: carve the announced segments of its satellite key (*relayed*) and deposit ``K``.
 
     ``K`` goes on the link to the other station with root id ``ann.relay_id`` and origin
     ``relay``. The deposit runs inside the carve's transaction, so a crash cannot leave the
-    segment relayed without the derived key (or the reverse). Returns the relayed key id.
+    segment relayed without the derived key (or the reverse). With ``pending`` the key is deposited
+    *pending* (never served) until the relay commits (:meth:`KeyStore.activate`), and the station
+    records ``prepared`` for the relay in its journal in the same transaction. Returns the relayed
+    key id.
     """
     if store.site == ann.first_station:
         segs, first, other = ann.first_segments, True, ann.second_station
@@ -195,7 +201,10 @@ def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | N
     )
 
     def _derive(_segs, material):
-        store.deposit(other, station_relayed_key(material, ann.xor, first_station=first), key_id=ann.relay_id, origin=origin)
+        store.deposit(other, station_relayed_key(material, ann.xor, first_station=first), key_id=ann.relay_id,
+                      origin=origin, pending=pending, request_id=ann.relay_id if pending else None)
+        if pending:
+            store.put_op(ann.relay_id, "relay", "prepared")
 
     store.take_segments(ann.satellite, segs, state="relayed", purpose="relay", request_id=ann.relay_id, within=_derive)
     return ann.relay_id
@@ -225,12 +234,44 @@ def deposit_pass_key(
     epsilon: float | None = None,
     kind: str = "qkd",
 ) -> str:
-    """Deposit one pass's final key at both ends (satellite and station) under one id (``key_id_for(pass_id)``)."""
+    """Deposit one pass's final key at both ends (satellite and station) under one id (``key_id_for(pass_id)``),
+    both or neither (:func:`deposit_pair`)."""
     kid = key_id_for(pass_id)
     origin = Origin(kind=kind, pass_id=pass_id, seed=seed, epsilon=epsilon)
-    sat_store.deposit(station_store.site, key, key_id=kid, origin=origin)
-    station_store.deposit(sat_store.site, key, key_id=kid, origin=origin)
-    return kid
+    return deposit_pair(sat_store, key, station_store, key, key_id=kid, origin=origin)
+
+
+def deposit_pair(
+    store_1: KeyStore,
+    key_1: bytes | np.ndarray,
+    store_2: KeyStore,
+    key_2: bytes | np.ndarray,
+    *,
+    key_id: str,
+    origin: Origin,
+    crash_prefix: str = "deposit",
+) -> str:
+    """Deposit one key at both ends of a link — both or neither, resumable.
+
+    ``store_1`` (link = ``store_2.site``) gets ``key_1`` and ``store_2`` gets ``key_2`` (the two ends'
+    copies of one verified key). Each is first deposited *pending* (never served), then both are
+    activated. After a crash at any point, calling this again with the same key finishes the
+    deposit (a pending or active copy with the same material is kept, :meth:`KeyStore.deposit`
+    ``exist_ok``); until then a half deposit is only ever pending at one end, or available at one end
+    and pending at the other — where the far end refuses to carve it, so it cannot be used. Crash
+    points (:func:`satqkd.faults.crash_point`): ``<prefix>:pending-1``, ``<prefix>:pending-2``,
+    ``<prefix>:active-1``.
+    """
+    store_1.deposit(store_2.site, key_1, key_id=key_id, origin=origin, pending=True, request_id=key_id,
+                    exist_ok=True)
+    crash_point(f"{crash_prefix}:pending-1")
+    store_2.deposit(store_1.site, key_2, key_id=key_id, origin=origin, pending=True, request_id=key_id,
+                    exist_ok=True)
+    crash_point(f"{crash_prefix}:pending-2")
+    store_1.activate(key_id)
+    crash_point(f"{crash_prefix}:active-1")
+    store_2.activate(key_id)
+    return key_id
 
 
 def run_standin_relay(

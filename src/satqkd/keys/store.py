@@ -10,6 +10,17 @@ written once and never moved. Everything handed out is a *piece* of a root — a
         ├──────► relayed    (satellite trusted relay: used in K_X ⊕ K_N)
         └──────► consumed   (one-time pad, authentication)
 
+Two more states hold material that is never served: ``pending`` (deposited but not yet usable: a
+deposit waiting for its twin at the other end of the link, a relayed key waiting for the relay's
+commit, or a key waiting for key confirmation) and ``quarantined`` (its material failed its digest).
+
+Every piece that still holds material (available, reserved, pending, quarantined) carries a
+SHA-256 digest of its bytes (domain-separated by root id, offset and length), written in the
+transaction that creates the piece and checked on every read: a piece whose material no longer
+matches is moved to ``quarantined`` in its own transaction and the read fails with
+:class:`KeyCorrupted` (FIPS 180-4; a digest detects accidental corruption — a flipped bit on disk,
+a bad copy — not a forger who can write the file). ``KeyStore.verify`` checks a whole store.
+
 Cutting a piece splits an available piece into at most three (left remainder, the cut, right
 remainder), so the pieces of every root always tile it exactly: every bit is in exactly one
 state, which :meth:`KeyStore.check_invariants` verifies. Every state change is one SQLite
@@ -31,11 +42,26 @@ Material is stored as bytes: every length and offset is a multiple of 8 bits (a 
 string is truncated to a whole number of bytes, identically at both ends). Material of pieces
 that reach a final state (delivered, relayed, consumed) is overwritten with zeros in the same
 transaction (``wipe=True``), so used key does not linger on disk.
+
+Store files are created with mode 0600 (whatever the umask) and an existing store is narrowed to
+0600 when opened. Next to the store, ``<store>.ledger`` is the site's :class:`satqkd.ledger.UsageLedger`
+of one-time key ranges used (OTP pads and MACs, relay announcements): it is checked before such a
+use and written before the key leaves the process, so a store restored from a backup cannot make
+a range be used twice (:class:`KeyReused`). The store is bound to its ledger (``meta.ledger_id``,
+mirrored by a ``ledger:<id>`` line in the ledger): a store copied or restored to another place, or
+whose ledger was lost, is refused rather than starting over with an empty ledger.
+
+Schema version 2 (digests, ``pending``/``quarantined``, the ``ops`` journal). A version-1 store is
+migrated when first opened: digests are computed from the material as found then (corruption
+that happened before the migration cannot be detected), in one transaction.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
+import struct
 import threading
 import uuid
 from collections import defaultdict
@@ -55,6 +81,8 @@ __all__ = [
     "KeyUnavailable",
     "KeyNotFound",
     "NotEntitled",
+    "KeyCorrupted",
+    "KeyReused",
     "Origin",
     "Segment",
     "Piece",
@@ -68,10 +96,13 @@ __all__ = [
 ]
 
 #: Version of the on-disk schema, kept in the ``meta`` table.
-SCHEMA_VERSION = 1
-#: Every state a piece of key can be in.
-STATES = ("available", "reserved", "delivered", "relayed", "consumed")
+SCHEMA_VERSION = 2
+#: Every state a piece of key can be in. Only ``available`` is ever cut; ``reserved`` is served once
+#: (ETSI 014 delivery); ``pending`` and ``quarantined`` hold material that is never served.
+STATES = ("available", "reserved", "delivered", "relayed", "consumed", "pending", "quarantined")
 _FINAL = ("delivered", "relayed", "consumed")
+#: States whose pieces still hold material (and a digest).
+LIVE_STATES = ("available", "reserved", "pending", "quarantined")
 _PURPOSES = ("etsi014", "otp", "relay", "authentication", "other")
 #: Namespace for :func:`key_id_for` (uuid5 of a pass id).
 _NAMESPACE = uuid.UUID("5a7c0f2e-3b8d-5e61-9a0c-6b1f4d2e8c73")
@@ -97,6 +128,19 @@ class KeyNotFound(KeyStoreError):
 
 class NotEntitled(KeyStoreError):
     """The keys exist but were issued to another slave SAE (nothing changed)."""
+
+
+class KeyCorrupted(KeyStoreError):
+    """Stored key material failed its digest: the piece was quarantined (never served); nothing else changed."""
+
+    def __init__(self, message: str, *, key_ids: Sequence[str] = ()):
+        super().__init__(message)
+        self.key_ids = list(key_ids)
+
+
+class KeyReused(KeyStoreError):
+    """The site's usage ledger says this key range was used before (e.g. the store was restored from a
+    backup): refused. The range is marked consumed in the store so that it is not offered again."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +216,7 @@ _PIECE_COLS = (
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roots (
+    digest       BLOB,
     root_id      TEXT PRIMARY KEY,
     link         TEXT NOT NULL,
     length_bits  INTEGER NOT NULL CHECK (length_bits > 0 AND length_bits % 8 = 0),
@@ -189,7 +234,8 @@ CREATE TABLE IF NOT EXISTS pieces (
     root_id      TEXT NOT NULL REFERENCES roots(root_id),
     offset_bits  INTEGER NOT NULL CHECK (offset_bits >= 0 AND offset_bits % 8 = 0),
     length_bits  INTEGER NOT NULL CHECK (length_bits > 0 AND length_bits % 8 = 0),
-    state        TEXT NOT NULL CHECK (state IN ('available','reserved','delivered','relayed','consumed')),
+    state        TEXT NOT NULL CHECK (state IN ('available','reserved','delivered','relayed','consumed','pending',
+                                                'quarantined')),
     role         TEXT CHECK (role IS NULL OR role IN ('master','slave')),
     master_sae   TEXT,
     slave_sae    TEXT,
@@ -197,11 +243,19 @@ CREATE TABLE IF NOT EXISTS pieces (
     request_id   TEXT,
     peer_ack     INTEGER,
     purpose      TEXT,
-    updated_utc  TEXT NOT NULL
+    updated_utc  TEXT NOT NULL,
+    digest       BLOB
 );
 CREATE INDEX IF NOT EXISTS pieces_link_state ON pieces(link, state);
 CREATE INDEX IF NOT EXISTS pieces_root ON pieces(root_id, offset_bits);
 CREATE INDEX IF NOT EXISTS pieces_request ON pieces(request_id);
+CREATE TABLE IF NOT EXISTS ops (
+    op_id        TEXT PRIMARY KEY,
+    kind         TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    data         TEXT,
+    updated_utc  TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS tombstones (request_id TEXT PRIMARY KEY, utc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -229,6 +283,57 @@ def _check_link(link: str) -> str:
     if not isinstance(link, str) or not link.strip():
         raise ValueError(f"link must be a non-empty site name, got {link!r}")
     return link
+
+
+def piece_digest(key_id: str, link: str, root_id: str, offset_bits: int, length_bits: int, material: bytes) -> bytes:
+    """SHA-256 of a piece's material, bound to the piece's id and link and to where it lies (root id,
+    offset, length): two pieces' material, ids or links swapped in the file do not verify
+    (FIPS 180-4; each field length-prefixed, so no two field lists hash alike)."""
+    h = hashlib.sha256(b"satqkd-piece-v2\0")
+    for f in (str(key_id), str(link), str(root_id)):
+        b = f.encode()
+        h.update(struct.pack(">I", len(b)) + b)
+    h.update(struct.pack(">QQ", offset_bits, length_bits))
+    h.update(material)
+    return h.digest()
+
+
+def root_digest(material: bytes) -> bytes:
+    """SHA-256 of a root key's whole material as deposited (to recognise a repeated deposit)."""
+    return hashlib.sha256(b"satqkd-root-v2\0" + bytes(material)).digest()
+
+
+def direction_window(site: str, link: str, root_bits: int) -> tuple[int, int]:
+    """The bit range ``[lo, hi)`` of a root shared by ``site`` and ``link`` that ``site`` may use as pad
+    toward ``link`` (one-time pad, :mod:`satqkd.keys.otp`).
+
+    Every root is split in two directional streams that both ends derive alike from its length: the
+    site whose name sorts first sends with the first half (whole bytes), the other with the rest.
+    Two sites that encrypt toward each other at the same time therefore never touch the same bit —
+    provided both ends spell both names alike (each store's ``site`` is the other's ``link``, exactly:
+    ``"Nanshan"`` and ``"nanshan"`` sort differently). A site equal to its link is refused.
+    """
+    if site == link:
+        raise ValueError(f"site and link are both {site!r}: the two directions of a link need two names")
+    half = (root_bits // 16) * 8
+    return (0, half) if site < link else (half, root_bits)
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` (if missing) with mode 0600, or narrow an existing file to 0600 (umask-proof)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, 0o600)
+        os.close(fd)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if p.exists() and p.stat().st_mode & 0o077:
+                os.chmod(p, 0o600)
+        except OSError:  # not ours: leave it (SQLite will report what it cannot do)
+            pass
 
 
 def key_id_for(pass_id: str) -> str:
@@ -284,14 +389,21 @@ class KeyStore:
     (SQLite locking, ``busy_timeout``).
     """
 
-    def __init__(self, path: str | Path, site: str | None = None, *, wipe: bool = True, timeout_s: float = 30.0):
+    def __init__(self, path: str | Path, site: str | None = None, *, wipe: bool = True, timeout_s: float = 30.0,
+                 ledger: str | Path | None = None):
+        from ..ledger import UsageLedger
+
         self.path = Path(path)
         self.wipe = bool(wipe)
         self._lock = threading.RLock()
         self._depth = 0  # transaction nesting (savepoints), guarded by the lock
+        self._after: list[tuple] = []  # repairs to commit after the outermost transaction (quarantine, retire)
         if site is None and not self.path.exists():
             raise ValueError(f"site is required to create a new key store at {self.path}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)
+        #: the site's usage ledger of one-time key ranges (beside the store unless given)
+        self.ledger = UsageLedger(ledger if ledger is not None else self.path.with_name(self.path.name + ".ledger"))
         self._con = sqlite3.connect(str(self.path), timeout=timeout_s, isolation_level=None, check_same_thread=False)
         self._con.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
         mode = self._con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -300,10 +412,15 @@ class KeyStore:
         self._con.execute("PRAGMA synchronous = FULL")
         self._con.execute("PRAGMA foreign_keys = ON")
         with self._tx() as cur:
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    cur.execute(stmt)
+            cur.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
             meta = dict(cur.execute("SELECT name, value FROM meta").fetchall())
+            if meta and int(meta["schema_version"]) == 1:
+                self._migrate_v1(cur)
+                meta["schema_version"] = str(SCHEMA_VERSION)
+            if not meta or int(meta["schema_version"]) == SCHEMA_VERSION:
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        cur.execute(stmt)
             if not meta:
                 if site is None:
                     raise ValueError(f"site is required to initialise the key store at {self.path}")
@@ -323,6 +440,80 @@ class KeyStore:
             raise ValueError(f"{self.path} is the store of site {meta['site']!r}, not {site!r}")
         self.site: str = meta["site"]
         self.schema_version = version
+        _create_private(self.path)  # the -wal/-shm files SQLite just made take the store's mode
+        self._bind_ledger()
+
+    def _check_peer(self, link: str) -> str:
+        """A link must name another site: a link named like this store's own site would give both ends the
+        same directional stream (:func:`direction_window`) and the same cutting end."""
+        _check_link(link)
+        if link == self.site:
+            raise ValueError(f"link {link!r} is this store's own site: a key is shared with another site")
+        return link
+
+    def _bind_ledger(self) -> None:
+        """Tie this store to its usage ledger: the first open writes the line ``ledger:<id>`` into the
+        ledger (fsync'ed) and then records ``<id>`` in the store's ``meta`` (``ledger_id``). Every later
+        use of the ledger checks that line is there, so a store copied or restored to another place (a
+        fresh, empty ``<store>.ledger`` beside it), or one whose ledger was lost, is refused instead of
+        silently forgetting what was used. A crash between the two writes leaves an unused line."""
+        from ..ledger import LedgerError
+
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE name = 'ledger_id'").fetchone()
+        if row is not None:
+            return
+        lid = str(uuid.uuid4())
+        try:
+            self.ledger.claim(f"ledger:{lid}", 0, 1, purpose=f"usage ledger of {self.site}'s store {self.path.name}")
+        except LedgerError:  # no usable ledger here (damaged, unwritable): every use will refuse anyway
+            return
+        with self._tx() as cur:
+            cur.execute("INSERT OR IGNORE INTO meta(name, value) VALUES ('ledger_id', ?)", (lid,))
+
+    def _ledger_claims(self) -> list:
+        """The usage ledger's claims, after checking it is this store's ledger (:meth:`_bind_ledger`)."""
+        from ..ledger import LedgerError
+
+        try:
+            claims = self.ledger.claims()
+        except LedgerError as exc:
+            raise KeyReused(f"{self.site}'s usage ledger cannot be read: {exc}") from None
+        with self._lock:
+            row = self._con.execute("SELECT value FROM meta WHERE name = 'ledger_id'").fetchone()
+        if row is not None and not any(c.resource == f"ledger:{row[0]}" for c in claims):
+            raise KeyReused(
+                f"{self.site}: the usage ledger {self.ledger.path} is not the one this store was made with "
+                f"(ledger id {row[0]} missing): was the store copied or restored to another place, or its ledger "
+                "lost or replaced? Refused — one-time key must not be used without the ledger that remembers it."
+            )
+        return claims
+
+    def _migrate_v1(self, cur: sqlite3.Cursor) -> None:
+        """Schema 1 → 2 in the open transaction: digest columns, the new states, the ops journal.
+
+        Rule: the material found now is taken as correct; each live piece gets the digest of it
+        (roots get none: their original material is not known any more).
+        """
+        cur.execute("ALTER TABLE roots ADD COLUMN digest BLOB")
+        cur.execute("ALTER TABLE pieces RENAME TO pieces_v1")
+        for idx in ("pieces_link_state", "pieces_root", "pieces_request"):
+            cur.execute(f"DROP INDEX IF EXISTS {idx}")
+        for stmt in _SCHEMA.split(";"):
+            if stmt.strip():
+                cur.execute(stmt)
+        cur.execute(f"INSERT INTO pieces({_PIECE_COLS}) SELECT {_PIECE_COLS} FROM pieces_v1")
+        cur.execute("DROP TABLE pieces_v1")
+        rows = cur.execute(
+            "SELECT key_id, link, root_id, offset_bits, length_bits FROM pieces WHERE state IN ('available','reserved')"
+        ).fetchall()
+        for kid, link, rid, off, ln in rows:
+            mat = self._material(cur, rid, off, ln)
+            cur.execute("UPDATE pieces SET digest = ? WHERE key_id = ?",
+                        (piece_digest(kid, link, rid, off, ln, mat), kid))
+        cur.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'", (str(SCHEMA_VERSION),))
+        cur.execute("INSERT OR REPLACE INTO meta(name, value) VALUES ('migrated_from_v1_utc', ?)", (_now(),))
+        self._log(cur, "-", "migrated", None, f"schema 1 → 2: digests of {len(rows)} live pieces from current material")
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -365,6 +556,40 @@ class KeyStore:
                     self._con.execute("COMMIT" if self._depth == 1 else f"RELEASE {sp}")
             finally:
                 self._depth -= 1
+                if self._depth == 0 and self._after:
+                    after, self._after = self._after, []
+                    self._repair(after)
+
+    def _repair(self, actions: list[tuple]) -> None:
+        """Commit the repairs found during a transaction that failed: quarantine a piece whose digest
+        failed, retire (consume) a range the usage ledger says was used before. Each is re-checked."""
+        for act in actions:
+            try:
+                with self._tx() as cur:
+                    if act[0] == "quarantine":
+                        row = cur.execute("SELECT root_id, offset_bits, length_bits, digest, state FROM pieces "
+                                          "WHERE key_id = ?", (act[1],)).fetchone()
+                        if row is None or row[4] not in ("available", "reserved", "pending"):
+                            continue
+                        if self._digest_ok(cur, act[1], *row[:4]):
+                            continue
+                        cur.execute("UPDATE pieces SET state = 'quarantined', updated_utc = ? WHERE key_id = ?",
+                                    (_now(), act[1]))
+                        self._log(cur, act[1], "quarantined", None, "material fails its digest")
+                    elif act[0] == "retire":
+                        _, link, root_id, a, b, note = act
+                        for kid, po, pl in cur.execute(
+                            "SELECT key_id, offset_bits, length_bits FROM pieces WHERE root_id = ? AND link = ? "
+                            "AND state = 'available' AND offset_bits < ? AND offset_bits + length_bits > ?",
+                            (root_id, link, b, a),
+                        ).fetchall():
+                            lo, hi = max(a, po), min(b, po + pl)
+                            seg = Segment(str(uuid.uuid4()), root_id, lo, hi - lo)
+                            self._carve(cur, link, seg, "consumed", purpose="other")
+                            self._wipe(cur, root_id, lo, hi - lo)
+                            self._log(cur, seg.key_id, "consumed", None, note)
+            except KeyStoreError:
+                continue
 
     def _log(self, cur: sqlite3.Cursor, key_id: str, state: str, request_id: str | None = None, note: str | None = None):
         cur.execute(
@@ -381,7 +606,45 @@ class KeyStore:
             raise KeyStoreError(f"material of root {root_id} [{offset_bits}, +{length_bits}) is missing")
         return bytes(row[0])
 
+    @staticmethod
+    def _piece_link(cur, key_id: str) -> str | None:
+        row = cur.execute("SELECT link FROM pieces WHERE key_id = ?", (key_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def _digest_ok(self, cur, key_id: str, root_id: str, off: int, ln: int, digest: bytes | None) -> bool:
+        try:
+            mat = self._material(cur, root_id, off, ln)
+        except KeyStoreError:
+            return False
+        link = self._piece_link(cur, key_id)
+        return (digest is not None and link is not None
+                and piece_digest(key_id, link, root_id, off, ln, mat) == bytes(digest))
+
+    def _verified(self, cur, key_id: str, root_id: str, off: int, ln: int, digest: bytes | None) -> bytes:
+        """The material of piece ``key_id`` after checking its digest; on a mismatch the piece is
+        quarantined (after this transaction) and :class:`KeyCorrupted` is raised."""
+        try:
+            mat = self._material(cur, root_id, off, ln)
+        except KeyStoreError:
+            mat = None
+        link = self._piece_link(cur, key_id)
+        if mat is None or digest is None or link is None \
+                or piece_digest(key_id, link, root_id, off, ln, mat) != bytes(digest):
+            self._after.append(("quarantine", key_id))
+            raise KeyCorrupted(
+                f"{self.site}'s store: the material of key {key_id} (root {root_id} bits [{off}, {off + ln})) fails "
+                "its digest — the key is quarantined and will never be served; run `satqkd keys verify --store "
+                f"{self.path}`",
+                key_ids=[key_id],
+            )
+        return mat
+
     def _wipe(self, cur: sqlite3.Cursor, root_id: str, offset_bits: int, length_bits: int) -> None:
+        cur.execute(
+            "UPDATE pieces SET digest = NULL WHERE root_id = ? AND offset_bits = ? AND length_bits = ? "
+            "AND state IN ('delivered','relayed','consumed')",
+            (root_id, offset_bits, length_bits),
+        )
         if not self.wipe:
             return
         rowid = cur.execute("SELECT rowid FROM roots WHERE root_id = ?", (root_id,)).fetchone()[0]
@@ -403,11 +666,15 @@ class KeyStore:
         request_id: str | None = None,
         peer_ack: int | None = None,
         purpose: str | None = None,
-    ) -> None:
-        """Split the available piece holding ``seg`` so that ``seg`` becomes its own piece in ``state``."""
+    ) -> bytes:
+        """Split the available piece holding ``seg`` so that ``seg`` becomes its own piece in ``state``.
+
+        The piece's digest is checked first (:meth:`_verified`); the new pieces get their own.
+        Returns ``seg``'s material.
+        """
         end = seg.offset_bits + seg.length_bits
         row = cur.execute(
-            "SELECT key_id, link, offset_bits, length_bits FROM pieces WHERE root_id = ? AND state = 'available' "
+            "SELECT key_id, link, offset_bits, length_bits, digest FROM pieces WHERE root_id = ? AND state = 'available' "
             "AND offset_bits <= ? AND offset_bits + length_bits >= ?",
             (seg.root_id, seg.offset_bits, end),
         ).fetchone()
@@ -417,8 +684,10 @@ class KeyStore:
                 needed_bits=seg.length_bits,
                 details=[seg.to_json()],
             )
-        pid, _, po, pl = row
+        pid, _, po, pl, dg = row
+        whole = self._verified(cur, pid, seg.root_id, po, pl, dg)
         now = _now()
+        cut = lambda off, ln: whole[(off - po) // 8 : (off - po + ln) // 8]  # noqa: E731
         cur.execute("DELETE FROM pieces WHERE key_id = ?", (pid,))
         left = (po, seg.offset_bits - po)
         right = (end, po + pl - end)
@@ -428,40 +697,46 @@ class KeyStore:
                 continue
             rid = pid if ((off, ln) == keep_for and pid != seg.key_id) else str(uuid.uuid4())
             cur.execute(
-                "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
-                "VALUES (?, ?, ?, ?, ?, 'available', ?)",
-                (rid, link, seg.root_id, off, ln, now),
+                "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc, digest) "
+                "VALUES (?, ?, ?, ?, ?, 'available', ?, ?)",
+                (rid, link, seg.root_id, off, ln, now, piece_digest(rid, link, seg.root_id, off, ln, cut(off, ln))),
             )
+        mine = cut(seg.offset_bits, seg.length_bits)
         try:
             cur.execute(
-                f"INSERT INTO pieces({_PIECE_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO pieces({_PIECE_COLS}, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (seg.key_id, link, seg.root_id, seg.offset_bits, seg.length_bits, state, role, master_sae,
-                 slave_sae, kme_id, request_id, peer_ack, purpose, now),
+                 slave_sae, kme_id, request_id, peer_ack, purpose, now,
+                 piece_digest(seg.key_id, link, seg.root_id, seg.offset_bits, seg.length_bits, mine)),
             )
         except sqlite3.IntegrityError:
             raise KeyStoreError(f"key id {seg.key_id} already exists in {self.site}'s store") from None
         self._log(cur, seg.key_id, state, request_id, purpose)
+        return mine
 
     def _coalesce(self, cur: sqlite3.Cursor, root_ids: Iterable[str]) -> None:
         """Merge adjacent available pieces of each root (after pieces were returned to the pool)."""
         for root_id in set(root_ids):
             rows = cur.execute(
-                "SELECT key_id, offset_bits, length_bits, link FROM pieces WHERE root_id = ? AND state = 'available' "
-                "ORDER BY offset_bits",
+                "SELECT key_id, offset_bits, length_bits, link, digest FROM pieces WHERE root_id = ? "
+                "AND state = 'available' ORDER BY offset_bits",
                 (root_id,),
             ).fetchall()
             i = 0
             while i < len(rows):
-                kid, off, ln, link = rows[i]
+                kid, off, ln, link, _ = rows[i]
                 j = i + 1
                 end = off + ln
                 while j < len(rows) and rows[j][1] == end:
                     end += rows[j][2]
                     j += 1
-                if j > i + 1:
+                # merge only pieces whose digests hold (a bad one is left alone, to be quarantined on read)
+                if j > i + 1 and all(self._digest_ok(cur, r[0], root_id, r[1], r[2], r[4]) for r in rows[i:j]):
+                    mat = self._material(cur, root_id, off, end - off)
                     cur.executemany("DELETE FROM pieces WHERE key_id = ?", [(r[0],) for r in rows[i + 1 : j]])
                     cur.execute(
-                        "UPDATE pieces SET length_bits = ?, updated_utc = ? WHERE key_id = ?", (end - off, _now(), kid)
+                        "UPDATE pieces SET length_bits = ?, updated_utc = ?, digest = ? WHERE key_id = ?",
+                        (end - off, _now(), piece_digest(kid, link, root_id, off, end - off, mat), kid),
                     )
                 i = j
 
@@ -497,36 +772,152 @@ class KeyStore:
         *,
         key_id: str | None = None,
         origin: Origin | None = None,
+        pending: bool = False,
+        request_id: str | None = None,
+        exist_ok: bool = False,
     ) -> str:
         """Deposit a final key shared with site ``link``; returns its (root) key id.
 
         ``key`` is bytes or a 0/1 bit array (truncated to whole bytes). Use the same ``key_id``
-        at both ends of the link (e.g. :func:`key_id_for` of the pass id).
+        at both ends of the link (e.g. :func:`key_id_for` of the pass id). With ``pending`` the key
+        is deposited *pending* (never served) until :meth:`activate`; ``request_id`` names the
+        operation that deposits it. With ``exist_ok`` a repeated deposit of the same id and the same
+        material (a resumed operation) returns the id and changes nothing; different material
+        under that id is refused.
         """
-        _check_link(link)
+        self._check_peer(link)
         material = _as_material(key)
         if not material:
             raise ValueError("key must hold at least 8 bits")
         key_id = _check_uuid(key_id, "key_id") if key_id is not None else str(uuid.uuid4())
         origin = origin or Origin()
         now = _now()
+        state = "pending" if pending else "available"
+        rd = root_digest(material)
         with self._tx() as cur:
+            if exist_ok:
+                row = cur.execute("SELECT link, length_bits, digest FROM roots WHERE root_id = ?", (key_id,)).fetchone()
+                if row is not None:
+                    if row[0] == link and row[1] == 8 * len(material) and row[2] is not None and bytes(row[2]) == rd:
+                        return key_id
+                    raise KeyStoreError(f"key id {key_id} is already in {self.site}'s store with other material")
             try:
                 cur.execute(
                     "INSERT INTO roots(root_id, link, length_bits, material, origin_kind, origin_pass, origin_seed, "
-                    "epsilon, origin_note, created_utc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "epsilon, origin_note, created_utc, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (key_id, link, 8 * len(material), material, origin.kind, origin.pass_id, origin.seed,
-                     origin.epsilon, origin.note, now),
+                     origin.epsilon, origin.note, now, rd),
                 )
             except sqlite3.IntegrityError:
                 raise KeyStoreError(f"key id {key_id} is already in {self.site}'s store") from None
             cur.execute(
-                "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
-                "VALUES (?, ?, ?, 0, ?, 'available', ?)",
-                (key_id, link, key_id, 8 * len(material), now),
+                "INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, request_id, updated_utc, "
+                "digest) VALUES (?, ?, ?, 0, ?, ?, ?, ?, ?)",
+                (key_id, link, key_id, 8 * len(material), state, request_id, now,
+                 piece_digest(key_id, link, key_id, 0, 8 * len(material), material)),
             )
-            self._log(cur, key_id, "available", None, f"deposit {origin.kind}")
+            self._log(cur, key_id, state, request_id, f"deposit {origin.kind}")
         return key_id
+
+    def activate(self, root_id: str) -> int:
+        """A *pending* root becomes *available* (its twin is at the other end); idempotent. Returns
+        the number of pieces changed (0 if it was already available)."""
+        with self._tx() as cur:
+            kids = [r[0] for r in cur.execute(
+                "SELECT key_id FROM pieces WHERE root_id = ? AND state = 'pending'", (root_id,)).fetchall()]
+            for kid in kids:
+                cur.execute("UPDATE pieces SET state = 'available', request_id = NULL, updated_utc = ? "
+                            "WHERE key_id = ?", (_now(), kid))
+                self._log(cur, kid, "available", None, "activated")
+        return len(kids)
+
+    def discard_pending(self, root_id: str, *, note: str = "discarded") -> int:
+        """Undo a *pending* deposit (it was never served): a root that is wholly pending is deleted;
+        pending pieces of a root that is also in use elsewhere become *consumed* (purpose ``other``,
+        wiped). Idempotent. Returns the number of pieces changed."""
+        with self._tx() as cur:
+            rows = cur.execute("SELECT key_id, offset_bits, length_bits FROM pieces WHERE root_id = ? "
+                               "AND state = 'pending'", (root_id,)).fetchall()
+            total = cur.execute("SELECT COUNT(*) FROM pieces WHERE root_id = ?", (root_id,)).fetchone()[0]
+            if rows and len(rows) == total:
+                cur.execute("DELETE FROM pieces WHERE root_id = ?", (root_id,))
+                cur.execute("DELETE FROM roots WHERE root_id = ?", (root_id,))
+                self._log(cur, root_id, "deleted", None, f"pending deposit undone ({note})")
+                return len(rows)
+            for kid, off, ln in rows:
+                cur.execute("UPDATE pieces SET state = 'consumed', purpose = 'other', updated_utc = ? WHERE key_id = ?",
+                            (_now(), kid))
+                self._wipe(cur, root_id, off, ln)
+                self._log(cur, kid, "consumed", None, note)
+        return len(rows)
+
+    # ------------------------------------------------------------------ operations journal
+    def put_op(self, op_id: str, kind: str, state: str, data: dict | None = None) -> None:
+        """Record (or update) a multi-store operation's state in this store's journal (``ops`` table).
+
+        Call it inside another operation's ``within`` to make the record part of that transaction."""
+        import json
+
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO ops(op_id, kind, state, data, updated_utc) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(op_id) DO UPDATE SET state = excluded.state, "
+                "data = COALESCE(excluded.data, ops.data), updated_utc = excluded.updated_utc",
+                (op_id, kind, state, None if data is None else json.dumps(data, sort_keys=True), _now()),
+            )
+            self._log(cur, op_id, f"op:{state}", None, kind)
+
+    def get_op(self, op_id: str) -> dict | None:
+        """``{"op_id", "kind", "state", "data", "updated_utc"}`` of a journaled operation, or ``None``."""
+        import json
+
+        with self._lock:
+            row = self._con.execute("SELECT op_id, kind, state, data, updated_utc FROM ops WHERE op_id = ?",
+                                    (op_id,)).fetchone()
+        if row is None:
+            return None
+        return {"op_id": row[0], "kind": row[1], "state": row[2], "data": json.loads(row[3]) if row[3] else None,
+                "updated_utc": row[4]}
+
+    # ------------------------------------------------------------------ usage ledger (one-time key)
+    @staticmethod
+    def _ledger_ranges(segments: Sequence[Segment]) -> list[tuple[str, int, int]]:
+        return [(f"key:{s.root_id}", s.offset_bits, s.offset_bits + s.length_bits) for s in segments]
+
+    def ledger_check(self, link: str, segments: Sequence[Segment], *, purpose: str | None = None) -> None:
+        """Refuse (:class:`KeyReused`) segments that overlap a range of the usage ledger claimed by
+        another operation than ``purpose``; the overlaps are then retired (consumed) in the store,
+        after the current transaction. Records nothing."""
+        claims = self._ledger_claims()
+        hits = []
+        for res, a, b in self._ledger_ranges(segments):
+            for c in claims:
+                if c.resource == res and c.overlaps(a, b) and not (purpose is not None and c.purpose == purpose):
+                    hits.append((res, max(a, c.start), min(b, c.stop), c))
+        if hits:
+            for res, a, b, _ in hits:
+                self._after.append(("retire", link, res.split(":", 1)[1], a, b, "usage ledger: used before"))
+            res, a, b, c = hits[0]
+            raise KeyReused(
+                f"{self.site}: key {res[4:]} bits [{a}, {b}) was already used ({c.purpose or 'no purpose'}, "
+                f"{c.time_utc}) according to the usage ledger {self.ledger.path}: refused — was the store restored "
+                "from a backup? The range is now marked consumed in the store."
+            )
+
+    def ledger_claim(self, segments: Sequence[Segment], *, purpose: str) -> None:
+        """Claim the segments in the usage ledger (appended and fsync'ed) before their key is used.
+
+        Idempotent for one operation: a range already claimed with exactly this ``purpose`` is not
+        claimed again. Any other overlap raises :class:`KeyReused`."""
+        from ..ledger import LedgerError
+
+        have = {(c.resource, c.start, c.stop) for c in self._ledger_claims() if c.purpose == purpose}
+        try:
+            todo = [r for r in self._ledger_ranges(segments) if r not in have]
+            if todo:
+                self.ledger.claim_many(todo, purpose=purpose)
+        except LedgerError as exc:
+            raise KeyReused(f"{self.site}: {exc}") from None
 
     def pieces(self, link: str | None = None, state: str | None = None, *, limit: int | None = None) -> list[Piece]:
         """Pieces, optionally filtered by link and state, oldest root first."""
@@ -661,7 +1052,7 @@ class KeyStore:
         not know them yet). Raises :class:`KeyUnavailable` (nothing changed) if the pool cannot
         serve all of them.
         """
-        _check_link(link)
+        self._check_peer(link)
         if size_bits <= 0 or size_bits % 8:
             raise ValueError(f"size_bits must be a positive multiple of 8, got {size_bits}")
         if number < 1:
@@ -686,9 +1077,9 @@ class KeyStore:
             out = []
             for root_id, off in plan:
                 seg = Segment(str(uuid.uuid4()), root_id, off, size_bits)
-                self._carve(cur, link, seg, "reserved", role="master", master_sae=master_sae, slave_sae=slave_sae,
-                            kme_id=kme_id, request_id=request_id, peer_ack=0, purpose="etsi014")
-                out.append((seg, self._material(cur, root_id, off, size_bits)))
+                out.append((seg, self._carve(cur, link, seg, "reserved", role="master", master_sae=master_sae,
+                                             slave_sae=slave_sae, kme_id=kme_id, request_id=request_id, peer_ack=0,
+                                             purpose="etsi014")))
         return out
 
     def confirm_peer(self, key_ids: Sequence[str]) -> None:
@@ -748,7 +1139,7 @@ class KeyStore:
         (:class:`KeyUnavailable`, nothing changed) a request id that was released before, or a
         segment that is not available here.
         """
-        _check_link(link)
+        self._check_peer(link)
         if not segments:
             raise ValueError("segments must not be empty")
         with self._tx() as cur:
@@ -781,7 +1172,7 @@ class KeyStore:
             rows = []
             for kid in key_ids:
                 row = cur.execute(
-                    "SELECT root_id, offset_bits, length_bits, master_sae, slave_sae FROM pieces "
+                    "SELECT root_id, offset_bits, length_bits, master_sae, slave_sae, digest FROM pieces "
                     "WHERE key_id = ? AND role = 'slave' AND state = 'reserved'",
                     (kid,),
                 ).fetchone()
@@ -790,8 +1181,8 @@ class KeyStore:
                 if row[4] != slave_sae:
                     raise NotEntitled(f"key {kid} was issued to another slave SAE")
                 rows.append((kid, row))
-            for kid, (root_id, off, ln, _, _) in rows:
-                out.append((kid, self._material(cur, root_id, off, ln)))
+            for kid, (root_id, off, ln, _, _, dg) in rows:
+                out.append((kid, self._verified(cur, kid, root_id, off, ln, dg)))
                 cur.execute("UPDATE pieces SET state = 'delivered', updated_utc = ? WHERE key_id = ?", (_now(), kid))
                 self._wipe(cur, root_id, off, ln)
                 self._log(cur, kid, "delivered", None, f"to {slave_sae}")
@@ -851,14 +1242,17 @@ class KeyStore:
         purpose: str = "otp",
         request_id: str | None = None,
         front: bool | None = None,
+        direction: bool = False,
         within: Callable[[list[Segment], bytes], None] | None = None,
     ) -> tuple[list[Segment], bytes]:
         """Cut ``nbits`` from the link's pool (possibly several ranges) into ``state``, in one transaction.
 
         ``within(segments, material)`` runs inside the transaction, before commit: if it raises,
         nothing is taken. Raises :class:`KeyUnavailable` if the pool holds fewer than ``nbits``.
+        With ``direction`` only this site's directional stream of each root is cut
+        (:func:`direction_window`: what a one-time-pad sender may use without agreeing with the peer).
         """
-        _check_link(link)
+        self._check_peer(link)
         if state not in ("consumed", "relayed"):
             raise ValueError(f"state must be 'consumed' or 'relayed', got {state!r}")
         if purpose not in _PURPOSES:
@@ -869,7 +1263,8 @@ class KeyStore:
         with self._tx() as cur:
             plan = []
             need = nbits
-            for root_id, off, ln in self._available_rows(cur, link, front):
+            for root_id, off, ln in (self._directional_rows(cur, link, front) if direction
+                                     else self._available_rows(cur, link, front)):
                 t = min(need, ln)
                 plan.append((root_id, off if front else off + ln - t, t))
                 need -= t
@@ -877,8 +1272,9 @@ class KeyStore:
                     break
             if need:
                 avail = nbits - need
+                where = f" in {self.site}'s sending direction" if direction else ""
                 raise KeyUnavailable(
-                    f"link {link!r} holds {avail} available bits, {nbits} needed",
+                    f"link {link!r} holds {avail} available bits{where}, {nbits} needed",
                     needed_bits=nbits,
                     available_bits=avail,
                 )
@@ -903,7 +1299,7 @@ class KeyStore:
         Returns their concatenated material. ``within`` as in :meth:`take`. Raises
         :class:`KeyUnavailable` (nothing changed) if any segment is not available here.
         """
-        _check_link(link)
+        self._check_peer(link)
         if state not in ("consumed", "relayed"):
             raise ValueError(f"state must be 'consumed' or 'relayed', got {state!r}")
         if not segments:
@@ -915,28 +1311,84 @@ class KeyStore:
         return material
 
     def peek_segments(self, link: str, segments: Sequence[Segment]) -> bytes:
-        """Material of available segments without changing anything (e.g. to check a MAC before consuming)."""
+        """Material of available segments without changing anything (e.g. to check a MAC before consuming).
+
+        The digest of each piece read is checked (:class:`KeyCorrupted`, and the piece quarantined)."""
         with self._tx() as cur:
             parts = []
             for seg in segments:
                 row = cur.execute(
-                    "SELECT 1 FROM pieces WHERE root_id = ? AND link = ? AND state = 'available' AND offset_bits <= ? "
-                    "AND offset_bits + length_bits >= ?",
+                    "SELECT key_id, offset_bits, length_bits, digest FROM pieces WHERE root_id = ? AND link = ? "
+                    "AND state = 'available' AND offset_bits <= ? AND offset_bits + length_bits >= ?",
                     (seg.root_id, link, seg.offset_bits, seg.offset_bits + seg.length_bits),
                 ).fetchone()
                 if row is None:
                     raise KeyUnavailable(f"segment {seg.root_id}[{seg.offset_bits}, +{seg.length_bits}) is not available")
-                parts.append(self._material(cur, seg.root_id, seg.offset_bits, seg.length_bits))
+                kid, po, pl, dg = row
+                whole = self._verified(cur, kid, seg.root_id, po, pl, dg)
+                a = (seg.offset_bits - po) // 8
+                parts.append(whole[a : a + seg.length_bits // 8])
         return b"".join(parts)
 
     def _take_segments(self, cur, link, segs, state, purpose, request_id) -> bytes:
         parts = []
         for seg in segs:
-            self._carve(cur, link, seg, state, purpose=purpose, request_id=request_id)
-            parts.append(self._material(cur, seg.root_id, seg.offset_bits, seg.length_bits))
+            parts.append(self._carve(cur, link, seg, state, purpose=purpose, request_id=request_id))
         for seg in segs:
             self._wipe(cur, seg.root_id, seg.offset_bits, seg.length_bits)
         return b"".join(parts)
+
+    def _directional_rows(self, cur: sqlite3.Cursor, link: str, front: bool) -> list[tuple[str, int, int]]:
+        """Available ranges of this site's directional stream with ``link`` (:func:`direction_window`)."""
+        order = "r.rowid ASC, p.offset_bits ASC" if front else "r.rowid DESC, p.offset_bits DESC"
+        out = []
+        for root_id, off, ln, rbits in cur.execute(
+            "SELECT p.root_id, p.offset_bits, p.length_bits, r.length_bits FROM pieces p JOIN roots r "
+            f"ON r.root_id = p.root_id WHERE p.link = ? AND p.state = 'available' ORDER BY {order}",
+            (link,),
+        ).fetchall():
+            lo, hi = direction_window(self.site, link, rbits)
+            a, b = max(off, lo), min(off + ln, hi)
+            if b - a >= 8:
+                out.append((root_id, a, b - a))
+        return out
+
+    def directional_bits(self, link: str) -> int:
+        """Available bits of this site's directional stream with ``link`` (what OTP toward it can use)."""
+        with self._lock:
+            return sum(ln for _, _, ln in self._directional_rows(self._con.cursor(), link, True))
+
+    def verify(self) -> dict:
+        """Check the whole store: SQLite's integrity check, the tiling invariants, and the digest of every
+        piece that holds material. Pieces that fail are quarantined. Returns a report (``ok`` if clean)."""
+        with self._lock:
+            integrity = [r[0] for r in self._con.execute("PRAGMA integrity_check").fetchall()]
+            rows = self._con.execute(
+                "SELECT key_id, root_id, offset_bits, length_bits, digest, state FROM pieces "
+                "WHERE state IN ('available','reserved','pending')"
+            ).fetchall()
+            cur = self._con.cursor()
+            bad = [r[0] for r in rows if not self._digest_ok(cur, *r[:5])]
+        if bad:
+            self._repair([("quarantine", kid) for kid in bad])
+        quarantined = [p.key_id for p in self.pieces(state="quarantined")]
+        problems = self.check_invariants()
+        try:
+            self._ledger_claims()
+            ledger = "ok"
+        except KeyReused as exc:
+            ledger = str(exc)
+        return {
+            "site": self.site,
+            "path": str(self.path),
+            "pieces_checked": len(rows),
+            "newly_quarantined": bad,
+            "quarantined": quarantined,
+            "invariant_problems": problems,
+            "integrity_check": "; ".join(integrity),
+            "ledger": ledger,
+            "ok": not quarantined and not problems and integrity == ["ok"] and ledger == "ok",
+        }
 
 
 def open_store(path: str | Path, site: str | None = None) -> KeyStore:
