@@ -1,0 +1,166 @@
+"""Load benchmark of the two-KME ETSI GS QKD 014 demo: many concurrent master SAEs, for a fixed time.
+
+:func:`kme_bench` starts the two-site demo (two KME processes on loopback, stand-in keys), then
+``n_clients`` master SAEs — each with its own HTTPS connection and TLS session, all in one asyncio
+event loop of this process — call ``enc_keys`` back to back for ``seconds``. Afterwards every key
+issued is fetched by the slave SAE at the other KME and compared. Reported (``satqkd bench kme
+--json``)::
+
+    requests, errors, duplicates, rps, p50_ms, p99_ms        the issue's figures (enc_keys)
+    dec_errors, slave_mismatches, dec_p50_ms, dec_p99_ms     the slave side check
+    loadavg_before, loadavg_after, cpus                      how busy the machine was
+
+``duplicates`` counts key_IDs and key bytes issued more than once over all responses. Nothing
+here is a test: the figures depend on the machine (its load is reported beside them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+__all__ = ["kme_bench"]
+
+
+def _pct(a: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(a) * 1e3, q)) if a else float("nan")
+
+
+async def _load(cfg: dict, n_clients: int, seconds: float, number: int, size: int, max_requests: int,
+                timeout_s: float) -> dict:
+    from .kme import client_ssl_context
+
+    a, b = cfg["kmes"][:2]
+    sa, sb = cfg["saes"][a["sae_id"]], cfg["saes"][b["sae_id"]]
+    enc_url = f"{a['url']}/api/v1/keys/{b['sae_id']}/enc_keys"
+    dec_url = f"{b['url']}/api/v1/keys/{a['sae_id']}/dec_keys"
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    ctx_a = client_ssl_context(cfg["ca"], sa["cert"], sa["key"])
+    clients = [httpx.AsyncClient(verify=ctx_a, timeout=timeout_s, limits=limits) for _ in range(n_clients)]
+    lat: list[float] = []
+    keys: list[tuple[str, str]] = []
+    errors: list[str] = []
+    budget = [max_requests]
+    try:
+        # connect (TLS handshake) before the clock starts
+        await asyncio.gather(*(c.get(f"{a['url']}/api/v1/keys/{b['sae_id']}/status") for c in clients))
+        deadline = time.perf_counter() + seconds
+
+        async def worker(c: httpx.AsyncClient) -> None:
+            while time.perf_counter() < deadline and budget[0] > 0:
+                budget[0] -= 1
+                t0 = time.perf_counter()
+                try:
+                    r = await c.post(enc_url, json={"number": number, "size": size})
+                except httpx.HTTPError as exc:
+                    lat.append(time.perf_counter() - t0)
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                lat.append(time.perf_counter() - t0)
+                if r.status_code == 200:
+                    keys.extend((k["key_ID"], k["key"]) for k in r.json()["keys"])
+                else:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in clients))
+        wall = time.perf_counter() - t0
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients), return_exceptions=True)
+
+    # the slave side: every issued key, once, with the same bytes
+    ctx_b = client_ssl_context(cfg["ca"], sb["cert"], sb["key"])
+    per = max(1, min(number * 16, 128))
+    chunks = [keys[i : i + per] for i in range(0, len(keys), per)]
+    dec_lat: list[float] = []
+    got: dict[str, str] = {}
+    dec_errors: list[str] = []
+    n_dec = min(n_clients, 16)
+    dclients = [httpx.AsyncClient(verify=ctx_b, timeout=timeout_s, limits=limits) for _ in range(n_dec)]
+    try:
+        async def dworker(c: httpx.AsyncClient, mine: list) -> None:
+            for chunk in mine:
+                t1 = time.perf_counter()
+                try:
+                    r = await c.post(dec_url, json={"key_IDs": [{"key_ID": k} for k, _ in chunk]})
+                except httpx.HTTPError as exc:
+                    dec_errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                dec_lat.append(time.perf_counter() - t1)
+                if r.status_code == 200:
+                    got.update((k["key_ID"], k["key"]) for k in r.json()["keys"])
+                else:
+                    dec_errors.append(f"{r.status_code} {r.text[:200]}")
+
+        await asyncio.gather(*(dworker(c, chunks[i::n_dec]) for i, c in enumerate(dclients)))
+    finally:
+        await asyncio.gather(*(c.aclose() for c in dclients), return_exceptions=True)
+
+    ids = [k for k, _ in keys]
+    mats = [v for _, v in keys]
+    return {
+        "requests": len(lat),
+        "errors": len(errors),
+        "duplicates": (len(ids) - len(set(ids))) + (len(mats) - len(set(mats))),
+        "rps": len(lat) / wall if wall > 0 else float("nan"),
+        "p50_ms": _pct(lat, 50),
+        "p99_ms": _pct(lat, 99),
+        "keys": len(keys),
+        "wall_s": wall,
+        "dec_requests": len(dec_lat),
+        "dec_errors": len(dec_errors),
+        "slave_mismatches": sum(1 for k, v in keys if got.get(k) != v),
+        "dec_p50_ms": _pct(dec_lat, 50),
+        "dec_p99_ms": _pct(dec_lat, 99),
+        "error_samples": sorted(set(errors))[:5] + sorted(set(dec_errors))[:5],
+    }
+
+
+def kme_bench(
+    n_clients: int = 50,
+    seconds: float = 10.0,
+    *,
+    number: int = 1,
+    size: int = 256,
+    max_requests: int | None = None,
+    seed: int = 7,
+    timeout_s: float = 60.0,
+    workdir: str | Path | None = None,
+) -> dict:
+    """Run ``n_clients`` concurrent master SAEs against a fresh two-KME demo for ``seconds``; see the module doc.
+
+    The pool is sized for ``max_requests`` requests (default 3000 per second of load) of ``number``
+    keys of ``size`` bits, and the load stops at that count even before ``seconds``, so the pool
+    never runs dry during the run.
+    """
+    max_requests = int(3000 * seconds) + n_clients if max_requests is None else max_requests
+    if n_clients < 1 or seconds <= 0 or max_requests < 1:
+        raise ValueError("n_clients and max_requests must be ≥ 1 and seconds > 0")
+    from .kme import start_demo
+
+    need = max_requests * number * size // 8
+    before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="satqkd-kme-bench-") if workdir is None else _keep(workdir) as d:
+        with start_demo(d, seed=seed, nbytes=max(1 << 16, 2 * need + 4096), max_key_per_request=max(128, number)) as demo:
+            res = asyncio.run(_load(demo.config, n_clients, seconds, number, size, max_requests, timeout_s))
+    return {**res, "n_clients": n_clients, "seconds": seconds, "keys_per_request": number, "key_size_bits": size,
+            "loadavg_before": [round(x, 2) for x in before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
+
+
+class _keep:
+    def __init__(self, d):
+        self.d = Path(d)
+
+    def __enter__(self):
+        self.d.mkdir(parents=True, exist_ok=True)
+        return self.d
+
+    def __exit__(self, *exc):
+        return None
