@@ -4,7 +4,7 @@
     >>> relay_announcement(b"\\x0f", b"\\xff")
     b'\\xf0'
 
-``satqkd.keys.kme`` (FastAPI/uvicorn) and ``satqkd.keys.pki`` (cryptography) load on first use.
+``satqkd.keys.kme`` (FastAPI/anycorn) and ``satqkd.keys.pki`` (cryptography) load on first use.
 """
 
 from __future__ import annotations
