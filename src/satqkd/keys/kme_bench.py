@@ -20,6 +20,7 @@ import asyncio
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -122,6 +123,38 @@ async def _load(cfg: dict, n_clients: int, seconds: float, number: int, size: in
     }
 
 
+_ROOT_BYTES = 1 << 16
+
+
+@dataclass
+class _Filled:
+    relay_key_id: str
+    length_bits: int
+    key_source: str
+
+
+def _fill(nbytes: int, seed: int):
+    """Fill the demo stores with relays of 64 KiB stand-in keys (a pool of many pass-sized roots, as in operation)."""
+    from .relay import run_standin_relay
+
+    def fill(sat, a, b) -> _Filled:
+        n = max(1, -(-nbytes // _ROOT_BYTES))
+        rs = [run_standin_relay(sat, a, b, seed=seed + i, nbytes=_ROOT_BYTES) for i in range(n)]
+        return _Filled(rs[0].relay_key_id, sum(r.length_bits for r in rs),
+                       f"stand-in: {n} relays of {_ROOT_BYTES} bytes (satqkd.keys.relay.standin_pass_keys)")
+
+    return fill
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), NaN where unavailable."""
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def kme_bench(
     n_clients: int = 50,
     seconds: float = 10.0,
@@ -147,8 +180,15 @@ def kme_bench(
     need = max_requests * number * size // 8
     before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="satqkd-kme-bench-") if workdir is None else _keep(workdir) as d:
-        with start_demo(d, seed=seed, nbytes=max(1 << 16, 2 * need + 4096), max_key_per_request=max(128, number)) as demo:
+        with start_demo(d, fill=_fill(need + 4096, seed), max_key_per_request=max(128, number)) as demo:
+            pids = {k: p.pid for k, p in demo.procs.items()}
+            cpu0 = {k: _cpu_s(p) for k, p in pids.items()}
+            t0 = os.times()
             res = asyncio.run(_load(demo.config, n_clients, seconds, number, size, max_requests, timeout_s))
+            t1 = os.times()
+            cpu = {k: _cpu_s(p) - cpu0[k] for k, p in pids.items()}
+    cpu["bench clients"] = (t1.user - t0.user) + (t1.system - t0.system)
+    res["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}  # enc and dec phases together
     return {**res, "n_clients": n_clients, "seconds": seconds, "keys_per_request": number, "key_size_bits": size,
             "loadavg_before": [round(x, 2) for x in before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
