@@ -941,9 +941,9 @@ def _server_config(tls_dir: str | Path, kme_id: str, log_level: str = "warning")
     return cfg
 
 
-async def _serve_async(settings: KMESettings, sock: socket.socket, should_exit: Callable[[], bool],
+async def _serve_async(app: FastAPI, settings: KMESettings, sock: socket.socket, should_exit: Callable[[], bool],
                        on_ready: Callable[[], None], log_level: str = "warning") -> None:
-    """Serve until ``should_exit()`` is true (polled), then shut down gracefully. ``on_ready`` runs once serving."""
+    """Serve ``app`` until ``should_exit()`` is true (polled), then shut down gracefully. ``on_ready`` runs once serving."""
     cfg = _server_config(settings.tls_dir, settings.kme_id, log_level)
     # the socket bound (and listening) by the caller; anycorn takes it over (and closes it)
     cfg.bind = [f"fd://{sock.detach()}"]
@@ -953,7 +953,7 @@ async def _serve_async(settings: KMESettings, sock: socket.socket, should_exit: 
             await anyio.sleep(0.05)
 
     async with anyio.create_task_group() as tg:
-        await tg.start(functools.partial(anycorn_serve, create_app(settings), cfg, shutdown_trigger=trigger))
+        await tg.start(functools.partial(anycorn_serve, app, cfg, shutdown_trigger=trigger))
         on_ready()
 
 
@@ -993,6 +993,7 @@ class RunningKME:
 
     settings: KMESettings
     url: str
+    app: FastAPI  # ``app.state.kme``: the KME's runtime state (counters for tests)
     thread: threading.Thread
     exit: threading.Event
     error: list = field(default_factory=list)
@@ -1016,10 +1017,11 @@ def start_in_thread(settings: KMESettings, *, host: str = "127.0.0.1", port: int
     url = f"https://{host}:{sock.getsockname()[1]}"
     exit_, ready = threading.Event(), threading.Event()
     errors: list = []
+    app = create_app(settings)
 
     def run() -> None:
         try:
-            anyio.run(_serve_async, settings, sock, exit_.is_set, ready.set)
+            anyio.run(_serve_async, app, settings, sock, exit_.is_set, ready.set)
         except BaseException as exc:  # noqa: BLE001 - reported by start_in_thread / kept for the caller
             while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
                 exc = exc.exceptions[0]
@@ -1032,7 +1034,7 @@ def start_in_thread(settings: KMESettings, *, host: str = "127.0.0.1", port: int
         exit_.set()
         raise RuntimeError(f"KME {settings.kme_id} did not start: {errors[0]!r}" if errors else
                            f"KME {settings.kme_id} did not start within {timeout_s} s")
-    return RunningKME(settings, url, th, exit_, errors)
+    return RunningKME(settings, url, app, th, exit_, errors)
 
 
 def serve(
@@ -1075,7 +1077,7 @@ def serve(
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-        await _serve_async(settings, sock, should_exit, on_ready, log_level)
+        await _serve_async(create_app(settings), settings, sock, should_exit, on_ready, log_level)
 
     anyio.run(main)
 
