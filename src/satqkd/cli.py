@@ -705,11 +705,16 @@ def kme_serve(
     network: Path = typer.Option(..., "--network", help="JSON: the KMEs and the SAEs each serves"),
     kme_id: str = typer.Option(..., "--kme-id"),
     host: str = typer.Option("127.0.0.1", "--host"),
+    max_body_bytes: int = typer.Option(64 * 1024, "--max-body-bytes", min=1024, max=1 << 24,
+                                       help="larger SAE request bodies get 413"),
+    max_inflight: int = typer.Option(256, "--max-inflight", min=1, max=100_000,
+                                     help="enc_keys/dec_keys served at once; more wait in line (back-pressure)"),
 ) -> None:
     """Serve one site's ETSI GS QKD 014 API over HTTPS with client certificates (until SIGINT/SIGTERM)."""
     from .keys.kme import serve
 
-    serve(_existing_store(store), tls, port, network=network, kme_id=kme_id, host=host)
+    serve(_existing_store(store), tls, port, network=network, kme_id=kme_id, host=host, max_body_bytes=max_body_bytes,
+          max_inflight_requests=max_inflight)
 
 
 @kme_app.command("demo")

@@ -1340,6 +1340,9 @@ def _nullctx(x):
 
 
 # ---------------------------------------------------------------------------------------- module CLI
+_INT_LIMITS = ("key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_body_bytes",
+               "max_peer_body_bytes", "max_inflight_requests", "peer_batch_max", "peer_calls_max")
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m satqkd.keys.kme serve|demo ...`` (used to spawn KME processes; the user CLI is ``satqkd kme``)."""
     ap = argparse.ArgumentParser(prog="python -m satqkd.keys.kme")
@@ -1353,16 +1356,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--ready-file", default=None)
     s.add_argument("--parent-pid", type=int, default=None)
-    for name in ("key-size", "min-key-size", "max-key-size", "max-key-per-request"):
-        s.add_argument(f"--{name}", type=int, default=None)
+    for name in _INT_LIMITS:
+        s.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     dm = sub.add_parser("demo")
     dm.add_argument("--dir", required=True)
     dm.add_argument("--seed", type=int, default=7)
     dm.add_argument("--key-source", choices=("relay", "standin"), default="relay")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
-        limits = {k: getattr(a, k) for k in ("key_size", "min_key_size", "max_key_size", "max_key_per_request")
-                  if getattr(a, k) is not None}
+        limits = {k: getattr(a, k) for k in _INT_LIMITS if getattr(a, k) is not None}
         serve(a.store, a.tls, a.port, network=a.network, kme_id=a.kme_id, host=a.host, ready_file=a.ready_file,
               parent_pid=a.parent_pid, **limits)
         return 0
