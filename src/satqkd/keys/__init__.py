@@ -29,7 +29,7 @@ _LAZY = {
     "serve": ("satqkd.keys.kme", "serve"),
     "run_demo": ("satqkd.keys.kme", "run_demo"),
     "start_demo": ("satqkd.keys.kme", "start_demo"),
-    "kme_load_bench": ("satqkd.keys.kme", "kme_load_bench"),
+    "kme_bench": ("satqkd.keys.kme_bench", "kme_bench"),
 }
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""ETSI GS QKD 014 V1.1.1 key management entity (KME): FastAPI + uvicorn over mutual TLS.
+"""ETSI GS QKD 014 V1.1.1 key management entity (KME): FastAPI served by anycorn over mutual TLS.
 
 Each site runs one KME on its own key store (:mod:`satqkd.keys.store`). Secure application
 entities (SAEs) call it over HTTPS (TLS ≥ 1.2, client certificate required; the caller's identity
@@ -37,10 +37,16 @@ not acknowledged (crash or lost peer) were never sent to anyone: a recovery task
 the slave KME (which remembers the request id, so a late reservation for it is refused) and then
 returns them to the pool locally.
 
-Identity comes from the client certificate: uvicorn does not put it into the ASGI scope, so
-:class:`TLSPeerH11Protocol` (a subclass of uvicorn's ``H11Protocol``) reads the verified peer
-certificate from the TLS transport when the connection is made and adds the ASGI TLS extension
-(``scope["extensions"]["tls"]``) to every request of that connection.
+The KME–KME channel is batched and retried: reservations of concurrent requests travel together
+(:class:`_PeerLink`: at most ``peer_batch_max`` per call, ``peer_calls_max`` calls — pooled
+keep-alive connections — at once), and a call lost in transit or answered with a 5xx is retried
+with the same request ids, which the slave records once. Under load, requests wait (for a place
+among ``max_inflight_requests``, for a call slot, for a group commit) rather than fail. Request
+bodies are bounded (``max_body_bytes``, 64 KiB: 413).
+
+Identity comes from the client certificate, through the ASGI TLS extension: anycorn puts the
+verified peer certificate into ``scope["extensions"]["tls"]["client_cert_chain"]`` and
+:func:`client_cn` reads its common name.
 """
 
 from __future__ import annotations
@@ -61,14 +67,13 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import anyio
 import httpx
-import numpy as np
 from anycorn import Config as AnycornConfig
 from anycorn import serve as anycorn_serve
 from cryptography import x509
@@ -101,7 +106,6 @@ __all__ = [
     "Demo",
     "start_demo",
     "run_demo",
-    "kme_load_bench",
     "sae_client",
 ]
 
@@ -1240,103 +1244,6 @@ def run_demo(dir: str | Path, *, seed: int = 7, nbytes: int = 1 << 17, on_ready:
             demo.stop()
         for sig, h in old.items():
             signal.signal(sig, h)
-
-
-# ---------------------------------------------------------------------------------------- bench
-def kme_load_bench(
-    n_clients: int = 50,
-    requests_per_client: int = 10,
-    *,
-    number: int = 1,
-    size: int = 256,
-    seed: int = 7,
-    workdir: str | Path | None = None,
-) -> dict:
-    """Load test: ``n_clients`` concurrent master-SAE clients call ``enc_keys`` on a live two-KME demo.
-
-    Every key is then fetched by the slave SAE at the other KME (also concurrently). Returns
-    latency percentiles (ms) of both calls, throughput, and the duplicate check (must be 0).
-    """
-    if n_clients < 1 or requests_per_client < 1:
-        raise ValueError("n_clients and requests_per_client must be ≥ 1")
-    from concurrent.futures import ThreadPoolExecutor
-
-    need_bytes = n_clients * requests_per_client * number * size // 8
-    with tempfile.TemporaryDirectory(prefix="satqkd-kme-bench-") if workdir is None else _nullctx(workdir) as d:
-        with start_demo(d, seed=seed, nbytes=max(1 << 16, 2 * need_bytes),
-                        max_key_per_request=max(128, number)) as demo:
-            cfg = demo.config
-            a, b = cfg["kmes"][:2]
-            sa, sb = cfg["saes"][a["sae_id"]], cfg["saes"][b["sae_id"]]
-            barrier = threading.Barrier(n_clients)
-
-            def enc_worker(_i):
-                lat, keys, errors = [], [], 0
-                with sae_client(cfg["ca"], sa["cert"], sa["key"], timeout_s=60) as c:
-                    c.get(f"{a['url']}/api/v1/keys/{b['sae_id']}/status")  # connect before the clock starts
-                    barrier.wait()
-                    for _ in range(requests_per_client):
-                        t0 = time.perf_counter()
-                        r = c.post(f"{a['url']}/api/v1/keys/{b['sae_id']}/enc_keys", json={"number": number, "size": size})
-                        lat.append(time.perf_counter() - t0)
-                        if r.status_code == 200:
-                            keys += [(k["key_ID"], k["key"]) for k in r.json()["keys"]]
-                        else:
-                            errors += 1
-                return lat, keys, errors
-
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(n_clients) as ex:
-                res = list(ex.map(enc_worker, range(n_clients)))
-            wall = time.perf_counter() - t0
-            enc_lat = np.array([x for r in res for x in r[0]]) * 1e3
-            keys = [k for r in res for k in r[1]]
-            errors = sum(r[2] for r in res)
-            chunks = [keys[i::n_clients] for i in range(n_clients)]
-
-            def dec_worker(chunk):
-                lat, got = [], []
-                with sae_client(cfg["ca"], sb["cert"], sb["key"], timeout_s=60) as c:
-                    for j in range(0, len(chunk), number):
-                        part = chunk[j : j + number]
-                        t1 = time.perf_counter()
-                        r = c.post(f"{b['url']}/api/v1/keys/{a['sae_id']}/dec_keys",
-                                   json={"key_IDs": [{"key_ID": k} for k, _ in part]})
-                        lat.append(time.perf_counter() - t1)
-                        if r.status_code == 200:
-                            got += [(k["key_ID"], k["key"]) for k in r.json()["keys"]]
-                return lat, got
-
-            with ThreadPoolExecutor(n_clients) as ex:
-                dres = list(ex.map(dec_worker, chunks))
-            dec_lat = np.array([x for r in dres for x in r[0]]) * 1e3
-            got = {k: v for r in dres for k, v in r[1]}
-    ids = [k for k, _ in keys]
-    mats = [v for _, v in keys]
-    pct = lambda a, q: float(np.percentile(a, q)) if a.size else float("nan")  # noqa: E731
-    return {
-        "n_clients": n_clients,
-        "requests": int(enc_lat.size),
-        "keys_per_request": number,
-        "key_size_bits": size,
-        "p50_ms": pct(enc_lat, 50),
-        "p99_ms": pct(enc_lat, 99),
-        "enc_p50_ms": pct(enc_lat, 50),
-        "enc_p99_ms": pct(enc_lat, 99),
-        "dec_p50_ms": pct(dec_lat, 50),
-        "dec_p99_ms": pct(dec_lat, 99),
-        "enc_wall_s": wall,
-        "keys_per_s": len(keys) / wall if wall > 0 else float("nan"),
-        "errors": errors,
-        "duplicate_ids": len(ids) - len(set(ids)),
-        "duplicate_keys": len(mats) - len(set(mats)),
-        "slave_mismatches": sum(1 for k, v in keys if got.get(k) != v),
-    }
-
-
-@contextmanager
-def _nullctx(x):
-    yield x
 
 
 # ---------------------------------------------------------------------------------------- module CLI
