@@ -402,6 +402,10 @@ class PeerUnreachable(Exception):
     """The peer KME did not answer a reservation (after retries); the outcome at the peer is unknown."""
 
 
+#: keys per KME–KME call (~150 bytes each in JSON: far below ``max_peer_body_bytes``)
+_BATCH_SEGMENTS = 4096
+
+
 class _PeerLink:
     """The master KME's side of the KME–KME channel to one peer: batched, pooled, retried.
 
@@ -433,7 +437,12 @@ class _PeerLink:
     async def _pump(self) -> None:
         while self.queue:
             await self.slots.acquire()
-            batch, self.queue = self.queue[: self.s.peer_batch_max], self.queue[self.s.peer_batch_max :]
+            n = segs = 0  # at most peer_batch_max reservations and _BATCH_SEGMENTS keys (but at least one)
+            while n < min(len(self.queue), self.s.peer_batch_max) and (
+                    n == 0 or segs + len(self.queue[n][0]["segments"]) <= _BATCH_SEGMENTS):
+                segs += len(self.queue[n][0]["segments"])
+                n += 1
+            batch, self.queue = self.queue[:n], self.queue[n:]
             if not batch:
                 self.slots.release()
                 break
