@@ -539,6 +539,7 @@ def bench_kme(
         f"p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms\n"
         f"errors {res['errors']}, duplicates {res['duplicates']}, slave mismatches {res['slave_mismatches']} "
         f"(dec_keys errors {res['dec_errors']})\n"
+        f"KME CPU per request {res['kme_cpu_ms_per_request']:.2f} ms; "
         f"load average before/after: {res['loadavg_before'][0]:.2f} / {res['loadavg_after'][0]:.2f} on {res['cpus']} CPUs"
     )
     if res["errors"] or res["duplicates"] or res["slave_mismatches"] or res["dec_errors"]:

@@ -10,6 +10,7 @@ issued is fetched by the slave SAE at the other KME and compared. Reported (``sa
 
     requests, errors, duplicates, rps, p50_ms, p99_ms        the issue's figures (enc_keys)
     dec_errors, slave_mismatches, dec_p50_ms, dec_p99_ms     the slave side check
+    kme_cpu_ms_per_request, cpu_s                            CPU of the KMEs per request; per process
     loadavg_before, loadavg_after, cpus                      how busy the machine was
 
 ``duplicates`` counts key_IDs and key bytes issued more than once over all responses. Nothing
@@ -89,7 +90,7 @@ class _SAEConnection:
 
 
 async def _load(cfg: dict, n_clients: int, seconds: float, number: int, size: int, max_requests: int,
-                timeout_s: float) -> dict:
+                timeout_s: float, pids: dict[str, int] | None = None) -> dict:
     from .kme import client_ssl_context
 
     a, b = cfg["kmes"][:2]
@@ -125,9 +126,11 @@ async def _load(cfg: dict, n_clients: int, seconds: float, number: int, size: in
                 else:
                     errors.append(f"{status} {body[:200]!r}")
 
+        cpu0 = {k: _cpu_s(p) for k, p in (pids or {}).items()}
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(c) for c in conns))
         wall = time.perf_counter() - t0
+        enc_cpu = sum(_cpu_s(p) - cpu0[k] for k, p in (pids or {}).items())
     finally:
         await asyncio.gather(*(c.aclose() for c in conns), return_exceptions=True)
 
@@ -170,6 +173,8 @@ async def _load(cfg: dict, n_clients: int, seconds: float, number: int, size: in
         "p99_ms": _pct(lat, 99),
         "keys": len(keys),
         "wall_s": wall,
+        # CPU of both KME processes per enc_keys request (load-independent, unlike rps on a shared machine)
+        "kme_cpu_ms_per_request": 1e3 * enc_cpu / len(lat) if lat and pids else float("nan"),
         "dec_requests": len(dec_lat),
         "dec_errors": len(dec_errors),
         "slave_mismatches": sum(1 for k, v in keys if got.get(k) != v),
@@ -240,7 +245,7 @@ def kme_bench(
             pids = {k: p.pid for k, p in demo.procs.items()}
             cpu0 = {k: _cpu_s(p) for k, p in pids.items()}
             t0 = os.times()
-            res = asyncio.run(_load(demo.config, n_clients, seconds, number, size, max_requests, timeout_s))
+            res = asyncio.run(_load(demo.config, n_clients, seconds, number, size, max_requests, timeout_s, pids))
             t1 = os.times()
             cpu = {k: _cpu_s(p) - cpu0[k] for k, p in pids.items()}
     cpu["bench clients"] = (t1.user - t0.user) + (t1.system - t0.system)
