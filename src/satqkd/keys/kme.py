@@ -67,6 +67,7 @@ import tempfile
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -377,6 +378,8 @@ class _GroupCommit:
         self.queue: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self.task: asyncio.Task | None = None
         self.batches = 0
+        # one thread does all store writes: batches are sequential anyway, and this hop is cheaper than anyio's
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="kme-store")
 
     async def __call__(self, fn: Callable[[], Any]) -> Any:
         fut = asyncio.get_running_loop().create_future()
@@ -390,7 +393,8 @@ class _GroupCommit:
             batch, self.queue = self.queue, []
             self.batches += 1
             try:
-                res = await run_in_threadpool(self.store.run_batch, [fn for fn, _ in batch])
+                res = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.store.run_batch, [fn for fn, _ in batch])
             except Exception as exc:  # the commit itself failed: nothing of this batch is durable
                 res = [(False, exc)] * len(batch)
             for (ok, val), (_, fut) in zip(res, batch):
@@ -549,6 +553,8 @@ class _KME:
                 await self.db.task
             except Exception:
                 pass
+        if self.db:
+            self.db.executor.shutdown(wait=True)
         if self.peer:
             await self.peer.aclose()
         if self.store:
