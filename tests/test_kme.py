@@ -7,6 +7,7 @@ servers (threads) for the API tests; separate processes for the kill -9 tests.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import sqlite3
@@ -500,3 +501,199 @@ def test_crash_at_each_step_of_the_two_kme_agreement(tmp_path):
         _stop(pa)
     finally:
         _stop(pb)
+
+
+# ------------------------------------------------------------------------------------------ load and abuse
+def test_many_concurrent_saes_no_errors_no_duplicates(pair):
+    """60 SAE connections at once (asyncio, one TLS session each), both master SAEs: every request served, once."""
+    import asyncio
+
+    ca = pair.pki.ca_cert
+    url = f"{pair.url('Xinglong')}/api/v1/keys/sae-n/enc_keys"
+
+    async def run():
+        from satqkd.keys.kme import client_ssl_context
+
+        ctx = {m: client_ssl_context(ca, *pair.pki.saes[m]) for m in ("sae-x", "sae-x2")}
+        clients = [httpx.AsyncClient(verify=ctx["sae-x" if i % 2 else "sae-x2"], timeout=120) for i in range(60)]
+
+        async def one(i, c):
+            out = []
+            for _ in range(4):  # bounded
+                r = await c.post(url, json={"number": 2, "size": 128})
+                out.append((r.status_code, r.text if r.status_code != 200 else r.json()["keys"]))
+            return [(st, body, "sae-x" if i % 2 else "sae-x2") for st, body in out]
+
+        try:
+            return [x for part in await asyncio.gather(*(one(i, c) for i, c in enumerate(clients))) for x in part]
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+
+    res = asyncio.run(run())
+    errors = [(st, body) for st, body, _ in res if st != 200]
+    assert errors == [] and len(res) == 240
+    keys = [(k["key_ID"], k["key"], m) for _, body, m in res for k in body]
+    assert len({k[0] for k in keys}) == len(keys) == 480  # no key_ID twice
+    assert len({k[1] for k in keys}) == 480  # no key bytes twice
+    for master in ("sae-x", "sae-x2"):
+        mine = [k for k in keys if k[2] == master]
+        assert dec(pair, [mine[0][0]], who="sae-n2", master=master).status_code == 401  # wrong slave SAE
+        got = {}
+        for j in range(0, len(mine), 16):
+            r = dec(pair, [k[0] for k in mine[j : j + 16]], master=master)
+            assert r.status_code == 200, r.text
+            got.update({k["key_ID"]: k["key"] for k in r.json()["keys"]})
+        assert got == {k[0]: k[1] for k in mine}  # the refused call above consumed nothing
+    for site in ("Xinglong", "Nanshan"):
+        with KeyStore(pair.stores[site]) as st:
+            assert st.check_invariants() == []
+    assert issued(pair.stores["Xinglong"], "master") == issued(pair.stores["Nanshan"], "slave")
+
+
+def test_back_pressure_queues_requests_instead_of_failing(tmp_path):
+    net = make_net(tmp_path, nbytes=1 << 14)
+    s = net.settings("Xinglong")
+    s.max_inflight_requests = 2  # 24 clients wait in line for 2 places
+    a, b = start_in_thread(s), start_in_thread(net.settings("Nanshan"))
+    try:
+        with ThreadPoolExecutor(24) as ex:
+            rs = list(ex.map(lambda _: enc(net, number=1).status_code, range(24)))
+        assert rs == [200] * 24
+        s2 = net.settings("Xinglong")
+        assert s2.queue_timeout_s > 0 and a.app.state.kme.admit._value == 2  # all places free again
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _events(path: Path, key_id: str) -> list[str]:
+    with sqlite3.connect(path) as con:
+        return [r[0] for r in con.execute("SELECT state FROM events WHERE key_id = ? ORDER BY seq", (key_id,))]
+
+
+def test_peer_reservation_is_idempotent_per_request_id(tmp_path):
+    """The same reservation twice (a retry) is recorded once; other segments under that id are refused."""
+    net = make_net(tmp_path, nbytes=1024)
+    b = start_in_thread(net.settings("Nanshan"))
+    try:
+        with KeyStore(net.stores["Nanshan"]) as st:
+            p = st.pieces(link="Xinglong", state="available")[0]
+        segs = [{"key_id": str(uuid.uuid4()), "root_id": p.root_id, "offset_bits": p.offset_bits + 256 * i,
+                 "length_bits": 256} for i in range(3)]
+        rid = str(uuid.uuid4())
+        item = {"request_id": rid, "master_SAE_ID": "sae-x", "slave_SAE_ID": "sae-n", "segments": segs}
+        with net.client("kme-x") as c:
+            r1 = c.post(f"{net.url('Nanshan')}/kme/v1/reserve", json={"reservations": [item]})
+            r2 = c.post(f"{net.url('Nanshan')}/kme/v1/reserve", json={"reservations": [item]})
+            other = {**item, "segments": segs[:2]}
+            r3 = c.post(f"{net.url('Nanshan')}/kme/v1/reserve", json={"reservations": [other]})
+        assert r1.status_code == r2.status_code == r3.status_code == 200
+        assert r1.json()["results"] == [{"request_id": rid, "ok": True, "recorded": 3, "new": True}]
+        assert r2.json()["results"] == [{"request_id": rid, "ok": True, "recorded": 3, "new": False}]
+        assert r3.json()["results"][0]["ok"] is False and r3.json()["results"][0]["status"] == 409
+        with KeyStore(net.stores["Nanshan"]) as st:
+            mine = [q for q in st.pieces(state="reserved") if q.request_id == rid]
+            assert sorted(q.key_id for q in mine) == sorted(x["key_id"] for x in segs)
+            assert st.check_invariants() == []
+        assert all(_events(net.stores["Nanshan"], x["key_id"]) == ["reserved"] for x in segs)  # carved once
+    finally:
+        b.stop()
+
+
+def test_lost_peer_answer_is_retried_with_the_same_request_id(tmp_path, monkeypatch):
+    """The slave KME records a reservation but its answer is lost (5xx): the master retries, nothing is cut twice."""
+    net = make_net(tmp_path, nbytes=1024)
+    a = start_in_thread(net.settings("Xinglong"))
+    monkeypatch.setenv("SATQKD_KME_FAULT", "fail_after_reserve:1")
+    b = start_in_thread(net.settings("Nanshan"))
+    monkeypatch.delenv("SATQKD_KME_FAULT")
+    try:
+        r = enc(net, number=3)
+        assert r.status_code == 200, r.text
+        keys = r.json()["keys"]
+        assert b.app.state.kme.n_peer_reserve == 2  # the first call failed after recording; the retry was acknowledged
+        link = a.app.state.kme.links["kme-n"]
+        assert (link.calls, link.attempts) == (1, 2)
+        for k in keys:
+            assert _events(net.stores["Nanshan"], k["key_ID"]) == ["reserved"]  # reserved once at the slave
+            assert _events(net.stores["Xinglong"], k["key_ID"])[:2] == ["reserved", "reserved"]  # cut, peer ack
+        got = dec(net, [k["key_ID"] for k in keys])
+        assert got.status_code == 200 and got.json()["keys"] == keys
+        assert dec(net, [k["key_ID"] for k in keys]).status_code == 400  # once
+        time.sleep(0.3)
+        _check_consistent(net)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _raw_post(net, site: str, who: str, path: str, headers: dict, body: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 request over TLS on a plain socket (to send a Content-Length without its body)."""
+    import socket
+
+    from satqkd.keys.kme import client_ssl_context
+
+    ctx = client_ssl_context(net.pki.ca_cert, *(net.pki.saes.get(who) or net.pki.kmes[who]))
+    u = httpx.URL(net.url(site))
+    with socket.create_connection((u.host, u.port), timeout=30) as raw, ctx.wrap_socket(raw, server_hostname=u.host) as s:
+        head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": u.host, **headers}.items())
+        s.sendall(f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + body)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                next((ln.split(b":")[1] for ln in data.split(b"\r\n") if ln.lower().startswith(b"content-length")),
+                     b"0")):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def test_oversized_bodies_get_413_and_consume_nothing(pair):
+    before = {s: snapshot(p) for s, p in pair.stores.items()}
+    enc_path, big = "/api/v1/keys/sae-n/enc_keys", 20_000_000
+    # a declared 20 MB body: refused from the headers, before any of it is read
+    st, body = _raw_post(pair, "Xinglong", "sae-x", enc_path,
+                         {"Content-Type": "application/json", "Content-Length": str(big)}, b'{"number": 1')
+    assert st == 413 and json.loads(body)["message"] == "request body too large"
+    assert json.loads(body)["details"] == [{"max_body_bytes": 64 * 1024}]
+    # a chunked body (no Content-Length) over the limit: refused while it arrives
+    pad = json.dumps({"number": 1, "extension_optional": [{"x": "y" * 100_000}]}).encode()
+    with pair.client("sae-x") as c:
+        r = c.post(f"{pair.url('Xinglong')}{enc_path}", content=iter([pad[:50_000], pad[50_000:]]),
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["details"] == [{"max_body_bytes": 64 * 1024}]
+        assert r.request.headers.get("transfer-encoding") == "chunked" and "content-length" not in r.request.headers
+    with pair.client("sae-n") as c:
+        r = c.post(f"{pair.url('Nanshan')}/api/v1/keys/sae-x/dec_keys", content=pad, headers={"content-type": "application/json"})
+        assert r.status_code == 413
+    # not entitled: 401 without a body, as for any other input
+    st, body = _raw_post(pair, "Xinglong", "kme-n", enc_path, {"Content-Length": str(big)}, b"")
+    assert (st, body) == (401, b"")
+    st, body = _raw_post(pair, "Nanshan", "sae-x", "/kme/v1/reserve", {"Content-Length": str(big)}, b"")
+    assert (st, body) == (401, b"")
+    assert {s: snapshot(p) for s, p in pair.stores.items()} == before
+    # just under the limit is served
+    ok = json.dumps({"number": 1, "extension_optional": [{"x": "y" * 60_000}]}).encode()
+    assert len(ok) < 64 * 1024
+    with pair.client("sae-x") as c:
+        assert c.post(f"{pair.url('Xinglong')}{enc_path}", content=ok, headers={"content-type": "application/json"}).status_code == 200
+
+
+def test_identity_comes_from_the_asgi_tls_extension_not_a_uvicorn_subclass(pair):
+    import subprocess
+    import sys
+
+    from satqkd.keys.kme import client_cn
+
+    code = "import sys, satqkd.keys.kme; print(sorted(m for m in sys.modules if m.split('.')[0] in ('uvicorn', 'anycorn')))"
+    mods = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "uvicorn" not in mods and "anycorn" in mods
+    pem = Path(pair.pki.saes["sae-x2"][0]).read_text()
+    assert client_cn({"extensions": {"tls": {"client_cert_chain": [pem]}}}) == "sae-x2"
+    assert client_cn({"extensions": {"tls": {"client_cert_chain": []}}}) is None
+    assert client_cn({"type": "http"}) is None
+    for who in ("sae-x", "sae-x2"):  # the caller's identity is its certificate's CN, as the server saw it
+        with pair.client(who) as c:
+            assert c.get(f"{pair.url('Xinglong')}/api/v1/keys/sae-n/status").json()["master_SAE_ID"] == who

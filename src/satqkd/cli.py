@@ -562,6 +562,35 @@ def bench_postprocess(
     )
 
 
+@bench_app.command("kme")
+def bench_kme(
+    clients: int = typer.Option(50, "--clients", min=1, max=500, help="concurrent master SAEs (one HTTPS connection each)"),
+    seconds: float = typer.Option(10.0, "--seconds", min=0.5, max=600.0, help="how long the load runs"),
+    number: int = typer.Option(1, "--number", min=1, max=128, help="keys per enc_keys request"),
+    size: int = typer.Option(256, "--size", min=64, max=8192, help="key size in bits (a multiple of 8)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON only"),
+) -> None:
+    """ETSI 014 load: CLIENTS master SAEs call enc_keys on a two-KME demo for SECONDS; every key is then fetched at the slave."""
+    if size % 8:
+        _fail_input(f"--size must be a multiple of 8, got {size}")
+    from .keys.kme_bench import kme_bench
+
+    res = kme_bench(clients, seconds, number=number, size=size)
+    if json_out:
+        typer.echo(json.dumps(res))
+        return
+    out_console.print(
+        f"{res['requests']:,} enc_keys requests in {res['wall_s']:.1f} s by {clients} SAEs: {res['rps']:.0f} requests/s, "
+        f"p50 {res['p50_ms']:.1f} ms, p99 {res['p99_ms']:.1f} ms\n"
+        f"errors {res['errors']}, duplicates {res['duplicates']}, slave mismatches {res['slave_mismatches']} "
+        f"(dec_keys errors {res['dec_errors']})\n"
+        f"KME CPU per request {res['kme_cpu_ms_per_request']:.2f} ms; "
+        f"load average before/after: {res['loadavg_before'][0]:.2f} / {res['loadavg_after'][0]:.2f} on {res['cpus']} CPUs"
+    )
+    if res["errors"] or res["duplicates"] or res["slave_mismatches"] or res["dec_errors"]:
+        raise typer.Exit(1)
+
+
 @app.command()
 def relay(
     preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-relay-xinglong-nanshan)"),
@@ -753,11 +782,16 @@ def kme_serve(
     network: Path = typer.Option(..., "--network", help="JSON: the KMEs and the SAEs each serves"),
     kme_id: str = typer.Option(..., "--kme-id"),
     host: str = typer.Option("127.0.0.1", "--host"),
+    max_body_bytes: int = typer.Option(64 * 1024, "--max-body-bytes", min=1024, max=1 << 24,
+                                       help="larger SAE request bodies get 413"),
+    max_inflight: int = typer.Option(256, "--max-inflight", min=1, max=100_000,
+                                     help="enc_keys/dec_keys served at once; more wait in line (back-pressure)"),
 ) -> None:
     """Serve one site's ETSI GS QKD 014 API over HTTPS with client certificates (until SIGINT/SIGTERM)."""
     from .keys.kme import serve
 
-    serve(_existing_store(store), tls, port, network=network, kme_id=kme_id, host=host)
+    serve(_existing_store(store), tls, port, network=network, kme_id=kme_id, host=host, max_body_bytes=max_body_bytes,
+          max_inflight_requests=max_inflight)
 
 
 @kme_app.command("demo")

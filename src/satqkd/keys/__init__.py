@@ -4,7 +4,7 @@
     >>> relay_announcement(b"\\x0f", b"\\xff")
     b'\\xf0'
 
-``satqkd.keys.kme`` (FastAPI/uvicorn) and ``satqkd.keys.pki`` (cryptography) load on first use.
+``satqkd.keys.kme`` (FastAPI/anycorn) and ``satqkd.keys.pki`` (cryptography) load on first use.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _LAZY = {
     "serve": ("satqkd.keys.kme", "serve"),
     "run_demo": ("satqkd.keys.kme", "run_demo"),
     "start_demo": ("satqkd.keys.kme", "start_demo"),
-    "kme_load_bench": ("satqkd.keys.kme", "kme_load_bench"),
+    "kme_bench": ("satqkd.keys.kme_bench", "kme_bench"),
 }
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""ETSI GS QKD 014 V1.1.1 key management entity (KME): FastAPI + uvicorn over mutual TLS.
+"""ETSI GS QKD 014 V1.1.1 key management entity (KME): FastAPI served by anycorn over mutual TLS.
 
 Each site runs one KME on its own key store (:mod:`satqkd.keys.store`). Secure application
 entities (SAEs) call it over HTTPS (TLS ≥ 1.2, client certificate required; the caller's identity
@@ -37,16 +37,23 @@ not acknowledged (crash or lost peer) were never sent to anyone: a recovery task
 the slave KME (which remembers the request id, so a late reservation for it is refused) and then
 returns them to the pool locally.
 
-Identity comes from the client certificate: uvicorn does not put it into the ASGI scope, so
-:class:`TLSPeerH11Protocol` (a subclass of uvicorn's ``H11Protocol``) reads the verified peer
-certificate from the TLS transport when the connection is made and adds the ASGI TLS extension
-(``scope["extensions"]["tls"]``) to every request of that connection.
+The KME–KME channel is batched and retried: reservations of concurrent requests travel together
+(:class:`_PeerLink`: at most ``peer_batch_max`` per call, ``peer_calls_max`` calls — pooled
+keep-alive connections — at once), and a call lost in transit or answered with a 5xx is retried
+with the same request ids, which the slave records once. Under load, requests wait (for a place
+among ``max_inflight_requests``, for a call slot, for a group commit) rather than fail. Request
+bodies are bounded (``max_body_bytes``, 64 KiB: 413).
+
+Identity comes from the client certificate, through the ASGI TLS extension: anycorn puts the
+verified peer certificate into ``scope["extensions"]["tls"]["client_cert_chain"]`` and
+:func:`client_cn` reads its common name.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import base64
 import json
 import logging
@@ -60,14 +67,16 @@ import tempfile
 import threading
 import time
 import uuid
-from contextlib import asynccontextmanager, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import anyio
 import httpx
-import numpy as np
-import uvicorn
+from anycorn import Config as AnycornConfig
+from anycorn import serve as anycorn_serve
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI, Query, Request
@@ -77,7 +86,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .pki import load_pki, make_certs
 from .relay import run_standin_relay
@@ -86,7 +94,7 @@ from .store import KeyNotFound, KeyStore, KeyStoreError, KeyUnavailable, NotEnti
 __all__ = [
     "KMEInfo",
     "KMESettings",
-    "TLSPeerH11Protocol",
+    "client_cn",
     "server_ssl_context",
     "client_ssl_context",
     "create_app",
@@ -99,15 +107,17 @@ __all__ = [
     "Demo",
     "start_demo",
     "run_demo",
-    "kme_load_bench",
     "sae_client",
 ]
 
 log = logging.getLogger("satqkd.kme")
 
 #: Test hook: ``"kill_after_peer_ack:N"`` or ``"kill_before_peer_call:N"`` makes the KME process
-#: SIGKILL itself at that point of its N-th enc_keys request (crash-safety tests only).
+#: SIGKILL itself at that point of its N-th enc_keys request; ``"fail_after_reserve:N"`` makes a
+#: slave KME fail its N-th KME–KME reservation call *after* recording it (a lost answer: the
+#: master retries the same request ids). Crash-safety and retry tests only.
 FAULT_ENV = "SATQKD_KME_FAULT"
+_FAULTS = ("kill_after_peer_ack", "kill_before_peer_call", "fail_after_reserve")
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -165,6 +175,16 @@ class KMESettings:
     max_SAE_ID_count: int = 0
     peer_timeout_s: float = 10.0
     recovery_interval_s: float = 2.0
+    #: request bodies larger than this get 413 (the SAE API; a full dec_keys of 128 ids is ~7 KB)
+    max_body_bytes: int = 64 * 1024
+    #: the same on the KME–KME channel (a batch of reservations)
+    max_peer_body_bytes: int = 4 * 1024 * 1024
+    #: back-pressure: enc_keys/dec_keys served at once; more wait in line (up to ``queue_timeout_s``)
+    max_inflight_requests: int = 256
+    queue_timeout_s: float = 30.0
+    #: KME–KME link: reservations per call, calls in flight (= pooled connections) per peer
+    peer_batch_max: int = 64
+    peer_calls_max: int = 4
 
     def __post_init__(self) -> None:
         self.store_path, self.tls_dir = Path(self.store_path), Path(self.tls_dir)
@@ -182,6 +202,10 @@ class KMESettings:
             raise ValueError(f"max_key_per_request must be in [1, 10000], got {self.max_key_per_request}")
         if self.max_SAE_ID_count != 0:
             raise ValueError("max_SAE_ID_count must be 0: additional slave SAEs (multicast) are not supported")
+        for name in ("max_body_bytes", "max_peer_body_bytes", "max_inflight_requests", "peer_batch_max",
+                     "peer_calls_max"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {getattr(self, name)}")
 
     @property
     def me(self) -> KMEInfo:
@@ -206,16 +230,11 @@ class KMESettings:
 
 # ---------------------------------------------------------------------------------------- TLS
 def server_ssl_context(tls_dir: str | Path, kme_id: str) -> ssl.SSLContext:
-    """Server side: TLS ≥ 1.2, the KME's certificate, client certificates required and verified against the CA."""
-    pki = load_pki(tls_dir)
-    if kme_id not in pki.kmes:
-        raise ValueError(f"no certificate for KME {kme_id!r} in {tls_dir} (have {sorted(pki.kmes)})")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(*map(str, pki.kmes[kme_id]))
-    ctx.load_verify_locations(cafile=str(pki.ca_cert))
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
+    """The server's TLS context: TLS ≥ 1.2, the KME's certificate, client certificates required and verified against the CA.
+
+    This is the very context the server uses (built by anycorn from :func:`_server_config`).
+    """
+    return _server_config(tls_dir, kme_id).create_ssl_context()
 
 
 def client_ssl_context(ca: str | Path, cert: str | Path | None = None, key: str | Path | None = None) -> ssl.SSLContext:
@@ -232,65 +251,25 @@ def sae_client(ca: str | Path, cert: str | Path, key: str | Path, *, timeout_s: 
     return httpx.Client(verify=client_ssl_context(ca, cert, key), timeout=timeout_s)
 
 
-_TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
+@functools.lru_cache(maxsize=1024)
+def _cn_of_pem(pem: str) -> str | None:
+    cns = x509.load_pem_x509_certificate(pem.encode()).subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else None
 
 
-class TLSPeerH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus the ASGI TLS extension carrying the verified client certificate.
+def client_cn(scope: dict) -> str | None:
+    """The verified client certificate's common name, from the ASGI TLS extension of the connection scope.
 
-    ``scope["extensions"]["tls"]`` holds ``client_cert_chain`` (PEM), ``client_cert_name``
-    (RFC 4514), ``tls_version`` and, for convenience, ``client_cert_cn`` (subject common name).
-    The certificate is read once per connection, after the handshake (asyncio calls
-    ``connection_made`` only then).
+    The server (anycorn) fills ``scope["extensions"]["tls"]["client_cert_chain"]`` (PEM, leaf
+    first) with the certificate the TLS handshake verified against the demo CA; ``None`` when the
+    connection is not TLS or carries no client certificate.
     """
-
-    def connection_made(self, transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        sslobj = transport.get_extra_info("ssl_object")
-        tls: dict[str, Any] | None = None
-        if sslobj is not None:
-            der = sslobj.getpeercert(binary_form=True)
-            name = cn = None
-            if der:
-                cert = x509.load_der_x509_certificate(der)
-                name = cert.subject.rfc4514_string()
-                cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-                cn = cns[0].value if cns else None
-            tls = {
-                "server_cert": None,
-                "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
-                "client_cert_name": name,
-                "client_cert_error": None,
-                "tls_version": _TLS_VERSIONS.get(sslobj.version() or ""),
-                "cipher_suite": None,
-                "client_cert_cn": cn,
-            }
-        inner = self.app
-
-        async def app_with_tls(scope, receive, send):
-            if tls is not None and scope.get("type") in ("http", "websocket"):
-                scope = dict(scope)
-                scope["extensions"] = {**(scope.get("extensions") or {}), "tls": tls}
-            await inner(scope, receive, send)
-
-        self.app = app_with_tls
-
-    def shutdown(self) -> None:
-        """Graceful shutdown; idle connections are dropped at once.
-
-        A TLS ``close()`` waits for the peer's close_notify, which an idle keep-alive client never
-        sends, so uvicorn would wait out its graceful-shutdown timeout. No response is in flight on
-        an idle connection, so aborting it loses nothing; this also drops a connection that is already
-        closing and still waiting for the peer's close_notify (seen in tests as a 5 s shutdown stall).
-        """
-        if self.cycle is None or self.cycle.response_complete:
-            self.transport.abort()  # also covers a connection already closing (waiting for close_notify)
-        else:
-            super().shutdown()
+    chain = ((scope.get("extensions") or {}).get("tls") or {}).get("client_cert_chain") or ()
+    return _cn_of_pem(chain[0]) if chain else None
 
 
 def _client_cn(request: Request) -> str | None:
-    return ((request.scope.get("extensions") or {}).get("tls") or {}).get("client_cert_cn")
+    return client_cn(request.scope)
 
 
 # ---------------------------------------------------------------------------------------- API models
@@ -361,6 +340,12 @@ class _Reserve(_Strict):
     segments: list[dict[str, Any]]
 
 
+class _ReserveBatch(_Strict):
+    """KME–KME: several reservations in one call; each one is recorded (or refused) on its own."""
+
+    reservations: list[_Reserve]
+
+
 class _Release(_Strict):
     request_id: str
     key_IDs: list[str]
@@ -393,6 +378,8 @@ class _GroupCommit:
         self.queue: list[tuple[Callable[[], Any], asyncio.Future]] = []
         self.task: asyncio.Task | None = None
         self.batches = 0
+        # one thread does all store writes: batches are sequential anyway, and this hop is cheaper than anyio's
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="kme-store")
 
     async def __call__(self, fn: Callable[[], Any]) -> Any:
         fut = asyncio.get_running_loop().create_future()
@@ -406,12 +393,106 @@ class _GroupCommit:
             batch, self.queue = self.queue, []
             self.batches += 1
             try:
-                res = await run_in_threadpool(self.store.run_batch, [fn for fn, _ in batch])
+                res = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, self.store.run_batch, [fn for fn, _ in batch])
             except Exception as exc:  # the commit itself failed: nothing of this batch is durable
                 res = [(False, exc)] * len(batch)
             for (ok, val), (_, fut) in zip(res, batch):
                 if not fut.done():
                     fut.set_result(val) if ok else fut.set_exception(val)
+
+
+class PeerUnreachable(Exception):
+    """The peer KME did not answer a reservation (after retries); the outcome at the peer is unknown."""
+
+
+#: keys per KME–KME call (~150 bytes each in JSON: far below ``max_peer_body_bytes``)
+_BATCH_SEGMENTS = 4096
+
+
+class _PeerLink:
+    """The master KME's side of the KME–KME channel to one peer: batched, pooled, retried.
+
+    Reservations of concurrent ``enc_keys`` requests are queued and sent together, at most
+    ``peer_batch_max`` per call and ``peer_calls_max`` calls at once (one pooled keep-alive
+    connection each): under load, requests wait for a free call slot instead of opening more
+    connections (back-pressure), and the queue fills the next batch meanwhile. A call that fails in
+    transit, or with a 5xx, is retried with the **same request ids** until ``peer_timeout_s``; the
+    peer records each request id once (a retry of a reservation it already holds is acknowledged
+    without cutting anything again), so a retried reservation is never issued twice. Each
+    reservation's own answer — recorded, or refused — is handed back to its request.
+    """
+
+    def __init__(self, client: httpx.AsyncClient, url: str, s: KMESettings):
+        self.client, self.url, self.s = client, url, s
+        self.queue: list[tuple[dict, asyncio.Future]] = []
+        self.slots = asyncio.Semaphore(s.peer_calls_max)
+        self.pump: asyncio.Task | None = None
+        self.calls = self.attempts = 0
+
+    async def reserve(self, item: dict) -> dict:
+        """Queue one reservation; returns the peer's answer for it (``{"ok": True, ...}`` or a refusal)."""
+        fut = asyncio.get_running_loop().create_future()
+        self.queue.append((item, fut))
+        if self.pump is None or self.pump.done():
+            self.pump = asyncio.create_task(self._pump())
+        return await fut
+
+    async def _pump(self) -> None:
+        while self.queue:
+            await self.slots.acquire()
+            n = segs = 0  # at most peer_batch_max reservations and _BATCH_SEGMENTS keys (but at least one)
+            while n < min(len(self.queue), self.s.peer_batch_max) and (
+                    n == 0 or segs + len(self.queue[n][0]["segments"]) <= _BATCH_SEGMENTS):
+                segs += len(self.queue[n][0]["segments"])
+                n += 1
+            batch, self.queue = self.queue[:n], self.queue[n:]
+            if not batch:
+                self.slots.release()
+                break
+            asyncio.create_task(self._call(batch))
+
+    async def _call(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.s.peer_timeout_s
+        backoff, err = 0.05, "no attempt"
+        self.calls += 1
+        try:
+            while True:
+                self.attempts += 1
+                try:
+                    r = await self.client.post(self.url, json={"reservations": [it for it, _ in batch]},
+                                               timeout=max(0.5, deadline - loop.time()))
+                    if r.status_code == 200:
+                        got = {x.get("request_id"): x for x in r.json()["results"]}
+                        for it, fut in batch:
+                            res = got.get(it["request_id"], {"ok": False, "status": 502, "message": "no answer in batch"})
+                            if not fut.done():
+                                fut.set_result(res)
+                        return
+                    if 400 <= r.status_code < 500:  # the whole call was refused: nothing was recorded
+                        res = {"ok": False, "status": r.status_code, "message": str(_safe_json(r))[:300]}
+                        for _, fut in batch:
+                            if not fut.done():
+                                fut.set_result(res)
+                        return
+                    err = f"HTTP {r.status_code}"  # 5xx: outcome unknown; retry (idempotent)
+                except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+                    err = type(exc).__name__  # lost in transit (or garbled): outcome unknown; retry
+                if loop.time() + backoff >= deadline:
+                    break
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 1.0)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(PeerUnreachable(err))
+        except BaseException as exc:  # cancelled (shutdown): the requests learn the outcome is unknown
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(PeerUnreachable(type(exc).__name__))
+            raise
+        finally:
+            self.slots.release()
 
 
 class _KME:
@@ -424,15 +505,40 @@ class _KME:
         self.peer: httpx.AsyncClient | None = None
         self.inflight: set[str] = set()
         self.recovery: asyncio.Task | None = None
+        self.links: dict[str, _PeerLink] = {}
+        self.admit: asyncio.Semaphore | None = None
         self.fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
         self.n_issue = 0
+        self.n_peer_reserve = 0
+
+    def link(self, peer: KMEInfo) -> _PeerLink:
+        if peer.kme_id not in self.links:
+            self.links[peer.kme_id] = _PeerLink(self.peer, f"{peer.url}/kme/v1/reserve", self.s)
+        return self.links[peer.kme_id]
+
+    @asynccontextmanager
+    async def admitted(self):
+        """Back-pressure: wait in line for one of ``max_inflight_requests`` places (503, nothing done, after ``queue_timeout_s``)."""
+        try:
+            await asyncio.wait_for(self.admit.acquire(), self.s.queue_timeout_s)
+        except asyncio.TimeoutError:
+            raise EtsiError(503, "the KME is busy; nothing was issued, try again",
+                            [{"queue_timeout_s": self.s.queue_timeout_s}]) from None
+        try:
+            yield
+        finally:
+            self.admit.release()
 
     async def start(self) -> None:
         self.store = KeyStore(self.s.store_path, self.s.site)
         self.db = _GroupCommit(self.store)
         pki = load_pki(self.s.tls_dir)
         cert, key = pki.kmes[self.s.kme_id]
-        self.peer = httpx.AsyncClient(verify=client_ssl_context(pki.ca_cert, cert, key), timeout=self.s.peer_timeout_s)
+        limits = httpx.Limits(max_connections=self.s.peer_calls_max + 2, max_keepalive_connections=self.s.peer_calls_max + 2,
+                              keepalive_expiry=_PEER_KEEPALIVE_S)
+        self.peer = httpx.AsyncClient(verify=client_ssl_context(pki.ca_cert, cert, key), timeout=self.s.peer_timeout_s,
+                                      limits=limits)
+        self.admit = asyncio.Semaphore(self.s.max_inflight_requests)
         self.recovery = asyncio.create_task(self._recovery_loop())
 
     async def stop(self) -> None:
@@ -447,6 +553,8 @@ class _KME:
                 await self.db.task
             except Exception:
                 pass
+        if self.db:
+            self.db.executor.shutdown(wait=True)
         if self.peer:
             await self.peer.aclose()
         if self.store:
@@ -515,6 +623,10 @@ class _KME:
         master = self.local_sae(request)
         peer = self.remote_home(slave, "slave_SAE_ID")
         number, size = self._check_key_request(number, size, additional, ext_mandatory)
+        async with self.admitted():
+            return await self._issue(master, slave, peer, number, size)
+
+    async def _issue(self, master: str, slave: str, peer: KMEInfo, number: int, size: int) -> JSONResponse:
         rid = str(uuid.uuid4())
         st = self.store
         self.inflight.add(rid)
@@ -530,20 +642,19 @@ class _KME:
             ids = [seg.key_id for seg, _ in cut]
             self.n_issue += 1
             self._maybe_fault("kill_before_peer_call")
-            payload = {"request_id": rid, "master_SAE_ID": master, "slave_SAE_ID": slave,
-                       "segments": [seg.to_json() for seg, _ in cut]}
+            item = {"request_id": rid, "master_SAE_ID": master, "slave_SAE_ID": slave,
+                    "segments": [seg.to_json() for seg, _ in cut]}
             try:
-                r = await self.peer.post(f"{peer.url}/kme/v1/reserve", json=payload)
-            except httpx.HTTPError as exc:
+                res = await self.link(peer).reserve(item)
+            except PeerUnreachable as exc:
                 # outcome unknown: the keys stay cut-but-unacknowledged; recovery releases them at both ends
                 raise EtsiError(503, "the slave SAE's KME did not answer; no key was issued",
-                                [{"target_KME_ID": peer.kme_id, "error": type(exc).__name__}]) from None
-            if r.status_code != 200:
-                if 400 <= r.status_code < 500:  # definitive refusal: the peer recorded nothing
-                    await self.db(lambda: st.release(ids, request_id=rid, role="master"))
-                detail = _safe_json(r)
+                                [{"target_KME_ID": peer.kme_id, "error": str(exc)}]) from None
+            if not res.get("ok"):  # a definitive refusal: the peer recorded nothing for this request id
+                await self.db(lambda: st.release(ids, request_id=rid, role="master"))
                 raise EtsiError(503, "the slave SAE's KME refused the keys; no key was issued",
-                                [{"target_KME_ID": peer.kme_id, "status": r.status_code, "peer": detail}])
+                                [{"target_KME_ID": peer.kme_id, "status": res.get("status"),
+                                  "peer": res.get("message")}])
             await self.db(lambda: st.confirm_peer(ids))
             self._maybe_fault("kill_after_peer_ack")
         finally:
@@ -566,7 +677,8 @@ class _KME:
         if len(set(norm)) != len(norm):
             raise EtsiError(400, "a key_ID is repeated in the request", [{"key_IDs": key_ids}])
         try:
-            got = await self.db(lambda: self.store.deliver(norm, master_sae=master, slave_sae=slave))
+            async with self.admitted():
+                got = await self.db(lambda: self.store.deliver(norm, master_sae=master, slave_sae=slave))
         except NotEntitled:
             raise EtsiError(401) from None
         except KeyNotFound as exc:
@@ -575,27 +687,35 @@ class _KME:
         return JSONResponse(body, headers=_NO_STORE)
 
     # -------------------------------------------------------------- KME–KME
-    async def peer_reserve(self, request: Request, req: _Reserve) -> dict:
+    async def peer_reserve(self, request: Request, req: _ReserveBatch) -> dict:
+        """Slave KME: record a batch of reservations; each is recorded or refused on its own (one group commit)."""
         caller = self.peer_kme(request)
-        if req.master_SAE_ID not in caller.sae_ids:
-            raise EtsiError(400, "master_SAE_ID is not an SAE of the calling KME")
-        if req.slave_SAE_ID not in self.s.me.sae_ids:
-            raise EtsiError(400, "slave_SAE_ID is not an SAE of this KME")
+        self.n_peer_reserve += 1
+        if len(req.reservations) > self.s.peer_batch_max * 4:
+            raise EtsiError(400, f"at most {self.s.peer_batch_max * 4} reservations per call")
+        results = await asyncio.gather(*(self._reserve_one(caller, r) for r in req.reservations))
+        self._maybe_fault("fail_after_reserve")
+        return {"results": results}
+
+    async def _reserve_one(self, caller: KMEInfo, r: _Reserve) -> dict:
+        out: dict[str, Any] = {"request_id": r.request_id}
+        if r.master_SAE_ID not in caller.sae_ids:
+            return {**out, "ok": False, "status": 400, "message": "master_SAE_ID is not an SAE of the calling KME"}
+        if r.slave_SAE_ID not in self.s.me.sae_ids:
+            return {**out, "ok": False, "status": 400, "message": "slave_SAE_ID is not an SAE of this KME"}
         try:
-            segs = [Segment.from_json(s) for s in req.segments]
+            segs = [Segment.from_json(x) for x in r.segments]
         except ValueError as exc:
-            raise EtsiError(400, f"bad segment: {exc}") from None
+            return {**out, "ok": False, "status": 400, "message": f"bad segment: {exc}"}
         try:
             fresh = await self.db(
-                lambda: self.store.reserve_segments(caller.site, segs, master_sae=req.master_SAE_ID,
-                                                    slave_sae=req.slave_SAE_ID, kme_id=caller.kme_id,
-                                                    request_id=req.request_id)
+                lambda: self.store.reserve_segments(caller.site, segs, master_sae=r.master_SAE_ID,
+                                                    slave_sae=r.slave_SAE_ID, kme_id=caller.kme_id,
+                                                    request_id=r.request_id)
             )
-        except KeyUnavailable as exc:
-            raise EtsiError(409, str(exc), exc.details) from None
-        except (KeyStoreError, ValueError) as exc:
-            raise EtsiError(409, str(exc)) from None
-        return {"recorded": len(segs), "new": fresh}
+        except (KeyStoreError, ValueError) as exc:  # not available here, released before, other segments
+            return {**out, "ok": False, "status": 409, "message": str(exc)}
+        return {**out, "ok": True, "recorded": len(segs), "new": fresh}
 
     async def peer_release(self, request: Request, req: _Release) -> dict:
         caller = self.peer_kme(request)
@@ -641,7 +761,12 @@ class _KME:
             await asyncio.sleep(self.s.recovery_interval_s)
 
     def _maybe_fault(self, where: str) -> None:
-        if self.fault and self.fault[0] == where and self.n_issue >= self.fault[1]:
+        if not self.fault or self.fault[0] != where:
+            return
+        if where == "fail_after_reserve":
+            if self.n_peer_reserve == self.fault[1]:
+                raise RuntimeError(f"{FAULT_ENV}: injected failure after recording reservation call {self.fault[1]}")
+        elif self.n_issue >= self.fault[1]:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -649,8 +774,8 @@ def _parse_fault(spec: str) -> tuple[str, int] | None:
     if not spec:
         return None
     where, _, n = spec.partition(":")
-    if where not in ("kill_after_peer_ack", "kill_before_peer_call"):
-        raise ValueError(f"{FAULT_ENV} must be kill_after_peer_ack:N or kill_before_peer_call:N, got {spec!r}")
+    if where not in _FAULTS:
+        raise ValueError(f"{FAULT_ENV} must be one of {'|'.join(_FAULTS)} followed by :N, got {spec!r}")
     return where, int(n or 1)
 
 
@@ -659,6 +784,65 @@ def _safe_json(r: httpx.Response):
         return r.json()
     except ValueError:
         return r.text[:200]
+
+
+class _BodyLimit:
+    """ASGI middleware: bounded request bodies, read before the app sees them.
+
+    A body over the limit (``Content-Length`` or, for a chunked body, as it arrives) gets 413 with
+    ``{"message", "details"}`` — after authentication: a caller that is not an SAE of this KME (or,
+    on ``/kme/``, a peer KME) gets 401 without a body, as for any other input. Nothing is read past
+    the limit and nothing reaches the KME, so nothing is consumed.
+    """
+
+    def __init__(self, app, settings: KMESettings):
+        self.app, self.s = app, settings
+
+    def _entitled(self, scope, peer_path: bool) -> bool:
+        cn = client_cn(scope)
+        return (cn in self.s.network and cn != self.s.kme_id) if peer_path else cn in self.s.me.sae_ids
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        peer_path = scope.get("path", "").startswith("/kme/")
+        limit = self.s.max_peer_body_bytes if peer_path else self.s.max_body_bytes
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self._refuse(scope, send, peer_path, limit)
+        chunks, n = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":  # the client went away
+                return None
+            chunks.append(msg.get("body", b""))
+            n += len(chunks[-1])
+            if n > limit:
+                return await self._refuse(scope, send, peer_path, limit)
+            if not msg.get("more_body", False):
+                break
+        body, done = b"".join(chunks), False
+
+        async def replay():
+            nonlocal done
+            if not done:
+                done = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, send, peer_path: bool, limit: int) -> None:
+        if not self._entitled(scope, peer_path):
+            resp: Response = Response(status_code=401)
+        else:
+            resp = JSONResponse({"message": "request body too large", "details": [{"max_body_bytes": limit}]},
+                                status_code=413, headers={**_NO_STORE, "Connection": "close"})
+        await resp(scope, _no_receive, send)
+
+
+async def _no_receive():
+    return {"type": "http.disconnect"}
 
 
 def create_app(settings: KMESettings) -> FastAPI:
@@ -681,6 +865,7 @@ def create_app(settings: KMESettings) -> FastAPI:
         redoc_url=None,
     )
     app.state.kme = kme
+    app.add_middleware(_BodyLimit, settings=settings)
 
     @app.exception_handler(EtsiError)
     async def _etsi_error(request: Request, exc: EtsiError):
@@ -739,7 +924,7 @@ def create_app(settings: KMESettings) -> FastAPI:
         return await kme.dec_keys(request, master_SAE_ID, [k.key_ID for k in body.key_IDs])
 
     @app.post("/kme/v1/reserve", include_in_schema=False)
-    async def kme_reserve(request: Request, body: _Reserve):
+    async def kme_reserve(request: Request, body: _ReserveBatch):
         return await kme.peer_reserve(request, body)
 
     @app.post("/kme/v1/release", include_in_schema=False)
@@ -750,26 +935,45 @@ def create_app(settings: KMESettings) -> FastAPI:
 
 
 # ---------------------------------------------------------------------------------------- running
-class _Server(uvicorn.Server):
-    """uvicorn server whose signals are handled by the caller (clean exit code, no re-raise)."""
+#: Server keep-alive: longer than the KME–KME client's (``_PEER_KEEPALIVE_S``), so the client
+#: never reuses a connection the server is closing at that moment (the cause of the
+#: ``RemoteProtocolError`` seen under load with the 5 s defaults on both sides).
+_SERVER_KEEPALIVE_S = 75.0
+_PEER_KEEPALIVE_S = 30.0
 
-    @contextmanager
-    def capture_signals(self):
-        yield
+
+def _server_config(tls_dir: str | Path, kme_id: str, log_level: str = "warning") -> AnycornConfig:
+    """anycorn configuration: mutual TLS (TLS ≥ 1.2, client certificate required, demo CA), HTTP/1.1."""
+    pki = load_pki(tls_dir)
+    if kme_id not in pki.kmes:
+        raise ValueError(f"no certificate for KME {kme_id!r} in {tls_dir} (have {sorted(pki.kmes)})")
+    cert, key = pki.kmes[kme_id]
+    cfg = AnycornConfig()
+    cfg.certfile, cfg.keyfile, cfg.ca_certs = str(cert), str(key), str(pki.ca_cert)
+    cfg.verify_mode = ssl.CERT_REQUIRED
+    cfg.alpn_protocols = ["http/1.1"]
+    cfg.keep_alive_timeout = _SERVER_KEEPALIVE_S
+    cfg.graceful_timeout = 5.0
+    cfg.backlog = 1024
+    cfg.loglevel = log_level.upper()
+    cfg.accesslog = None
+    return cfg
 
 
-def _uvicorn_config(settings: KMESettings, log_level: str = "warning") -> uvicorn.Config:
-    ctx = server_ssl_context(settings.tls_dir, settings.kme_id)
-    return uvicorn.Config(
-        create_app(settings),
-        http=TLSPeerH11Protocol,
-        ssl_context_factory=lambda config, default: ctx,
-        lifespan="on",
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-        ws="none",
-    )
+async def _serve_async(app: FastAPI, settings: KMESettings, sock: socket.socket, should_exit: Callable[[], bool],
+                       on_ready: Callable[[], None], log_level: str = "warning") -> None:
+    """Serve ``app`` until ``should_exit()`` is true (polled), then shut down gracefully. ``on_ready`` runs once serving."""
+    cfg = _server_config(settings.tls_dir, settings.kme_id, log_level)
+    # the socket bound (and listening) by the caller; anycorn takes it over (and closes it)
+    cfg.bind = [f"fd://{sock.detach()}"]
+
+    async def trigger() -> None:
+        while not should_exit():
+            await anyio.sleep(0.05)
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(functools.partial(anycorn_serve, app, cfg, shutdown_trigger=trigger))
+        on_ready()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -808,11 +1012,13 @@ class RunningKME:
 
     settings: KMESettings
     url: str
-    server: uvicorn.Server
+    app: FastAPI  # ``app.state.kme``: the KME's runtime state (counters for tests)
     thread: threading.Thread
+    exit: threading.Event
+    error: list = field(default_factory=list)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self.server.should_exit = True
+    def stop(self, timeout_s: float = 15.0) -> None:
+        self.exit.set()
         self.thread.join(timeout_s)
 
     def __enter__(self) -> "RunningKME":
@@ -827,16 +1033,27 @@ def start_in_thread(settings: KMESettings, *, host: str = "127.0.0.1", port: int
     """Serve one KME from a daemon thread; returns once it accepts connections. Port defaults to the network URL's."""
     port = _port_of(settings.me.url) if port is None else port
     sock = _bind(host, port)
-    server = _Server(_uvicorn_config(settings))
-    th = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name=f"kme-{settings.kme_id}")
+    url = f"https://{host}:{sock.getsockname()[1]}"
+    exit_, ready = threading.Event(), threading.Event()
+    errors: list = []
+    app = create_app(settings)
+
+    def run() -> None:
+        try:
+            anyio.run(_serve_async, app, settings, sock, exit_.is_set, ready.set)
+        except BaseException as exc:  # noqa: BLE001 - reported by start_in_thread / kept for the caller
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]
+            errors.append(exc)
+            ready.set()
+
+    th = threading.Thread(target=run, daemon=True, name=f"kme-{settings.kme_id}")
     th.start()
-    t0 = time.monotonic()
-    while not server.started:
-        if not th.is_alive() or time.monotonic() - t0 > timeout_s:
-            server.should_exit = True
-            raise RuntimeError(f"KME {settings.kme_id} did not start")
-        time.sleep(0.02)
-    return RunningKME(settings, f"https://{host}:{sock.getsockname()[1]}", server, th)
+    if not ready.wait(timeout_s) or errors:
+        exit_.set()
+        raise RuntimeError(f"KME {settings.kme_id} did not start: {errors[0]!r}" if errors else
+                           f"KME {settings.kme_id} did not start within {timeout_s} s")
+    return RunningKME(settings, url, app, th, exit_, errors)
 
 
 def serve(
@@ -857,37 +1074,31 @@ def serve(
     ``network`` describes all KMEs (see :func:`load_network`); ``port`` defaults to the one in this
     KME's URL. ``ready_file`` is written (atomically, JSON ``{"pid", "url"}``) once the server
     accepts connections. With ``parent_pid`` the server also exits when that process goes away.
-    ``limits``: ``key_size``, ``min_key_size``, ``max_key_size``, ``max_key_per_request``.
+    ``limits``: any :class:`KMESettings` field (``key_size``, ``max_key_per_request``, ``max_body_bytes``, ...).
     """
     settings = KMESettings(kme_id=kme_id, store_path=Path(store_path), tls_dir=Path(tls_dir),
                            network=load_network(network), **limits)
     port = _port_of(settings.me.url) if port is None else int(port)
     sock = _bind(host, port)
-    server = _Server(_uvicorn_config(settings, log_level))
+    stop = threading.Event()
+
+    def should_exit() -> bool:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            stop.set()
+        return stop.is_set()
+
+    def on_ready() -> None:
+        if ready_file is not None:
+            _atomic_write(Path(ready_file), json.dumps({"pid": os.getpid(), "url": f"https://{host}:{port}"}))
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
         if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+                loop.add_signal_handler(sig, stop.set)
+        await _serve_async(create_app(settings), settings, sock, should_exit, on_ready, log_level)
 
-        async def watch() -> None:
-            while not server.started and not server.should_exit:
-                await asyncio.sleep(0.02)
-            if ready_file is not None and server.started:
-                _atomic_write(Path(ready_file), json.dumps({"pid": os.getpid(), "url": f"https://{host}:{port}"}))
-            while parent_pid is not None and not server.should_exit:
-                if os.getppid() != parent_pid:
-                    server.should_exit = True
-                await asyncio.sleep(0.5)
-
-        w = asyncio.create_task(watch())
-        try:
-            await server.serve(sockets=[sock])
-        finally:
-            w.cancel()
-
-    asyncio.run(main())
+    anyio.run(main)
 
 
 # ---------------------------------------------------------------------------------------- demo
@@ -1050,104 +1261,10 @@ def run_demo(dir: str | Path, *, seed: int = 7, nbytes: int = 1 << 17, on_ready:
             signal.signal(sig, h)
 
 
-# ---------------------------------------------------------------------------------------- bench
-def kme_load_bench(
-    n_clients: int = 50,
-    requests_per_client: int = 10,
-    *,
-    number: int = 1,
-    size: int = 256,
-    seed: int = 7,
-    workdir: str | Path | None = None,
-) -> dict:
-    """Load test: ``n_clients`` concurrent master-SAE clients call ``enc_keys`` on a live two-KME demo.
-
-    Every key is then fetched by the slave SAE at the other KME (also concurrently). Returns
-    latency percentiles (ms) of both calls, throughput, and the duplicate check (must be 0).
-    """
-    if n_clients < 1 or requests_per_client < 1:
-        raise ValueError("n_clients and requests_per_client must be ≥ 1")
-    from concurrent.futures import ThreadPoolExecutor
-
-    need_bytes = n_clients * requests_per_client * number * size // 8
-    with tempfile.TemporaryDirectory(prefix="satqkd-kme-bench-") if workdir is None else _nullctx(workdir) as d:
-        with start_demo(d, seed=seed, nbytes=max(1 << 16, 2 * need_bytes),
-                        max_key_per_request=max(128, number)) as demo:
-            cfg = demo.config
-            a, b = cfg["kmes"][:2]
-            sa, sb = cfg["saes"][a["sae_id"]], cfg["saes"][b["sae_id"]]
-            barrier = threading.Barrier(n_clients)
-
-            def enc_worker(_i):
-                lat, keys, errors = [], [], 0
-                with sae_client(cfg["ca"], sa["cert"], sa["key"], timeout_s=60) as c:
-                    c.get(f"{a['url']}/api/v1/keys/{b['sae_id']}/status")  # connect before the clock starts
-                    barrier.wait()
-                    for _ in range(requests_per_client):
-                        t0 = time.perf_counter()
-                        r = c.post(f"{a['url']}/api/v1/keys/{b['sae_id']}/enc_keys", json={"number": number, "size": size})
-                        lat.append(time.perf_counter() - t0)
-                        if r.status_code == 200:
-                            keys += [(k["key_ID"], k["key"]) for k in r.json()["keys"]]
-                        else:
-                            errors += 1
-                return lat, keys, errors
-
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(n_clients) as ex:
-                res = list(ex.map(enc_worker, range(n_clients)))
-            wall = time.perf_counter() - t0
-            enc_lat = np.array([x for r in res for x in r[0]]) * 1e3
-            keys = [k for r in res for k in r[1]]
-            errors = sum(r[2] for r in res)
-            chunks = [keys[i::n_clients] for i in range(n_clients)]
-
-            def dec_worker(chunk):
-                lat, got = [], []
-                with sae_client(cfg["ca"], sb["cert"], sb["key"], timeout_s=60) as c:
-                    for j in range(0, len(chunk), number):
-                        part = chunk[j : j + number]
-                        t1 = time.perf_counter()
-                        r = c.post(f"{b['url']}/api/v1/keys/{a['sae_id']}/dec_keys",
-                                   json={"key_IDs": [{"key_ID": k} for k, _ in part]})
-                        lat.append(time.perf_counter() - t1)
-                        if r.status_code == 200:
-                            got += [(k["key_ID"], k["key"]) for k in r.json()["keys"]]
-                return lat, got
-
-            with ThreadPoolExecutor(n_clients) as ex:
-                dres = list(ex.map(dec_worker, chunks))
-            dec_lat = np.array([x for r in dres for x in r[0]]) * 1e3
-            got = {k: v for r in dres for k, v in r[1]}
-    ids = [k for k, _ in keys]
-    mats = [v for _, v in keys]
-    pct = lambda a, q: float(np.percentile(a, q)) if a.size else float("nan")  # noqa: E731
-    return {
-        "n_clients": n_clients,
-        "requests": int(enc_lat.size),
-        "keys_per_request": number,
-        "key_size_bits": size,
-        "p50_ms": pct(enc_lat, 50),
-        "p99_ms": pct(enc_lat, 99),
-        "enc_p50_ms": pct(enc_lat, 50),
-        "enc_p99_ms": pct(enc_lat, 99),
-        "dec_p50_ms": pct(dec_lat, 50),
-        "dec_p99_ms": pct(dec_lat, 99),
-        "enc_wall_s": wall,
-        "keys_per_s": len(keys) / wall if wall > 0 else float("nan"),
-        "errors": errors,
-        "duplicate_ids": len(ids) - len(set(ids)),
-        "duplicate_keys": len(mats) - len(set(mats)),
-        "slave_mismatches": sum(1 for k, v in keys if got.get(k) != v),
-    }
-
-
-@contextmanager
-def _nullctx(x):
-    yield x
-
-
 # ---------------------------------------------------------------------------------------- module CLI
+_INT_LIMITS = ("key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_body_bytes",
+               "max_peer_body_bytes", "max_inflight_requests", "peer_batch_max", "peer_calls_max")
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m satqkd.keys.kme serve|demo ...`` (used to spawn KME processes; the user CLI is ``satqkd kme``)."""
     ap = argparse.ArgumentParser(prog="python -m satqkd.keys.kme")
@@ -1161,16 +1278,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--ready-file", default=None)
     s.add_argument("--parent-pid", type=int, default=None)
-    for name in ("key-size", "min-key-size", "max-key-size", "max-key-per-request"):
-        s.add_argument(f"--{name}", type=int, default=None)
+    for name in _INT_LIMITS:
+        s.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
     dm = sub.add_parser("demo")
     dm.add_argument("--dir", required=True)
     dm.add_argument("--seed", type=int, default=7)
     dm.add_argument("--key-source", choices=("relay", "standin"), default="relay")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
-        limits = {k: getattr(a, k) for k in ("key_size", "min_key_size", "max_key_size", "max_key_per_request")
-                  if getattr(a, k) is not None}
+        limits = {k: getattr(a, k) for k in _INT_LIMITS if getattr(a, k) is not None}
         serve(a.store, a.tls, a.port, network=a.network, kme_id=a.kme_id, host=a.host, ready_file=a.ready_file,
               parent_pid=a.parent_pid, **limits)
         return 0
