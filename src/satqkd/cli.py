@@ -1,12 +1,16 @@
 """``satqkd`` command line: parses arguments, shows progress, writes files. The work is in the package.
 
 Exit status: 0 success, 1 the run failed (e.g. the protocol aborted), 2 bad input (the message names
-the field or option and its allowed range; nothing is written).
+the field or option and its allowed range; nothing is written). Known user errors become exit 2 with a
+one-line ``error: ...`` in one place (:class:`_UserErrors`); anything else is a bug and keeps its traceback.
+Inputs and limits: ``docs/limits.md``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -16,10 +20,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from .config import ConfigError, MissionConfig, list_presets, load_config, load_preset, preset_text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Satellite decoy-state BB84 QKD, end to end (after Micius, 2017).")
 console = Console(stderr=True)
 out_console = Console()
 
@@ -35,6 +39,48 @@ def _error(msg: str) -> None:
 def _fail_input(msg: str) -> None:
     _error(msg)
     raise typer.Exit(2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean bad input (exit 2), not a bug: each says what is wrong and where."""
+    from .keys.store import KeyStoreError
+    from .ledger import LedgerError
+    from .protocol.poolfile import PoolFileError
+    from .rawio import RawFormatError
+
+    return (BadInput, ConfigError, KeyStoreError, LedgerError, PoolFileError, RawFormatError, sqlite3.DatabaseError)
+
+
+class _UserErrors(TyperGroup):
+    """The one place where known user errors become exit 2 with a one-line message and no traceback.
+
+    ``OSError`` on a named path (unreadable input, unwritable output) counts as bad input too;
+    ``MemoryError`` is a failed run (exit 1: the limits of ``docs/limits.md`` were not enough).
+    Every other exception is a bug and propagates with its traceback."""
+
+    def invoke(self, ctx):
+        _STORES_CHECKED.clear()
+        try:
+            return super().invoke(ctx)
+        except MemoryError:
+            _error("out of memory; the work predicted from the configuration was within the limits (docs/limits.md): please report this")
+            raise typer.Exit(1)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            _fail_input(f"{exc.filename}: {exc.strerror or exc}")
+        except Exception as exc:
+            if not isinstance(exc, _user_errors()):
+                raise
+            msg = str(exc) or type(exc).__name__
+            if isinstance(exc, sqlite3.DatabaseError):
+                which = ", ".join(str(p) for p in _STORES_CHECKED) or "a key store"
+                msg = f"{which}: damaged or not a key store ({msg})"
+            _fail_input(msg)
+
+
+app = typer.Typer(cls=_UserErrors, add_completion=False, no_args_is_help=True,
+                  help="Satellite decoy-state BB84 QKD, end to end (after Micius, 2017).")
 
 
 def _load(preset: Optional[str], config: Optional[Path]) -> MissionConfig:
@@ -60,9 +106,92 @@ def _with_attack(cfg: MissionConfig, attack: Optional[str], fraction: float) -> 
     return cfg.model_copy(update={"attack": AttackConfig(kind=attack, fraction=fraction)})
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        _fail_input(f"--out {out} exists and is not a directory")
+#: virtual file systems: never an output location
+_VIRTUAL_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _check_out(out: Path, option: str = "--out", *, file: bool = False) -> None:
+    """Before any work: ``out`` can be written. A directory (``file=False``; missing parents are made
+    later) or a file whose directory exists (``file=True``); never under a file, in /proc, /sys or /dev,
+    or where the nearest existing directory is not writable. Checked without writing anything."""
+    where = f"{option} {out}"
+    text = str(out)
+    if "\x00" in text or not text.strip():
+        _fail_input(f"{option} {text!r}: not a usable path")
+    try:
+        p = Path(os.path.abspath(out))
+        real = p.resolve(strict=False)
+        if any(real == v or v in real.parents for v in _VIRTUAL_DIRS):
+            _fail_input(f"{where}: {real} is in a virtual file system ({', '.join(map(str, _VIRTUAL_DIRS))}), not a place for output")
+        if p.exists():
+            if file and p.is_dir():
+                _fail_input(f"{where} is a directory, not a file")
+            if not file and not p.is_dir():
+                _fail_input(f"{where} exists and is not a directory")
+            if not os.access(p, os.W_OK | (0 if file else os.X_OK)):
+                _fail_input(f"{where} is not writable")
+            return
+        anc = p.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            _fail_input(f"{where}: {anc} is a file, not a directory")
+        if file and anc != p.parent:
+            _fail_input(f"{where}: directory {p.parent} does not exist")
+        if not os.access(anc, os.W_OK | os.X_OK):
+            _fail_input(f"{where}: directory {anc} is not writable")
+    except OSError as exc:  # e.g. a name too long
+        _fail_input(f"{where}: {exc.strerror or exc}")
+
+
+#: the stores this command opens (named in the message if SQLite later finds one damaged)
+_STORES_CHECKED: list[Path] = []
+
+
+def _check_store_file(store: Path, option: str = "--store", *, allow_empty: bool = False) -> None:
+    """An existing key store must be a whole SQLite database: checked from its header, read-only,
+    before the store is opened (opening would switch a damaged file to WAL, i.e. write to it)."""
+    _STORES_CHECKED.append(store)
+    try:
+        with open(store, "rb") as fh:
+            head = fh.read(100)
+            size = os.fstat(fh.fileno()).st_size
+    except IsADirectoryError:
+        _fail_input(f"{option} {store} is a directory, not a key store")
+    except OSError as exc:
+        _fail_input(f"{option} {store}: {exc.strerror or exc}")
+    if size == 0:
+        if allow_empty:
+            return  # SQLite makes a new store in it
+        _fail_input(f"{option} {store} is empty, not a key store")
+    if len(head) < 100 or head[:16] != b"SQLite format 3\x00":
+        _fail_input(f"{option} {store} is not a key store (not a SQLite database)")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if page < 512 or page & (page - 1) or size % page:
+        _fail_input(f"{option} {store} is damaged: {size} bytes is not a whole number of {page}-byte pages (truncated?)")
+    if head[24:28] == head[92:96] and size < pages * page:
+        _fail_input(f"{option} {store} is truncated: {size} bytes, its header says {pages} pages of {page} bytes")
+
+
+def _check_store(store: Optional[Path], option: str = "--store") -> None:
+    """A store that is opened or created: an existing one must be whole, a new one writable."""
+    if store is None:
+        return
+    if store.exists() or store.is_symlink():
+        _check_store_file(store, option, allow_empty=True)
+    else:
+        _check_out(store, option, file=False)
+
+
+def _check_work(cfg: MissionConfig, *, second: bool = False, parallel: int = 1) -> None:
+    """Refuse a pass simulation (exit 2, with the estimate) beyond the limits of docs/limits.md."""
+    from .limits import check_work
+
+    check_work(cfg, parallel=parallel)
+    if second and cfg.second_station is not None:
+        check_work(cfg, station=cfg.second_station, parallel=parallel)
 
 
 def _progress() -> Progress:
@@ -116,6 +245,7 @@ def simulate(
     """Simulate one pass at the physical layer and write summary, time series, raw records and figures."""
     cfg = _load(preset, config)
     _check_out(out)
+    _check_work(cfg)
     from .pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
@@ -162,7 +292,10 @@ def passes(
     if st is None:
         _fail_input("--station second needs a config with [second_station]")
     rules = cfg.passes if days is None else cfg.passes.model_copy(update={"search_days": days})
+    from .limits import check_geometry
     from .sky.orbit import find_passes
+
+    check_geometry(cfg, station=st)
 
     found = find_passes(cfg.orbit, st, rules, satellite_name=cfg.satellite)
     rows = [
@@ -320,6 +453,9 @@ def run(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_store(store)
+    _check_store(sat_store, "--sat-store")
+    _check_work(cfg)
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
@@ -356,6 +492,8 @@ def postprocess_cmd(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_store(store)
+    _check_store(sat_store, "--sat-store")
     from .rawio import load_raw
 
     try:
@@ -413,6 +551,7 @@ def campaign(
             check_relay_config(cfg)
         except ValueError as exc:
             _fail_input(f"--relay: {exc}")
+    _check_work(cfg, second=use_relay, parallel=workers if scheduler is None else 1)
     with _progress() as prog:
         task = prog.add_task("passes", total=None)
         try:
@@ -533,6 +672,9 @@ def relay(
     _check_out(out)
     if cfg.second_station is None:
         _fail_input(f"config {cfg.name!r} has no [second_station]: use --preset micius-relay-xinglong-nanshan")
+    for path, opt in ((store_a, "--store-a"), (store_b, "--store-b"), (sat_store, "--sat-store")):
+        _check_store(path, opt)
+    _check_work(cfg, second=True)
     from .keys.store import KeyStore, KeyStoreError
     from .relay_job import RelayExists, run_relay, write_relay_outputs
 
@@ -593,6 +735,7 @@ app.add_typer(kme_app, name="kme")
 def _existing_store(store: Path) -> Path:
     if not store.is_file():
         _fail_input(f"--store {store}: no key store there")
+    _check_store_file(store)
     return store
 
 
@@ -626,6 +769,7 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
 
     if not inp.is_file():
         _fail_input(f"input file {inp} does not exist")
+    _check_out(out, "OUT", file=True)
     fn = encrypt_file if kind == "encrypt" else decrypt_file
     try:
         with KeyStore(_existing_store(store)) as st:
@@ -664,6 +808,7 @@ def kme_certs(
     kme: list[str] = typer.Option(["kme-xinglong", "kme-nanshan"], "--kme", help="KME id (repeat)"),
 ) -> None:
     """Make a demo PKI: a CA, KME server certificates and SAE client certificates."""
+    _check_out(dir, "DIR")
     from .keys.pki import make_certs
 
     out_console.print(repr(make_certs(dir, sae, kme)))
@@ -692,6 +837,7 @@ def kme_demo(
 ) -> None:
     """Relay run → Xinglong and Nanshan stores → two KMEs on loopback; DIR/kme.json describes them."""
     _check_choice("key-source", key_source, ("relay", "standin"))
+    _check_out(dir, "--dir")
     from .keys.kme import run_demo
 
     raise typer.Exit(
@@ -713,6 +859,7 @@ def party_make_pool(
     """Write a pre-shared authentication key pool: N secret random bits from the OS (secrets module)."""
     from .protocol.poolfile import PoolFileError, make_pool
 
+    _check_out(file, "FILE", file=True)
     try:
         pf = make_pool(file, bits, seed=seed)
     except PoolFileError as exc:
@@ -731,9 +878,8 @@ def party_split(
     """Split raw.npz into each party's own file (what a deployment ships to each side)."""
     from .rawio import load_raw, save_raw
 
-    for d in (alice_out, bob_out):
-        if d.exists() and not d.is_dir():
-            _fail_input(f"{d} exists and is not a directory")
+    for d, opt in ((alice_out, "--alice-out"), (bob_out, "--bob-out")):
+        _check_out(d, opt)
     if alice_out.resolve() == bob_out.resolve():
         _fail_input("--alice-out and --bob-out must be two directories")
     try:
