@@ -668,7 +668,7 @@ def relay(
     figures: bool = typer.Option(True, help="write relay_timeline.png"),
 ) -> None:
     """Trusted relay: pass with station A, pass with station B, announce K_A ⊕ K_B; both stations share a key."""
-    cfg = _load(preset or "micius-relay-xinglong-nanshan", config)
+    cfg = _load(preset or (None if config else "micius-relay-xinglong-nanshan"), config)
     _check_out(out)
     if cfg.second_station is None:
         _fail_input(f"config {cfg.name!r} has no [second_station]: use --preset micius-relay-xinglong-nanshan")
