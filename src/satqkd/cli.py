@@ -76,7 +76,9 @@ class _UserErrors(TyperGroup):
             if isinstance(exc, sqlite3.DatabaseError):
                 which = ", ".join(str(p) for p in _STORES_CHECKED) or "a key store"
                 msg = f"{which}: damaged or not a key store ({msg})"
-            _fail_input(msg)
+        # outside the except clause: the exception and its frames are freed first, so a store left
+        # open by a failed command is closed (SQLite removes its -wal/-shm files) before we exit
+        _fail_input(msg)
 
 
 app = typer.Typer(cls=_UserErrors, add_completion=False, no_args_is_help=True,
@@ -173,6 +175,52 @@ def _check_store_file(store: Path, option: str = "--store", *, allow_empty: bool
         _fail_input(f"{option} {store} is damaged: {size} bytes is not a whole number of {page}-byte pages (truncated?)")
     if head[24:28] == head[92:96] and size < pages * page:
         _fail_input(f"{option} {store} is truncated: {size} bytes, its header says {pages} pages of {page} bytes")
+    if Path(f"{store}-wal").exists():
+        return  # in use (or not closed cleanly): the file alone is not the whole store; SQLite will check
+    problem = _store_problem(store)
+    if problem:
+        _fail_input(f"{option} {store} is damaged ({problem})")
+
+
+def _store_problem(store: Path) -> Optional[str]:
+    """What is wrong with a closed store file, read with SQLite's ``immutable`` flag (read-only, no
+    -wal/-shm files, no locks: nothing is written): its integrity check, its ``meta`` table, and, at
+    the current schema version, the columns of the key store's tables."""
+    from urllib.parse import quote
+
+    from .keys import store as ks
+
+    try:
+        con = sqlite3.connect(f"file:{quote(str(Path(store).absolute()))}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return f"SQLite: {exc}"
+    try:
+        rows = con.execute("PRAGMA quick_check(3)").fetchall()
+        if rows != [("ok",)]:
+            return "SQLite integrity check: " + "; ".join(str(r[0]) for r in rows)
+        meta = dict(con.execute("SELECT name, value FROM meta").fetchall())
+        if "schema_version" not in meta or "site" not in meta:
+            return "no schema version or site in its meta table"
+        if meta["schema_version"] != str(getattr(ks, "SCHEMA_VERSION", "")) or not getattr(ks, "_SCHEMA", None):
+            return None  # another version: the store's own checks apply
+        ref = sqlite3.connect(":memory:")
+        try:
+            ref.executescript(ks._SCHEMA)
+            tables = [r[0] for r in ref.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for t in tables:
+                want = {r[1] for r in ref.execute(f'PRAGMA table_info("{t}")')}
+                have = {r[1] for r in con.execute(f'PRAGMA table_info("{t}")')}
+                if have and not want <= have:
+                    return f"table {t} lacks column(s) {', '.join(sorted(want - have))}"
+                if not have:
+                    return f"table {t} is missing"
+        finally:
+            ref.close()
+    except sqlite3.Error as exc:
+        return f"SQLite: {exc}"
+    finally:
+        con.close()
+    return None
 
 
 def _check_store(store: Optional[Path], option: str = "--store") -> None:
