@@ -127,7 +127,8 @@ def out_path(kind: str, work: Path) -> Path:
 @st.composite
 def invocations(draw):
     """``(command args with {cfg}/{store}/{raw} and out-kind placeholders, config bytes)``."""
-    cmd = draw(st.sampled_from(["simulate", "run", "passes", "link", "keys-ls", "keys-stats", "postprocess", "split"]))
+    cmd = draw(st.sampled_from(["simulate", "run", "passes", "link", "keys-ls", "keys-stats", "postprocess", "split",
+                                "campaign", "relay", "otp"]))
     out = draw(st.sampled_from(OUT_KINDS))
     seed = draw(st.sampled_from(["0", "7", "0", "7", "-1", "x", "99999999999999999999"]))
     cfg = draw(config_texts())
@@ -141,8 +142,15 @@ def invocations(draw):
         args = ["keys", cmd[5:], "--store", "{store}"] + (["--limit", draw(st.sampled_from(["0", "3", "-2"]))] if cmd == "keys-ls" else [])
     elif cmd == "postprocess":
         args = ["postprocess", "{raw}", "--out", out, "--ec", draw(st.sampled_from(["cascade", "hamming", "turbo"]))]
-    else:
+    elif cmd == "split":
         args = ["party", "split", "{raw}", "--alice-out", out, "--bob-out", draw(st.sampled_from(OUT_KINDS))]
+    elif cmd == "campaign":
+        args = ["campaign", "--config", "{cfg}", "--days", draw(st.sampled_from(["1", "0.5", "nan", "0"])), "--out", out,
+                "--workers", draw(st.sampled_from(["1", "2", "0"])), "--no-figures"]
+    elif cmd == "relay":
+        args = ["relay", "--config", "{cfg}", "--store-a", "{store}", "--store-b", out, "--out", out, "--no-figures"]
+    else:
+        args = ["otp", draw(st.sampled_from(["encrypt", "decrypt"])), "{cfg}", out, "--store", "{store}", "--peer", "Micius"]
     return args, cfg
 
 
@@ -151,7 +159,7 @@ def snapshot(d: Path) -> dict:
 
 
 #: a longer, random search: SATQKD_FUZZ_EXAMPLES=2000 pytest tests/test_cli_fuzz.py
-_EXAMPLES = int(os.environ.get("SATQKD_FUZZ_EXAMPLES", "45"))
+_EXAMPLES = int(os.environ.get("SATQKD_FUZZ_EXAMPLES", "60"))
 
 
 @settings(max_examples=_EXAMPLES, deadline=None, derandomize="SATQKD_FUZZ_EXAMPLES" not in os.environ, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
