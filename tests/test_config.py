@@ -165,3 +165,14 @@ def test_non_utf8_file_is_named(tmp_path):
     p.write_bytes('name = "Xinglong \xe9t\xe9"\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match=r"latin1\.toml is not UTF-8 text"):
         load_config(p)
+
+
+def test_endless_or_huge_config_is_refused_without_reading_it_all(tmp_path):
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config("/dev/zero")
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match=r"big\.toml is larger than"):
+        load_config(big)
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config(tmp_path)

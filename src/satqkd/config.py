@@ -383,11 +383,19 @@ def config_from_dict(data: dict, source: str = "") -> MissionConfig:
         _NESTING.depth = depth
 
 
+#: a mission file is a few kB; anything larger is not one
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config(path: str | Path) -> MissionConfig:
     """Read and validate a mission TOML file; raises :class:`ConfigError` naming the bad field."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as fh:  # bounded: `--config /dev/zero` must not read forever
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"configuration {p} is larger than {MAX_CONFIG_BYTES:,} bytes: not a mission file")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
