@@ -295,3 +295,14 @@ def test_config_error_on_assignment_is_the_clis_message():
     with pytest.raises(ConfigError, match=r"aperture_m: Input should be greater than 0 \(allowed: gt 0"):
         cfg.receiver.aperture_m = -1
     assert cfg.receiver.aperture_m == 1.0
+
+
+def test_kme_serve_names_a_bad_network_file(tmp_path, good_store):
+    net = tmp_path / "net.json"
+    net.write_text("{not json")
+    (tmp_path / "tls").mkdir()
+    r = invoke("kme", "serve", "--store", good_store, "--tls", tmp_path / "tls", "--network", net, "--kme-id", "x")
+    assert_refused(r, f"--network {net}", "JSONDecodeError")
+    net.write_text('{"kmes": [{"kme_id": "a"}]}')
+    r = invoke("kme", "serve", "--store", good_store, "--tls", tmp_path / "tls", "--network", net, "--kme-id", "a")
+    assert_refused(r, f"--network {net}", "KeyError")

@@ -872,7 +872,12 @@ def kme_serve(
     host: str = typer.Option("127.0.0.1", "--host"),
 ) -> None:
     """Serve one site's ETSI GS QKD 014 API over HTTPS with client certificates (until SIGINT/SIGTERM)."""
-    from .keys.kme import serve
+    from .keys.kme import load_network, serve
+
+    try:
+        load_network(network)
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        _fail_input(f"--network {network}: not a KME network description ({type(exc).__name__}: {exc})")
 
     serve(_existing_store(store), tls, port, network=network, kme_id=kme_id, host=host)
 
