@@ -149,7 +149,7 @@ def test_api_construction_and_assignment_raise_config_error_with_the_clis_messag
     with pytest.raises(ConfigError, match=r"aperture_m: Input should be greater than 0 \(allowed: gt 0"):
         ReceiverConfig(aperture_m=-1)
     cfg = load_preset("micius-2016-12-19")
-    with pytest.raises(ConfigError, match=r"setting ReceiverConfig\.aperture_m = -1.*\n.*allowed: gt 0"):
+    with pytest.raises(ConfigError, match=r"setting receiver\.aperture_m = -1.*\n  receiver\.aperture_m: .*allowed: gt 0"):
         cfg.receiver.aperture_m = -1
     with pytest.raises(ConfigError, match="epsilon_cor"):
         cfg.security.epsilon_cor = 0.5  # a cross-field check...

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
@@ -61,7 +61,19 @@ class _Model(BaseModel):
         finally:
             _NESTING.depth = depth
 
+    #: where this table sits in a MissionConfig ("receiver"), for messages about assignments
+    _loc: str = PrivateAttr("")
+
+    def __eq__(self, other) -> bool:  # the fields only (not where the table sits)
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None
+
     def __setattr__(self, name: str, value) -> None:
+        if name.startswith("_"):
+            return super().__setattr__(name, value)
         before = dict(self.__dict__)
         try:
             super().__setattr__(name, value)
@@ -69,7 +81,8 @@ class _Model(BaseModel):
             # a cross-field (model) check fails after pydantic has stored the value: put it back
             self.__dict__.clear()
             self.__dict__.update(before)
-            raise ConfigError(_describe(err, f"(setting {type(self).__name__}.{name} = {value!r})")) from None
+            where = f"{self._loc}." if self._loc else ""
+            raise ConfigError(_describe(err, f"(setting {where}{name} = {value!r})", prefix=self._loc)) from None
 
 
 def _utc(v: datetime) -> datetime:
@@ -321,6 +334,10 @@ class MissionConfig(_Model):
 
     @model_validator(mode="after")
     def _check_timing(self) -> "MissionConfig":
+        for name in type(self).model_fields:
+            table = getattr(self, name)
+            if isinstance(table, _Model):
+                table._loc = name
         period_ns = 1e9 / self.source.rep_rate_hz
         if self.timing.window_ns > period_ns:
             raise ValueError(f"timing.window_ns = {self.timing.window_ns:g} must be ≤ the pulse period 1e9/source.rep_rate_hz = {period_ns:g} ns")
@@ -331,10 +348,10 @@ class MissionConfig(_Model):
         return self
 
 
-def _describe(err: ValidationError, source: str) -> str:
+def _describe(err: ValidationError, source: str, prefix: str = "") -> str:
     lines = [f"invalid configuration {source}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"])) or "(top level)"
         msg = e["msg"]
         ctx = e.get("ctx") or {}
         bounds = [f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")]
