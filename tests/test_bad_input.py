@@ -59,7 +59,7 @@ def test_non_utf8_toml_is_named(tmp_path):
         ("[source]\nintensities = [nan, 0.1, 0.0]\n", ("source.intensities.0", "finite")),
         ("[timing]\nclock_offset_ns = inf\n", ("timing.clock_offset_ns", "finite")),
         ("[timing]\nclock_offset_ns = 1e15\n", ("timing.clock_offset_ns", "less than or equal to 1000000000000")),
-        ("[receiver]\naperture_m = -inf\n", ("receiver.aperture_m",)),
+        ("[source]\nprobabilities = [nan, 0.5, 0.5]\n", ("source.probabilities.0", "finite")),
         ("[apt]\ncoarse_rate_hz = 5000.0\n", ("coarse_rate_hz", "fine_rate_hz")),
         ("[timing]\nwindow_ns = 20.0\n", ("timing.window_ns", "pulse period")),
     ],
