@@ -256,6 +256,10 @@ def test_store_damaged_inside_exits_2_naming_it(tmp_path, good_store):
     assert_refused(invoke("keys", "ls", "--store", p), str(p), "damaged")
 
 
+def test_keys_ls_names_a_bad_state(good_store):
+    assert_refused(invoke("keys", "ls", "--store", good_store, "--state", "bogus"), "--state must be one of", "available")
+
+
 def test_a_good_store_still_lists(good_store):
     r = invoke("keys", "stats", "--store", good_store)
     assert r.exit_code == 0, r.output

@@ -803,7 +803,10 @@ def keys_ls(
     limit: int = typer.Option(50, min=1, help="at most this many rows"),
 ) -> None:
     """List keys: id, link, length, state, SAE pair."""
-    from .keys.store import ls
+    from .keys.store import STATES, ls
+
+    if state is not None:
+        _check_choice("state", state, STATES)
 
     t = Table("key_id", "link", "bits", "state", "master → slave")
     for p in ls(_existing_store(store), link, state, limit):
