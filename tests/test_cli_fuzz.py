@@ -139,7 +139,9 @@ def invocations(draw):
     elif cmd == "link":
         args = ["link", "--config", "{cfg}", "--range-km", draw(st.sampled_from(["645", "1200", "645", "1200", "50", "inf", "nan", "x"])), "--json"]
     elif cmd in ("keys-ls", "keys-stats"):
-        args = ["keys", cmd[5:], "--store", "{store}"] + (["--limit", draw(st.sampled_from(["0", "3", "-2"]))] if cmd == "keys-ls" else [])
+        args = ["keys", cmd[5:], "--store", "{store}"]
+        if cmd == "keys-ls":
+            args += ["--limit", draw(st.sampled_from(["0", "3", "-2"])), "--state", draw(st.sampled_from(["available", "bogus", ""]))]
     elif cmd == "postprocess":
         args = ["postprocess", "{raw}", "--out", out, "--ec", draw(st.sampled_from(["cascade", "hamming", "turbo"]))]
     elif cmd == "split":
