@@ -310,3 +310,10 @@ def test_kme_serve_names_a_bad_network_file(tmp_path, good_store):
     net.write_text('{"kmes": [{"kme_id": "a"}]}')
     r = invoke("kme", "serve", "--store", good_store, "--tls", tmp_path / "tls", "--network", net, "--kme-id", "a")
     assert_refused(r, f"--network {net}", "KeyError")
+
+
+@pytest.mark.parametrize("sae, needle", [("", "SAE id must match"), ("a/b", "SAE id must match"), ("kme-xinglong", "both an SAE and a KME")])
+def test_kme_certs_checks_the_ids_before_making_the_directory(tmp_path, sae, needle):
+    d = tmp_path / "pki"
+    assert_refused(invoke("kme", "certs", d, "--sae", sae), needle)
+    assert not d.exists()

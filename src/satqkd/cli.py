@@ -860,7 +860,16 @@ def kme_certs(
 ) -> None:
     """Make a demo PKI: a CA, KME server certificates and SAE client certificates."""
     _check_out(dir, "DIR")
-    from .keys.pki import make_certs
+    from .keys.pki import _check_id, make_certs
+
+    try:  # before make_certs creates DIR
+        for opt, ids, what in (("--sae", sae, "SAE"), ("--kme", kme, "KME")):
+            for i in ids:
+                _check_id(i, what)
+    except ValueError as exc:
+        _fail_input(f"{opt}: {exc}")
+    if set(sae) & set(kme):
+        _fail_input(f"--sae and --kme: an id cannot be both an SAE and a KME: {sorted(set(sae) & set(kme))}")
 
     out_console.print(repr(make_certs(dir, sae, kme)))
 
