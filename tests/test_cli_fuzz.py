@@ -128,7 +128,7 @@ def out_path(kind: str, work: Path) -> Path:
 def invocations(draw):
     """``(command args with {cfg}/{store}/{raw} and out-kind placeholders, config bytes)``."""
     cmd = draw(st.sampled_from(["simulate", "run", "passes", "link", "keys-ls", "keys-stats", "postprocess", "split",
-                                "campaign", "relay", "otp"]))
+                                "campaign", "relay", "otp", "certs"]))
     out = draw(st.sampled_from(OUT_KINDS))
     seed = draw(st.sampled_from(["0", "7", "0", "7", "-1", "x", "99999999999999999999"]))
     cfg = draw(config_texts())
@@ -151,6 +151,8 @@ def invocations(draw):
                 "--workers", draw(st.sampled_from(["1", "2", "0"])), "--no-figures"]
     elif cmd == "relay":
         args = ["relay", "--config", "{cfg}", "--store-a", "{store}", "--store-b", out, "--out", out, "--no-figures"]
+    elif cmd == "certs":
+        args = ["kme", "certs", out, "--sae", draw(st.one_of(st.text(max_size=4), st.sampled_from(["sae-a", "kme-xinglong"])))]
     else:
         args = ["otp", draw(st.sampled_from(["encrypt", "decrypt"])), "{cfg}", out, "--store", "{store}", "--peer", "Micius"]
     return args, cfg
