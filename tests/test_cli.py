@@ -142,3 +142,24 @@ def test_run_under_a_pns_attack_gives_no_key_and_exit_1(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["aborted"] and s["final_key_bits"] == 0 and not (out / "keys").exists()
     assert run("run", "--attack", "laser", "--out", str(tmp_path / "x")).returncode == 2
+
+
+def test_bad_input_in_a_real_process_is_one_line_no_traceback_exit_2(tmp_path):
+    """The in-process tests (test_bad_input.py) see exceptions; a user sees the process: one message, exit 2."""
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "raw.npz").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "store.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)
+    (tmp_path / "mu.toml").write_text('base = "micius-2016-12-19"\n[source]\nintensities = [50.0, 0.1, 0.0]\n')
+    cases = [
+        (["simulate", "--out", str(tmp_path / "a_file" / "out")], "is a file"),
+        (["postprocess", str(tmp_path / "raw"), "--out", str(tmp_path / "pp")], "raw.npz is damaged"),
+        (["keys", "ls", "--store", str(tmp_path / "store.db")], "store.db"),
+        (["simulate", "--config", str(tmp_path / "mu.toml"), "--out", str(tmp_path / "sim")], "predicted work is too large"),
+    ]
+    for args, needle in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "Traceback" not in r.stderr and needle in r.stderr, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: "), (args, r.stderr)
+    assert not (tmp_path / "pp").exists() and not (tmp_path / "sim").exists()

@@ -108,3 +108,70 @@ def test_shipped_example_configs_load_and_find_a_pass():
         cfg = load_config(p)
         g = satqkd.find_pass(cfg)
         assert g.duration_s > 60 and g.range_m.max() <= 1200e3 + 1
+
+
+@pytest.mark.parametrize(
+    "table, field, value",
+    [("source", "intensities", [float("nan"), 0.1, 0.0]), ("timing", "clock_offset_ns", float("inf")),
+     ("receiver", "aperture_m", float("nan")), ("background", "sky_rate_hz", float("-inf")),
+     ("passes", "max_range_km", float("inf"))],
+)
+def test_numbers_must_be_finite(table, field, value):
+    d = _preset_dict()
+    d.setdefault(table, {})[field] = value
+    with pytest.raises(ConfigError, match=rf"{table}\.{field}.*finite number"):
+        config_from_dict(d)
+
+
+@pytest.mark.parametrize(
+    "table, over, needle",
+    [
+        ("security", {"epsilon": 1e-9, "epsilon_cor": 1e-9}, r"security: epsilon_cor = 1e-09 must be < epsilon = 1e-09"),
+        ("apt", {"coarse_rate_hz": 4000.0}, r"apt: coarse_rate_hz = 4000 must be ≤ fine_rate_hz = 2000"),
+        ("apt", {"coarse_bandwidth_hz": 20.0}, r"coarse_bandwidth_hz = 20 must be ≤ coarse_rate_hz/5 = 8"),
+        ("apt", {"fine_bandwidth_hz": 1500.0}, r"fine_bandwidth_hz = 1500 must be ≤ fine_rate_hz/2 = 1000"),
+        ("timing", {"window_ns": 12.0}, r"timing.window_ns = 12 must be ≤ the pulse period"),
+        ("source", {"pulse_width_ns": 20.0}, r"source.pulse_width_ns = 20 must be ≤ the pulse period"),
+        ("timing", {"clock_offset_ns": -2e12}, r"timing.clock_offset_ns: .*\(allowed: ge -1000000000000"),
+    ],
+)
+def test_inconsistent_fields_are_named(table, over, needle):
+    d = _preset_dict()
+    d.setdefault(table, {}).update(over)
+    with pytest.raises(ConfigError, match=needle):
+        config_from_dict(d)
+
+
+def test_api_construction_and_assignment_raise_config_error_with_the_clis_message():
+    from satqkd.config import ReceiverConfig, SecurityConfig
+
+    with pytest.raises(ConfigError, match=r"aperture_m: Input should be greater than 0 \(allowed: gt 0"):
+        ReceiverConfig(aperture_m=-1)
+    cfg = load_preset("micius-2016-12-19")
+    with pytest.raises(ConfigError, match=r"setting receiver\.aperture_m = -1.*\n  receiver\.aperture_m: .*allowed: gt 0"):
+        cfg.receiver.aperture_m = -1
+    with pytest.raises(ConfigError, match="epsilon_cor"):
+        cfg.security.epsilon_cor = 0.5  # a cross-field check...
+    assert cfg.security.epsilon_cor == 1e-12 and cfg.receiver.aperture_m == 1.0  # ...leaves the old values
+    with pytest.raises(ConfigError, match="finite"):
+        SecurityConfig(epsilon=float("nan"))
+    cfg.receiver.aperture_m = 1.8  # valid assignments still work
+    assert cfg.receiver.aperture_m == 1.8
+
+
+def test_non_utf8_file_is_named(tmp_path):
+    p = tmp_path / "latin1.toml"
+    p.write_bytes('name = "Xinglong \xe9t\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml is not UTF-8 text"):
+        load_config(p)
+
+
+def test_endless_or_huge_config_is_refused_without_reading_it_all(tmp_path):
+    with pytest.raises(ConfigError, match="larger than"):
+        load_config("/dev/zero")
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 200_000)
+    with pytest.raises(ConfigError, match=r"big\.toml is larger than"):
+        load_config(big)
+    with pytest.raises(ConfigError, match="cannot read configuration"):
+        load_config(tmp_path)

@@ -1,12 +1,16 @@
 """``satqkd`` command line: parses arguments, shows progress, writes files. The work is in the package.
 
 Exit status: 0 success, 1 the run failed (e.g. the protocol aborted), 2 bad input (the message names
-the field or option and its allowed range; nothing is written).
+the field or option and its allowed range; nothing is written). Known user errors become exit 2 with a
+one-line ``error: ...`` in one place (:class:`_UserErrors`); anything else is a bug and keeps its traceback.
+Inputs and limits: ``docs/limits.md``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -16,10 +20,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from .config import ConfigError, MissionConfig, list_presets, load_config, load_preset, preset_text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Satellite decoy-state BB84 QKD, end to end (after Micius, 2017).")
 console = Console(stderr=True)
 out_console = Console()
 
@@ -35,6 +39,50 @@ def _error(msg: str) -> None:
 def _fail_input(msg: str) -> None:
     _error(msg)
     raise typer.Exit(2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean bad input (exit 2), not a bug: each says what is wrong and where."""
+    from .keys.store import KeyStoreError
+    from .ledger import LedgerError
+    from .protocol.poolfile import PoolFileError
+    from .rawio import RawFormatError
+
+    return (BadInput, ConfigError, KeyStoreError, LedgerError, PoolFileError, RawFormatError, sqlite3.DatabaseError)
+
+
+class _UserErrors(TyperGroup):
+    """The one place where known user errors become exit 2 with a one-line message and no traceback.
+
+    ``OSError`` on a named path (unreadable input, unwritable output) counts as bad input too;
+    ``MemoryError`` is a failed run (exit 1: the limits of ``docs/limits.md`` were not enough).
+    Every other exception is a bug and propagates with its traceback."""
+
+    def invoke(self, ctx):
+        _STORES_CHECKED.clear()
+        try:
+            return super().invoke(ctx)
+        except MemoryError:
+            _error("out of memory; the work predicted from the configuration was within the limits (docs/limits.md): please report this")
+            raise typer.Exit(1)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            _fail_input(f"{exc.filename}: {exc.strerror or exc}")
+        except Exception as exc:
+            if not isinstance(exc, _user_errors()):
+                raise
+            msg = str(exc) or type(exc).__name__
+            if isinstance(exc, sqlite3.DatabaseError):
+                which = ", ".join(str(p) for p in _STORES_CHECKED) or "a key store"
+                msg = f"{which}: damaged or not a key store ({msg})"
+        # outside the except clause: the exception and its frames are freed first, so a store left
+        # open by a failed command is closed (SQLite removes its -wal/-shm files) before we exit
+        _fail_input(msg)
+
+
+app = typer.Typer(cls=_UserErrors, add_completion=False, no_args_is_help=True,
+                  help="Satellite decoy-state BB84 QKD, end to end (after Micius, 2017).")
 
 
 def _load(preset: Optional[str], config: Optional[Path]) -> MissionConfig:
@@ -60,9 +108,138 @@ def _with_attack(cfg: MissionConfig, attack: Optional[str], fraction: float) -> 
     return cfg.model_copy(update={"attack": AttackConfig(kind=attack, fraction=fraction)})
 
 
-def _check_out(out: Path) -> None:
-    if out.exists() and not out.is_dir():
-        _fail_input(f"--out {out} exists and is not a directory")
+#: virtual file systems: never an output location
+_VIRTUAL_DIRS = (Path("/proc"), Path("/sys"), Path("/dev"))
+
+
+def _check_out(out: Path, option: str = "--out", *, file: bool = False) -> None:
+    """Before any work: ``out`` can be written. A directory (``file=False``; missing parents are made
+    later) or a file whose directory exists (``file=True``); never under a file, in /proc, /sys or /dev,
+    or where the nearest existing directory is not writable. Checked without writing anything."""
+    where = f"{option} {out}"
+    text = str(out)
+    if "\x00" in text or not text.strip():
+        _fail_input(f"{option} {text!r}: not a usable path")
+    try:
+        p = Path(os.path.abspath(out))
+        real = p.resolve(strict=False)
+        if any(real == v or v in real.parents for v in _VIRTUAL_DIRS):
+            _fail_input(f"{where}: {real} is in a virtual file system ({', '.join(map(str, _VIRTUAL_DIRS))}), not a place for output")
+        if p.exists():
+            if file and p.is_dir():
+                _fail_input(f"{where} is a directory, not a file")
+            if not file and not p.is_dir():
+                _fail_input(f"{where} exists and is not a directory")
+            if not os.access(p, os.W_OK | (0 if file else os.X_OK)):
+                _fail_input(f"{where} is not writable")
+            return
+        anc = p.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            _fail_input(f"{where}: {anc} is a file, not a directory")
+        if file and anc != p.parent:
+            _fail_input(f"{where}: directory {p.parent} does not exist")
+        if not os.access(anc, os.W_OK | os.X_OK):
+            _fail_input(f"{where}: directory {anc} is not writable")
+    except OSError as exc:  # e.g. a name too long
+        _fail_input(f"{where}: {exc.strerror or exc}")
+
+
+#: the stores this command opens (named in the message if SQLite later finds one damaged)
+_STORES_CHECKED: list[Path] = []
+
+
+def _check_store_file(store: Path, option: str = "--store", *, allow_empty: bool = False) -> None:
+    """An existing key store must be a whole SQLite database: checked from its header, read-only,
+    before the store is opened (opening would switch a damaged file to WAL, i.e. write to it)."""
+    _STORES_CHECKED.append(store)
+    try:
+        with open(store, "rb") as fh:
+            head = fh.read(100)
+            size = os.fstat(fh.fileno()).st_size
+    except IsADirectoryError:
+        _fail_input(f"{option} {store} is a directory, not a key store")
+    except OSError as exc:
+        _fail_input(f"{option} {store}: {exc.strerror or exc}")
+    if size == 0:
+        if allow_empty:
+            return  # SQLite makes a new store in it
+        _fail_input(f"{option} {store} is empty, not a key store")
+    if len(head) < 100 or head[:16] != b"SQLite format 3\x00":
+        _fail_input(f"{option} {store} is not a key store (not a SQLite database)")
+    page = int.from_bytes(head[16:18], "big")
+    page = 65536 if page == 1 else page
+    pages = int.from_bytes(head[28:32], "big")
+    if page < 512 or page & (page - 1) or size % page:
+        _fail_input(f"{option} {store} is damaged: {size} bytes is not a whole number of {page}-byte pages (truncated?)")
+    if head[24:28] == head[92:96] and size < pages * page:
+        _fail_input(f"{option} {store} is truncated: {size} bytes, its header says {pages} pages of {page} bytes")
+    if Path(f"{store}-wal").exists():
+        return  # in use (or not closed cleanly): the file alone is not the whole store; SQLite will check
+    problem = _store_problem(store)
+    if problem:
+        _fail_input(f"{option} {store} is damaged ({problem})")
+
+
+def _store_problem(store: Path) -> Optional[str]:
+    """What is wrong with a closed store file, read with SQLite's ``immutable`` flag (read-only, no
+    -wal/-shm files, no locks: nothing is written): its integrity check, its ``meta`` table, and, at
+    the current schema version, the columns of the key store's tables."""
+    from urllib.parse import quote
+
+    from .keys import store as ks
+
+    try:
+        con = sqlite3.connect(f"file:{quote(str(Path(store).absolute()))}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error as exc:
+        return f"SQLite: {exc}"
+    try:
+        rows = con.execute("PRAGMA quick_check(3)").fetchall()
+        if rows != [("ok",)]:
+            return "SQLite integrity check: " + "; ".join(str(r[0]) for r in rows)
+        meta = dict(con.execute("SELECT name, value FROM meta").fetchall())
+        if "schema_version" not in meta or "site" not in meta:
+            return "no schema version or site in its meta table"
+        if meta["schema_version"] != str(getattr(ks, "SCHEMA_VERSION", "")) or not getattr(ks, "_SCHEMA", None):
+            return None  # another version: the store's own checks apply
+        ref = sqlite3.connect(":memory:")
+        try:
+            ref.executescript(ks._SCHEMA)
+            tables = [r[0] for r in ref.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for t in tables:
+                want = {r[1] for r in ref.execute(f'PRAGMA table_info("{t}")')}
+                have = {r[1] for r in con.execute(f'PRAGMA table_info("{t}")')}
+                if have and not want <= have:
+                    return f"table {t} lacks column(s) {', '.join(sorted(want - have))}"
+                if not have:
+                    return f"table {t} is missing"
+        finally:
+            ref.close()
+    except sqlite3.Error as exc:
+        return f"SQLite: {exc}"
+    finally:
+        con.close()
+    return None
+
+
+def _check_store(store: Optional[Path], option: str = "--store") -> None:
+    """A store that is opened or created: an existing one must be whole, a new one writable."""
+    if store is None:
+        return
+    if store.exists() or store.is_symlink():
+        _check_store_file(store, option, allow_empty=True)
+    else:
+        _check_out(store, option, file=False)
+
+
+def _check_work(cfg: MissionConfig, *, second: bool = False, parallel: int = 1) -> None:
+    """Refuse a pass simulation (exit 2, with the estimate) beyond the limits of docs/limits.md."""
+    from .limits import check_work
+
+    check_work(cfg, parallel=parallel)
+    if second and cfg.second_station is not None:
+        check_work(cfg, station=cfg.second_station, parallel=parallel)
 
 
 def _progress() -> Progress:
@@ -116,6 +293,7 @@ def simulate(
     """Simulate one pass at the physical layer and write summary, time series, raw records and figures."""
     cfg = _load(preset, config)
     _check_out(out)
+    _check_work(cfg)
     from .pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
@@ -162,7 +340,10 @@ def passes(
     if st is None:
         _fail_input("--station second needs a config with [second_station]")
     rules = cfg.passes if days is None else cfg.passes.model_copy(update={"search_days": days})
+    from .limits import check_geometry
     from .sky.orbit import find_passes
+
+    check_geometry(cfg, station=st)
 
     found = find_passes(cfg.orbit, st, rules, satellite_name=cfg.satellite)
     rows = [
@@ -359,7 +540,10 @@ def run(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_store(store)
+    _check_store(sat_store, "--sat-store")
     _check_stores(cfg, store, sat_store)
+    _check_work(cfg)
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
@@ -396,6 +580,8 @@ def postprocess_cmd(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
+    _check_store(store)
+    _check_store(sat_store, "--sat-store")
     _check_stores(cfg, store, sat_store)
     from .rawio import check_records_match, load_raw
 
@@ -458,6 +644,7 @@ def campaign(
             check_relay_config(cfg)
         except ValueError as exc:
             _fail_input(f"--relay: {exc}")
+    _check_work(cfg, second=use_relay, parallel=workers if scheduler is None else 1)
     with _progress() as prog:
         task = prog.add_task("passes", total=None)
         try:
@@ -605,10 +792,13 @@ def relay(
     """Trusted relay: pass with station A, pass with station B, announce K_A ⊕ K_B; both stations share a key.
 
     Journaled across the three stores: after a crash, rerun the same command to finish it."""
-    cfg = _load(preset or "micius-relay-xinglong-nanshan", config)
+    cfg = _load(preset or (None if config else "micius-relay-xinglong-nanshan"), config)
     _check_out(out)
     if cfg.second_station is None:
         _fail_input(f"config {cfg.name!r} has no [second_station]: use --preset micius-relay-xinglong-nanshan")
+    for path, opt in ((store_a, "--store-a"), (store_b, "--store-b"), (sat_store, "--sat-store")):
+        _check_store(path, opt)
+    _check_work(cfg, second=True)
     from .keys.store import KeyReused, KeyStore, KeyStoreError
     from .relay_job import RelayExists, run_relay, write_relay_outputs
 
@@ -674,6 +864,7 @@ app.add_typer(kme_app, name="kme")
 def _existing_store(store: Path) -> Path:
     if not store.is_file():
         _fail_input(f"--store {store}: no key store there")
+    _check_store_file(store)
     return store
 
 
@@ -693,7 +884,10 @@ def keys_ls(
     limit: int = typer.Option(50, min=1, help="at most this many rows"),
 ) -> None:
     """List keys: id, link, length, state, SAE pair."""
-    from .keys.store import ls
+    from .keys.store import STATES, ls
+
+    if state is not None:
+        _check_choice("state", state, STATES)
 
     t = Table("key_id", "link", "bits", "state", "master → slave")
     for p in ls(_existing_store(store), link, state, limit):
@@ -726,6 +920,7 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
 
     if not inp.is_file():
         _fail_input(f"input file {inp} does not exist")
+    _check_out(out, "OUT", file=True)
     fn = encrypt_file if kind == "encrypt" else decrypt_file
     try:
         with KeyStore(_existing_store(store)) as st:
@@ -769,7 +964,17 @@ def kme_certs(
     kme: list[str] = typer.Option(["kme-xinglong", "kme-nanshan"], "--kme", help="KME id (repeat)"),
 ) -> None:
     """Make a demo PKI: a CA, KME server certificates and SAE client certificates."""
-    from .keys.pki import make_certs
+    _check_out(dir, "DIR")
+    from .keys.pki import _check_id, make_certs
+
+    try:  # before make_certs creates DIR
+        for opt, ids, what in (("--sae", sae, "SAE"), ("--kme", kme, "KME")):
+            for i in ids:
+                _check_id(i, what)
+    except ValueError as exc:
+        _fail_input(f"{opt}: {exc}")
+    if set(sae) & set(kme):
+        _fail_input(f"--sae and --kme: an id cannot be both an SAE and a KME: {sorted(set(sae) & set(kme))}")
 
     out_console.print(repr(make_certs(dir, sae, kme)))
 
@@ -788,7 +993,12 @@ def kme_serve(
                                      help="enc_keys/dec_keys served at once; more wait in line (back-pressure)"),
 ) -> None:
     """Serve one site's ETSI GS QKD 014 API over HTTPS with client certificates (until SIGINT/SIGTERM)."""
-    from .keys.kme import serve
+    from .keys.kme import load_network, serve
+
+    try:
+        load_network(network)
+    except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+        _fail_input(f"--network {network}: not a KME network description ({type(exc).__name__}: {exc})")
 
     serve(_existing_store(store), tls, port, network=network, kme_id=kme_id, host=host, max_body_bytes=max_body_bytes,
           max_inflight_requests=max_inflight)
@@ -802,6 +1012,7 @@ def kme_demo(
 ) -> None:
     """Relay run → Xinglong and Nanshan stores → two KMEs on loopback; DIR/kme.json describes them."""
     _check_choice("key-source", key_source, ("relay", "standin"))
+    _check_out(dir, "--dir")
     from .keys.kme import run_demo
 
     raise typer.Exit(
@@ -823,6 +1034,7 @@ def party_make_pool(
     """Write a pre-shared authentication key pool: N secret random bits from the OS (secrets module)."""
     from .protocol.poolfile import PoolFileError, make_pool
 
+    _check_out(file, "FILE", file=True)
     try:
         pf = make_pool(file, bits, seed=seed)
     except PoolFileError as exc:
@@ -841,9 +1053,8 @@ def party_split(
     """Split raw.npz into each party's own file (what a deployment ships to each side)."""
     from .rawio import load_raw, save_raw
 
-    for d in (alice_out, bob_out):
-        if d.exists() and not d.is_dir():
-            _fail_input(f"{d} exists and is not a directory")
+    for d, opt in ((alice_out, "--alice-out"), (bob_out, "--bob-out")):
+        _check_out(d, opt)
     if alice_out.resolve() == bob_out.resolve():
         _fail_input("--alice-out and --bob-out must be two directories")
     try:

@@ -15,13 +15,14 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 __all__ = [
     "ConfigError",
@@ -36,8 +37,52 @@ class ConfigError(ValueError):
     """A configuration could not be read or validated; the message names the field and the allowed range."""
 
 
+_NESTING = threading.local()
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    """Every config table: unknown fields rejected, finite numbers only (no nan/inf), and validation on
+    construction *and* on assignment, both raising :class:`ConfigError` with the CLI's message, e.g.
+    ``cfg.receiver.aperture_m = -1`` → ``ConfigError: ... aperture_m: Input should be greater than 0 (allowed: gt 0)``."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+    def __init__(self, **data):
+        # nested tables are built through __init__ too: only the outermost call turns pydantic's
+        # ValidationError (whose locations pydantic joins up) into one ConfigError
+        depth = getattr(_NESTING, "depth", 0)
+        _NESTING.depth = depth + 1
+        try:
+            super().__init__(**data)
+        except ValidationError as err:
+            if depth:
+                raise
+            raise ConfigError(_describe(err, f"({type(self).__name__})")) from None
+        finally:
+            _NESTING.depth = depth
+
+    #: where this table sits in a MissionConfig ("receiver"), for messages about assignments
+    _loc: str = PrivateAttr("")
+
+    def __eq__(self, other) -> bool:  # the fields only (not where the table sits)
+        if not isinstance(other, BaseModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None
+
+    def __setattr__(self, name: str, value) -> None:
+        if name.startswith("_"):
+            return super().__setattr__(name, value)
+        before = dict(self.__dict__)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as err:
+            # a cross-field (model) check fails after pydantic has stored the value: put it back
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            where = f"{self._loc}." if self._loc else ""
+            raise ConfigError(_describe(err, f"(setting {where}{name} = {value!r})", prefix=self._loc)) from None
 
 
 def _utc(v: datetime) -> datetime:
@@ -125,6 +170,17 @@ class AptConfig(_Model):
         2.0, ge=0, le=1000, description="extra vibration rms per °/s of slew: why tracking is worst near culmination (calibrated)"
     )
 
+    @model_validator(mode="after")
+    def _check_loop(self) -> "AptConfig":
+        # the conditions of satqkd.sky.apt.loop_gains, checked when the config is read
+        if self.coarse_rate_hz > self.fine_rate_hz:
+            raise ValueError(f"coarse_rate_hz = {self.coarse_rate_hz:g} must be ≤ fine_rate_hz = {self.fine_rate_hz:g}")
+        if self.coarse_bandwidth_hz > self.coarse_rate_hz / 5.0:
+            raise ValueError(f"coarse_bandwidth_hz = {self.coarse_bandwidth_hz:g} must be ≤ coarse_rate_hz/5 = {self.coarse_rate_hz / 5.0:g}")
+        if self.fine_bandwidth_hz > self.fine_rate_hz / 2.0:
+            raise ValueError(f"fine_bandwidth_hz = {self.fine_bandwidth_hz:g} must be ≤ fine_rate_hz/2 = {self.fine_rate_hz / 2.0:g}")
+        return self
+
 
 class AtmosphereConfig(_Model):
     """Extinction and turbulence. The paper gives no zenith numbers: these are calibrated fields."""
@@ -197,7 +253,9 @@ class TimingConfig(_Model):
     beacon_detection_probability: float = Field(0.5, gt=0, le=1, description="chance a beacon pulse is time-tagged (calibrated)")
     sync_jitter_ns: float = Field(0.529, ge=0, le=1e3)
     window_ns: float = Field(2.0, gt=0, le=1e3)
-    clock_offset_ns: float = Field(12_345.6, description="ground clock minus satellite clock at pass start")
+    clock_offset_ns: float = Field(
+        12_345.6, ge=-1e12, le=1e12, description="ground clock minus satellite clock at pass start (|offset| ≤ 1000 s keeps ps tags exact)"
+    )
     clock_drift_ppb: float = Field(30.0, ge=-1e5, le=1e5, description="fractional frequency offset of the ground clock")
 
 
@@ -238,6 +296,12 @@ class SecurityConfig(_Model):
         description="per_count: every count widened on its own; joint: also one Bernstein bound on the single-photon "
         "combination of counts (needs a vacuum third intensity) (docs/finite-key.md §3)",
     )
+
+    @model_validator(mode="after")
+    def _check_split(self) -> "SecurityConfig":
+        if not self.epsilon_cor < self.epsilon:
+            raise ValueError(f"epsilon_cor = {self.epsilon_cor:g} must be < epsilon = {self.epsilon:g} (it is a share of epsilon)")
+        return self
 
 
 class SimulationConfig(_Model):
@@ -282,17 +346,40 @@ class MissionConfig(_Model):
     second_station: GroundStationConfig | None = Field(None, description="relay presets: the far ground station")
     attack: AttackConfig = Field(AttackConfig(), description="eavesdropper on the quantum channel (security demonstrations)")
 
+    @model_validator(mode="after")
+    def _check_timing(self) -> "MissionConfig":
+        for name in type(self).model_fields:
+            table = getattr(self, name)
+            if isinstance(table, _Model):
+                table._loc = name
+        period_ns = 1e9 / self.source.rep_rate_hz
+        if self.timing.window_ns > period_ns:
+            raise ValueError(f"timing.window_ns = {self.timing.window_ns:g} must be ≤ the pulse period 1e9/source.rep_rate_hz = {period_ns:g} ns")
+        if self.source.pulse_width_ns > period_ns:
+            raise ValueError(f"source.pulse_width_ns = {self.source.pulse_width_ns:g} must be ≤ the pulse period 1e9/source.rep_rate_hz = {period_ns:g} ns")
+        if self.timing.beacon_rate_hz > self.source.rep_rate_hz:
+            raise ValueError(f"timing.beacon_rate_hz = {self.timing.beacon_rate_hz:g} must be ≤ source.rep_rate_hz = {self.source.rep_rate_hz:g}")
+        return self
 
-def _describe(err: ValidationError, source: str) -> str:
+
+def _describe(err: ValidationError, source: str, prefix: str = "") -> str:
     lines = [f"invalid configuration {source}:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"])) or "(top level)"
         msg = e["msg"]
         ctx = e.get("ctx") or {}
         bounds = [f"{k.replace('_', ' ')} {v}" for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")]
+        got = e.get("input")
         if e["type"] == "extra_forbidden":
             msg = "unknown field (check the spelling; see `satqkd presets --show NAME`)"
-        lines.append(f"  {loc}: {msg}" + (f" (allowed: {', '.join(bounds)})" if bounds else "") + f"; got {e.get('input')!r}")
+        elif e["type"] == "finite_number":
+            msg = "must be a finite number (no nan or inf)"
+        elif e["type"] == "value_error":  # our cross-field checks: the message names the fields
+            msg = msg.removeprefix("Value error, ")
+        text = f"  {loc}: {msg}" + (f" (allowed: {', '.join(bounds)})" if bounds else "")
+        if not isinstance(got, (dict, BaseModel)):  # a whole table is no help in a one-line message
+            text += f"; got {got!r}"
+        lines.append(text)
     return "\n".join(lines)
 
 
@@ -317,19 +404,33 @@ def _resolve_base(data: dict, source: str, seen: tuple[str, ...] = ()) -> dict:
 
 def config_from_dict(data: dict, source: str = "") -> MissionConfig:
     data = _resolve_base(data, source)
+    depth = getattr(_NESTING, "depth", 0)
+    _NESTING.depth = depth + 1  # keep pydantic's error (with its field locations) for the message below
     try:
         return MissionConfig.model_validate(data)
     except ValidationError as err:
         raise ConfigError(_describe(err, source)) from None
+    finally:
+        _NESTING.depth = depth
+
+
+#: a mission file is a few kB; anything larger is not one
+MAX_CONFIG_BYTES = 1 << 20
 
 
 def load_config(path: str | Path) -> MissionConfig:
     """Read and validate a mission TOML file; raises :class:`ConfigError` naming the bad field."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        with open(p, "rb") as fh:  # bounded: `--config /dev/zero` must not read forever
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"configuration {p} is larger than {MAX_CONFIG_BYTES:,} bytes: not a mission file")
+        text = raw.decode("utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read configuration {p}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"configuration {p} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

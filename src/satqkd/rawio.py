@@ -245,3 +245,36 @@ def _is_sorted(a: np.ndarray) -> bool:
 def _base(a) -> int:
     """Streams may start below zero (e.g. Bob's clock offset); store gaps from the minimum."""
     return int(min(0, a[0])) if len(a) else 0
+
+
+# ------------------------------------------------------------------------------ damaged files
+class RawFormatError(ValueError):
+    """A ``raw.npz`` that cannot be read (truncated, damaged, not written by satqkd); the message names the file."""
+
+
+def _named_errors(load):
+    """Whatever a damaged archive raises while it is read (``BadZipFile``, ``EOFError``, a bad CRC or
+    ``.npy`` header, a missing member, ...) becomes one :class:`RawFormatError` naming the file."""
+    import functools
+    import zlib
+
+    @functools.wraps(load)
+    def wrapper(path, *args, **kw):
+        if kw.get("party") not in (None, "alice", "bob"):
+            return load(path, *args, **kw)  # the caller's mistake, not the file's
+        try:
+            return load(path, *args, **kw)
+        except (FileNotFoundError, RawFormatError):
+            raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, TypeError, IndexError, zlib.error) as exc:
+            p = Path(path)
+            p = p / RAW_FILENAME if p.is_dir() else p
+            msg = str(exc)
+            if not msg.startswith(str(p)):
+                msg = f"{p} is damaged or not a satqkd {RAW_FILENAME} ({type(exc).__name__}: {msg})"
+            raise RawFormatError(msg) from exc
+
+    return wrapper
+
+
+load_raw = _named_errors(load_raw)
