@@ -393,7 +393,7 @@ def test_protocol_key_set_matches_the_estimation(key_set):
     assert r.alice.estimate.key_length == est.key_length == r.final_key_bits
     assert r.alice.counts["m"] == r.bob.counts["m"]
     m = np.asarray(r.bob.counts["m"])
-    assert 0 < m[:, 0].sum() < 0.03 * n[:, 0].sum()  # the key bits' errors, announced after verification
+    assert 0 < m[:, 0].sum() < 0.03 * n[:, 0].sum()  # the key bits' errors, announced after error correction
     if key_set != "signal":
         assert 0.01 * n[:, 1].sum() < m[:, 1].sum() < 0.09 * n[:, 1].sum()  # decoy key bits: 2–6 % (background share)
 
@@ -425,3 +425,21 @@ def test_simulated_pass_bounds_below_the_truth_fields(model):
     for bi, b in enumerate(("Z", "X")):
         truth = float((n[bi, :2] * share[:2]).sum())  # default key set: signal + decoy
         assert 0.6 * truth < est.s1[b] <= truth
+
+
+# --------------------------------------------------------------------------------------------------
+# review of issue 8 §2 (estimation branch): disclosure, adversarial coverage, assumptions
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["lim2014", "chernoff"])
+@pytest.mark.parametrize("key_set", KEY_SETS)
+def test_every_announced_key_error_count_is_charged(method, key_set):
+    """The protocol announces the error count of every key class per basis (``ec_done`` in
+    protocol/parties.py: the key QBER abort and the test-basis bounds use them); every announced
+    count is public and costs ⌈log2(n_Bk + 1)⌉ bits, whatever the method needs of it."""
+    c = micius()
+    r = estimate(c, method, leak_ec_bits=leak_for(c, key_set), key_intensities=key_set)
+    idx = {"signal": [0], "signal+decoy": [0, 1], "all": [0, 1, 2]}[key_set]
+    expected = sum(math.ceil(math.log2(c.n[b, k] + 1.0)) for b in range(2) for k in idx)
+    assert r.disclosure_bits == expected

@@ -1231,8 +1231,10 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         notes.append("fewer than ~200 single-photon test errors: Lim et al.'s γ is not a valid tail bound in this regime (docs/finite-key.md)")
 
     # --- key length ---------------------------------------------------------------------------
-    # error counts of key bits that the other basis' bound needs are announced: charge their size
-    announced = [k for k in {"lim2014": (1, 2), "chernoff": (0, 1, 2)}[method] if k in key_idx]
+    # the protocol announces the error count of every key class per basis after error correction
+    # (ec_done: the key QBER abort and the other basis' bounds use them): charge each one, also the
+    # ones a method does not use (lim2014 needs only decoy/vacuum, but the signal count is public too)
+    announced = list(key_idx)
     disclosure = {b: float(sum(math.ceil(math.log2(n[bi, k] + 1.0)) for k in announced)) for bi, b in enumerate(BASES)}
     pa_cost = ev_total = 0.0
     ell = 0
