@@ -495,3 +495,16 @@ def test_default_modes_cover_a_tight_slice_aware_attack_with_statistics(stat):
     assert fail_w <= (3 * per_bound + fp["Z key: phase-error sampling"]) * 2 * draws
     assert fail_plug > 0.3 * 2 * draws  # the attack is tight: statistics are what this test checks
     assert np.mean(ratio) > 0.9  # and the widened bound is not vacuous
+
+
+def test_default_assumptions_state_the_empty_vacuum_class():
+    """per_pulse / iid_uniform / joint use P(vacuum | n ≥ 1) = 0 (s0 from the vacuum counts alone, the
+    1/½ key/test split of single photons, the a_3 coefficient of the joint bound): a vacuum state with a
+    finite extinction ratio is not covered, and the result must say so."""
+    for model in ("per_pulse", "iid_uniform"):
+        for stat in DECOY_STATISTICS:
+            r = estimate(micius(), leak_ec_bits=2e5, key_intensities="signal+decoy", intensity_model=model,
+                         decoy_statistics=stat)
+            assert any("emits no photon" in a for a in r.assumptions), (model, stat)
+    r = estimate(micius(), leak_ec_bits=2e5, decoy_statistics="joint")
+    assert any("emits no photon" in a for a in r.assumptions)
