@@ -508,3 +508,37 @@ def test_default_assumptions_state_the_empty_vacuum_class():
             assert any("emits no photon" in a for a in r.assumptions), (model, stat)
     r = estimate(micius(), leak_ec_bits=2e5, decoy_statistics="joint")
     assert any("emits no photon" in a for a in r.assumptions)
+
+
+@pytest.mark.parametrize("ec", ["cascade", "ldpc"])
+def test_ec_qber_hint_is_only_a_parameter(ec):
+    """With decoy bits in the key the EC hint comes from the calibrated contrast, not from data. The key
+    length must be a function of the public counts, the bits actually disclosed, the tags and the ε
+    budget only: recompute it from those and get the same ℓ, also with a hint that is far off (a
+    contrast 10× worse than the true one changes the EC parameters, not the way ℓ is computed)."""
+    import satqkd
+    from satqkd.postprocess.estimation import DecoyCounts as DC
+    from satqkd.protocol.session import postprocess
+    from synthetic_passes import preset_pass_cut
+
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    raw = satqkd.simulate(cfg, seed=4, geometry=preset_pass_cut(cfg, 15)).raw
+    wrong = cfg.model_copy(update={"polarization": cfg.polarization.model_copy(
+        update={"intrinsic_contrast": cfg.polarization.intrinsic_contrast / 10})})
+    leaks = []
+    for c in (cfg, wrong):
+        r = postprocess(raw, c, seed=4, ec=ec)
+        leaks.append(r.bob.leak_ec_bits)
+        assert r.ok and r.keys_match, r.abort_reason
+        est = r.bob.estimate
+        cnt = r.bob.counts
+        counts = DC(n=cnt["n"], m=cnt["m"], emitted=cnt["emitted"], intensities=MU, probabilities=P,
+                    intensity_fluctuation=c.source.intensity_fluctuation)
+        eps_cor = est.epsilon_parts["correctness ε_cor (error verification)"]
+        again = estimate(counts, "chernoff", eps_sec=est.epsilon_total - eps_cor, eps_cor=eps_cor,
+                         leak_ec_bits=est.leak_ec_bits, extra_cost_bits=est.extra_cost_bits,
+                         ev_tag_bits=int(est.ev_tag_bits), key_intensities=est.key_intensities,
+                         intensity_model=est.intensity_model, decoy_statistics=est.decoy_statistics)
+        assert again.key_length == est.key_length == r.final_key_bits
+        assert est.leak_ec_bits == r.bob.leak_ec_bits  # the bits actually disclosed, not f·h(hint)
+    assert leaks[1] > leaks[0]  # the bad hint did reach error correction (it costs disclosed bits)
