@@ -541,4 +541,36 @@ def test_ec_qber_hint_is_only_a_parameter(ec):
                          intensity_model=est.intensity_model, decoy_statistics=est.decoy_statistics)
         assert again.key_length == est.key_length == r.final_key_bits
         assert est.leak_ec_bits == r.bob.leak_ec_bits  # the bits actually disclosed, not f·h(hint)
+        # every ε term of the run: the estimate's parts + authentication = the configured total
+        parts = r.bob.epsilon_parts
+        assert "authentication (forgery)" in parts and parts["authentication (forgery)"] > 0
+        assert sum(parts.values()) == pytest.approx(c.security.epsilon, rel=1e-12)
     assert leaks[1] > leaks[0]  # the bad hint did reach error correction (it costs disclosed bits)
+
+
+def test_default_epsilon_ledger_names_every_bound_used():
+    """Default modes (signal+decoy / per_pulse / joint, one block): one named failure probability per
+    one-sided bound that enters s0, s1 or v1 (n: signal upper, decoy lower and upper, vacuum lower and
+    upper; m of the test basis: signal upper, decoy upper, vacuum lower; two key-set shares; the joint
+    bound), they sum to the decoy share, the sampling bounds to ≤ ε_s²/2, and the parts to ε_sec + ε_cor."""
+    eps_sec, eps_cor = 1e-9 - 1e-12, 1e-12
+    r = estimate(micius(), eps_sec=eps_sec, eps_cor=eps_cor, leak_ec_bits=2e5, key_intensities="signal+decoy",
+                 intensity_model="per_pulse", decoy_statistics="joint")
+    fp = r.bound_failure_probabilities
+    for b, t in (("Z", "X"), ("X", "Z")):
+        want = {f"{b} key: n_{b},signal upper", f"{b} key: n_{b},decoy lower",
+                f"{b} key: n_{b},decoy upper (variance of the joint bound)", f"{b} key: n_{b},vacuum lower",
+                f"{b} key: n_{b},vacuum upper", f"{b} key: m_{t},signal upper", f"{b} key: m_{t},decoy upper",
+                f"{b} key: m_{t},vacuum lower", f"{b} key: key-set share of single-photon events",
+                f"{b} key: key-set share of vacuum events", f"{b} key: joint bound on the s1 combination of n_{b}",
+                f"{b} key: phase-error sampling"}
+        assert {k for k in fp if k.startswith(f"{b} key:")} == want
+    e = eps_sec - 2 * eps_cor
+    parts = r.epsilon_parts
+    decoy = sum(v for k, v in fp.items() if "sampling" not in k)
+    assert decoy == pytest.approx(parts["Z+X block: decoy-state bounds (Σ of their failure probabilities)"], rel=1e-12)
+    eps_s = parts["Z+X block: smoothing 2·ε_s (phase-error sampling fails w.p. ≤ ε_s²/2)"] / 2
+    assert fp["Z key: phase-error sampling"] + fp["X key: phase-error sampling"] <= eps_s**2 / 2
+    assert sum(parts.values()) == pytest.approx(eps_sec + eps_cor, rel=1e-12) == r.epsilon_total
+    assert parts["EC-derived error counts (2·ε_cor)"] == pytest.approx(2 * eps_cor) and decoy + 2 * eps_s + parts[
+        "Z+X block: privacy amplification ε_PA"] == pytest.approx(e, rel=1e-12)
