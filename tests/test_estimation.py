@@ -170,8 +170,8 @@ def _lim_by_hand(mu, p, nZ, mZ, nX, mX, eps_sec, eps_cor, lam):
     """Lim et al. per key basis, written out from finite-key.md with plain floats.
 
     Symmetric use: ε_sec per basis = (ε_sec − 2ε_cor)/2 (2ε_cor reserved for error counts taken from
-    corrected keys), ε_cor per basis block = ε_cor/2; the decoy/vacuum error counts of each key block
-    are announced, charged as ⌈log2(n+1)⌉ bits each.
+    corrected keys), ε_cor per basis block = ε_cor/2; the error counts of every key class of each key
+    block are announced (the protocol's ec_done), charged as ⌈log2(n+1)⌉ bits each.
     """
     e = (eps_sec - 2 * eps_cor) / 2
     ecor = eps_cor / 2
@@ -206,7 +206,7 @@ def _lim_by_hand(mu, p, nZ, mZ, nX, mX, eps_sec, eps_cor, lam):
         _, s1t = s0_s1(nt)
         vt = v1(mt)
         phi = vt / s1t + gamma(e, vt / s1t, s1t, s1)
-        disclosed = math.ceil(math.log2(nk[1] + 1)) + math.ceil(math.log2(nk[2] + 1))
+        disclosed = sum(math.ceil(math.log2(x + 1)) for x in nk)  # key = all intensities
         ell = math.floor(s0 + s1 - s1 * _h(phi) - lam[key] - 6 * math.log2(21 / e) - math.log2(2 / ecor) - disclosed)
         out[key] = dict(s0=s0, s1=s1, v1=vt, phi=phi, ell=ell)
     return out

@@ -393,7 +393,7 @@ def test_protocol_key_set_matches_the_estimation(key_set):
     assert r.alice.estimate.key_length == est.key_length == r.final_key_bits
     assert r.alice.counts["m"] == r.bob.counts["m"]
     m = np.asarray(r.bob.counts["m"])
-    assert 0 < m[:, 0].sum() < 0.03 * n[:, 0].sum()  # the key bits' errors, announced after verification
+    assert 0 < m[:, 0].sum() < 0.03 * n[:, 0].sum()  # the key bits' errors, announced after error correction
     if key_set != "signal":
         assert 0.01 * n[:, 1].sum() < m[:, 1].sum() < 0.09 * n[:, 1].sum()  # decoy key bits: 2–6 % (background share)
 
@@ -425,3 +425,152 @@ def test_simulated_pass_bounds_below_the_truth_fields(model):
     for bi, b in enumerate(("Z", "X")):
         truth = float((n[bi, :2] * share[:2]).sum())  # default key set: signal + decoy
         assert 0.6 * truth < est.s1[b] <= truth
+
+
+# --------------------------------------------------------------------------------------------------
+# review of issue 8 §2 (estimation branch): disclosure, adversarial coverage, assumptions
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["lim2014", "chernoff"])
+@pytest.mark.parametrize("key_set", KEY_SETS)
+def test_every_announced_key_error_count_is_charged(method, key_set):
+    """The protocol announces the error count of every key class per basis (``ec_done`` in
+    protocol/parties.py: the key QBER abort and the test-basis bounds use them); every announced
+    count is public and costs ⌈log2(n_Bk + 1)⌉ bits, whatever the method needs of it."""
+    c = micius()
+    r = estimate(c, method, leak_ec_bits=leak_for(c, key_set), key_intensities=key_set)
+    idx = {"signal": [0], "signal+decoy": [0, 1], "all": [0, 1, 2]}[key_set]
+    expected = sum(math.ceil(math.log2(c.n[b, k] + 1.0)) for b in range(2) for k in idx)
+    assert r.disclosure_bits == expected
+
+
+@pytest.mark.parametrize("stat", DECOY_STATISTICS)
+def test_default_modes_cover_a_tight_slice_aware_attack_with_statistics(stat):
+    """Monte Carlo with the truth against an adversarial channel, not an honest one: every pulse at the
+    band corner (0.76, 0.105) that Eve knows, photon-number yields (0, 0.05, 1, 0) (a PNS-like channel
+    with no vacuum and no multi-photon errors) and single-photon errors 3 % in both bases. For this
+    channel the per-pulse decoy inequalities are *tight*: fed the exact expected counts they return
+    the true s1 and w1. So the only slack left is statistics: without widening (observed counts
+    plugged in) the s1 bound exceeds the truth in about half of the draws, with the default widening
+    (per-count Chernoff or joint Bernstein) it must fail at most with its nominal probability.
+
+    Detections are Poisson per (basis, class, photon number): given the totals per photon number the
+    class labels are then multinomial with P(k | n, x), the independence the bounds rely on.
+    Bounded: 200 draws × 2 bases; ε large (per bound 0.01) so that a too-narrow width would show."""
+    x = np.array([0.8 * 0.95, 0.1 * 1.05, 0.0])
+    y = np.array([0.0, 0.05, 1.0, 0.0])
+    e1 = 0.03
+    nph = np.arange(4)
+    lam = 0.25 * 4e7 * np.asarray(P)[:, None] * np.array([stats.poisson.pmf(nph, xk) for xk in x]) * y[None, :]
+    wb = label_probability_bounds(MU, P, 0.05, "per_pulse")
+    nk, s1_exp = lam.sum(axis=1), lam[:, 1].sum()
+    mk = lam[:, 1] * e1
+    _, _, s1_tight, w1_tight = decoy_bounds_weights(nk, nk, mk, mk, wb)
+    assert s1_tight == pytest.approx(s1_exp, rel=1e-9) and w1_tight == pytest.approx(s1_exp * e1, rel=1e-9)
+
+    rng = np.random.default_rng(20261201)
+    draws, fail_s1, fail_w, fail_plug, ratio = 200, 0, 0, 0, []
+    for _ in range(draws):
+        det = rng.poisson(np.broadcast_to(lam, (2,) + lam.shape))
+        err = np.zeros_like(det)
+        err[:, :, 1] = rng.binomial(det[:, :, 1], e1)
+        n, m = det.sum(axis=2).astype(float), err.sum(axis=2).astype(float)
+        c = DecoyCounts(n=n, m=m, emitted=4e7 * np.asarray(P), intensity_fluctuation=0.05)
+        r = estimate(c, "chernoff", eps_sec=0.44, eps_cor=1e-6, leak_ec_bits=0.0, key_intensities="signal+decoy",
+                     intensity_model="per_pulse", decoy_statistics=stat)
+        assert r.abort_reason is None
+        for bi, b in enumerate(("Z", "X")):
+            s1_true = int(det[bi, :2, 1].sum())  # key set signal+decoy: its single-photon detections
+            w_true = rng.binomial(s1_true, e1)  # their phase errors (symmetric single-photon errors)
+            fail_s1 += r.s1[b] > s1_true
+            fail_w += r.phase_error[b] * r.s1[b] < w_true
+            fail_plug += decoy_bounds_weights(n[bi], n[bi], None, None, wb)[2] > s1_true
+            ratio.append(r.s1[b] / s1_true)
+    fp = r.bound_failure_probabilities
+    per_bound = fp["Z key: n_Z,signal upper"]
+    assert 0.009 < per_bound < 0.013  # 0.5·ε_sec over 18 (per_count) or 22 (joint) named bounds
+    # s1 uses at most 6 named bounds (counts, joint, key share); the phase errors 3 error-count bounds + sampling
+    assert fail_s1 <= 6 * per_bound * 2 * draws
+    assert fail_w <= (3 * per_bound + fp["Z key: phase-error sampling"]) * 2 * draws
+    assert fail_plug > 0.3 * 2 * draws  # the attack is tight: statistics are what this test checks
+    assert np.mean(ratio) > 0.9  # and the widened bound is not vacuous
+
+
+def test_default_assumptions_state_the_empty_vacuum_class():
+    """per_pulse / iid_uniform / joint use P(vacuum | n ≥ 1) = 0 (s0 from the vacuum counts alone, the
+    1/½ key/test split of single photons, the a_3 coefficient of the joint bound): a vacuum state with a
+    finite extinction ratio is not covered, and the result must say so."""
+    for model in ("per_pulse", "iid_uniform"):
+        for stat in DECOY_STATISTICS:
+            r = estimate(micius(), leak_ec_bits=2e5, key_intensities="signal+decoy", intensity_model=model,
+                         decoy_statistics=stat)
+            assert any("emits no photon" in a for a in r.assumptions), (model, stat)
+    r = estimate(micius(), leak_ec_bits=2e5, decoy_statistics="joint")
+    assert any("emits no photon" in a for a in r.assumptions)
+
+
+@pytest.mark.parametrize("ec", ["cascade", "ldpc"])
+def test_ec_qber_hint_is_only_a_parameter(ec):
+    """With decoy bits in the key the EC hint comes from the calibrated contrast, not from data. The key
+    length must be a function of the public counts, the bits actually disclosed, the tags and the ε
+    budget only: recompute it from those and get the same ℓ, also with a hint that is far off (a
+    contrast 10× worse than the true one changes the EC parameters, not the way ℓ is computed)."""
+    import satqkd
+    from satqkd.postprocess.estimation import DecoyCounts as DC
+    from satqkd.protocol.session import postprocess
+    from synthetic_passes import preset_pass_cut
+
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    raw = satqkd.simulate(cfg, seed=4, geometry=preset_pass_cut(cfg, 15)).raw
+    wrong = cfg.model_copy(update={"polarization": cfg.polarization.model_copy(
+        update={"intrinsic_contrast": cfg.polarization.intrinsic_contrast / 10})})
+    leaks = []
+    for c in (cfg, wrong):
+        r = postprocess(raw, c, seed=4, ec=ec)
+        leaks.append(r.bob.leak_ec_bits)
+        assert r.ok and r.keys_match, r.abort_reason
+        est = r.bob.estimate
+        cnt = r.bob.counts
+        counts = DC(n=cnt["n"], m=cnt["m"], emitted=cnt["emitted"], intensities=MU, probabilities=P,
+                    intensity_fluctuation=c.source.intensity_fluctuation)
+        eps_cor = est.epsilon_parts["correctness ε_cor (error verification)"]
+        again = estimate(counts, "chernoff", eps_sec=est.epsilon_total - eps_cor, eps_cor=eps_cor,
+                         leak_ec_bits=est.leak_ec_bits, extra_cost_bits=est.extra_cost_bits,
+                         ev_tag_bits=int(est.ev_tag_bits), key_intensities=est.key_intensities,
+                         intensity_model=est.intensity_model, decoy_statistics=est.decoy_statistics)
+        assert again.key_length == est.key_length == r.final_key_bits
+        assert est.leak_ec_bits == r.bob.leak_ec_bits  # the bits actually disclosed, not f·h(hint)
+        # every ε term of the run: the estimate's parts + authentication = the configured total
+        parts = r.bob.epsilon_parts
+        assert "authentication (forgery)" in parts and parts["authentication (forgery)"] > 0
+        assert sum(parts.values()) == pytest.approx(c.security.epsilon, rel=1e-12)
+    assert leaks[1] > leaks[0]  # the bad hint did reach error correction (it costs disclosed bits)
+
+
+def test_default_epsilon_ledger_names_every_bound_used():
+    """Default modes (signal+decoy / per_pulse / joint, one block): one named failure probability per
+    one-sided bound that enters s0, s1 or v1 (n: signal upper, decoy lower and upper, vacuum lower and
+    upper; m of the test basis: signal upper, decoy upper, vacuum lower; two key-set shares; the joint
+    bound), they sum to the decoy share, the sampling bounds to ≤ ε_s²/2, and the parts to ε_sec + ε_cor."""
+    eps_sec, eps_cor = 1e-9 - 1e-12, 1e-12
+    r = estimate(micius(), eps_sec=eps_sec, eps_cor=eps_cor, leak_ec_bits=2e5, key_intensities="signal+decoy",
+                 intensity_model="per_pulse", decoy_statistics="joint")
+    fp = r.bound_failure_probabilities
+    for b, t in (("Z", "X"), ("X", "Z")):
+        want = {f"{b} key: n_{b},signal upper", f"{b} key: n_{b},decoy lower",
+                f"{b} key: n_{b},decoy upper (variance of the joint bound)", f"{b} key: n_{b},vacuum lower",
+                f"{b} key: n_{b},vacuum upper", f"{b} key: m_{t},signal upper", f"{b} key: m_{t},decoy upper",
+                f"{b} key: m_{t},vacuum lower", f"{b} key: key-set share of single-photon events",
+                f"{b} key: key-set share of vacuum events", f"{b} key: joint bound on the s1 combination of n_{b}",
+                f"{b} key: phase-error sampling"}
+        assert {k for k in fp if k.startswith(f"{b} key:")} == want
+    e = eps_sec - 2 * eps_cor
+    parts = r.epsilon_parts
+    decoy = sum(v for k, v in fp.items() if "sampling" not in k)
+    assert decoy == pytest.approx(parts["Z+X block: decoy-state bounds (Σ of their failure probabilities)"], rel=1e-12)
+    eps_s = parts["Z+X block: smoothing 2·ε_s (phase-error sampling fails w.p. ≤ ε_s²/2)"] / 2
+    assert fp["Z key: phase-error sampling"] + fp["X key: phase-error sampling"] <= eps_s**2 / 2
+    assert sum(parts.values()) == pytest.approx(eps_sec + eps_cor, rel=1e-12) == r.epsilon_total
+    assert parts["EC-derived error counts (2·ε_cor)"] == pytest.approx(2 * eps_cor) and decoy + 2 * eps_s + parts[
+        "Z+X block: privacy amplification ε_PA"] == pytest.approx(e, rel=1e-12)

@@ -902,8 +902,16 @@ ASSUMPTIONS_KEY_SET = {
 }
 
 
-def _assumptions(key_set: str, model: str) -> tuple[str, ...]:
-    return ASSUMPTIONS_COMMON + ASSUMPTIONS_INTENSITY[model] + ASSUMPTIONS_KEY_SET[key_set]
+#: per_pulse, iid_uniform and joint statistics use P(vacuum class | n ≥ 1) = 0 (docs/finite-key.md §7, §10)
+ASSUMPTION_EMPTY_VACUUM = (
+    "the vacuum class emits no photon (μ3 = 0 exactly, no fluctuation: P(vacuum | n ≥ 1) = 0); a vacuum "
+    "state with a finite extinction ratio is NOT covered"
+)
+
+
+def _assumptions(key_set: str, model: str, joint: bool = False) -> tuple[str, ...]:
+    vac = (ASSUMPTION_EMPTY_VACUUM,) if (model != "fixed_offset" or joint) else ()
+    return ASSUMPTIONS_COMMON + ASSUMPTIONS_INTENSITY[model] + vac + ASSUMPTIONS_KEY_SET[key_set]
 
 
 def _bound_names(key: str, method: str, key_set: str, mu3_zero: bool, joint: bool = False) -> list[str]:
@@ -1231,8 +1239,10 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         notes.append("fewer than ~200 single-photon test errors: Lim et al.'s γ is not a valid tail bound in this regime (docs/finite-key.md)")
 
     # --- key length ---------------------------------------------------------------------------
-    # error counts of key bits that the other basis' bound needs are announced: charge their size
-    announced = [k for k in {"lim2014": (1, 2), "chernoff": (0, 1, 2)}[method] if k in key_idx]
+    # the protocol announces the error count of every key class per basis after error correction
+    # (ec_done: the key QBER abort and the other basis' bounds use them): charge each one, also the
+    # ones a method does not use (lim2014 needs only decoy/vacuum, but the signal count is public too)
+    announced = list(key_idx)
     disclosure = {b: float(sum(math.ceil(math.log2(n[bi, k] + 1.0)) for k in announced)) for bi, b in enumerate(BASES)}
     pa_cost = ev_total = 0.0
     ell = 0
@@ -1277,7 +1287,7 @@ def _estimate_composable(counts, method, eps_sec, eps_cor, leak, tags, per_basis
         worst_case_intensities=worst,
         notes=tuple(notes),
         intensity_model=model,
-        assumptions=_assumptions(key_set, model)
+        assumptions=_assumptions(key_set, model, joint)
         + (("joint statistics: Bernstein's inequality for the single-photon combination (independent class labels "
             "given the photon numbers; variance bounded by the per-count upper bounds)",) if joint else ()),
         decoy_statistics=decoy_statistics,
