@@ -94,9 +94,7 @@ def build_raw(
     src, tim = cfg.source, cfg.timing
     R = float(src.rep_rate_hz)
     n_cls = len(src.intensities)
-    bob_t, bob_d, beacon_t, dropped = split_channels(tags, cmap, source)
-    bob_t = bob_t + np.int64(time_origin_ps)
-    beacon_t = beacon_t + np.int64(time_origin_ps)
+    bob_t, bob_d, beacon_t, dropped = split_channels(tags, cmap, source, time_origin_ps)
     if bob_t.size == 0:
         raise IngestError(f"{source}: no detector tags on channels {cmap.detectors}")
     if tx.kind != "sparse" and tx.intensity is not None and tx.intensity.size and int(tx.intensity.max()) >= n_cls:
