@@ -96,6 +96,23 @@ def test_compiled_decoder_equals_ptufile_decode_records(tmp_path, rectype):
         np.testing.assert_array_equal(dtime, ref["dtime"][photon])
 
 
+def test_t2_sync_input_events_are_channel_64(tmp_path):
+    rng = np.random.default_rng(12)
+    t = np.cumsum(rng.integers(1, 10**8, 2000))
+    ch = rng.integers(0, 5, t.size)
+    write_ptu(tmp_path / "x.ptu", ch, t, mode="T2")
+    data = bytearray((tmp_path / "x.ptu").read_bytes())
+    off = data.find(b"Header_End") + 48
+    rec = np.frombuffer(bytes(data[off:]), dtype="<u4").copy()
+    photon = (rec >> 31) == 0
+    on4 = photon & (((rec >> 25) & 0x3F) == 4)
+    rec[on4] = (rec[on4] & 0x1FFFFFF) | np.uint32(1 << 31)  # the same events as sync records (special, channel 0)
+    (tmp_path / "y.ptu").write_bytes(bytes(data[:off]) + rec.tobytes())
+    tags = read_ptu(tmp_path / "y.ptu")
+    np.testing.assert_array_equal(tags.time_ps, t)
+    np.testing.assert_array_equal(tags.channel, np.where(ch == 4, 64, ch))
+
+
 @pytest.mark.parametrize("ext", ["csv", "parquet", "h5"])
 def test_tables_round_trip_and_are_sorted(tmp_path, ext):
     rng = np.random.default_rng(4)
@@ -187,6 +204,11 @@ def test_ptu_and_photon_hdf5_ingest_give_the_same_final_keys(raw, files, tmp_pat
         np.testing.assert_array_equal(res.bob.key, ref.bob.key)
         rep = json.loads((out / "ingest.json").read_text())
         assert rep["sync"] == "beacon" and rep["detector_tags"] == raw.n_tags
+        r = run("party", "split", str(out), "--alice-out", str(tmp_path / "A"), "--bob-out", str(tmp_path / "B"))
+        assert r.returncode == 0, r.stderr
+        bob = load_raw(tmp_path / "B", party="bob")
+        np.testing.assert_array_equal(bob.bob_time_ps, raw.bob_time_ps)
+        assert bob.alice_pulse_index.size == 0
 
 
 # ------------------------------------------------------------------------- beaconless sync
@@ -257,16 +279,17 @@ def test_random_times_have_no_comb():
 def test_beaconless_sync_on_a_seeded_prng_transmitter():
     """Tags made directly from a PRNG transmitter (offset, drift, jitter, background), no simulator."""
     rng = np.random.default_rng(8)
-    R, n_sig = 1e8, 40_000
-    tx = prng_settings(99, 0, 4 * 10**8, CFG.source.probabilities)  # 4 s of pulses
-    k = np.sort(rng.choice(4 * 10**8, n_sig, replace=False))
+    R, n_sig = 1e8, 20_000
+    tx = prng_settings(99, 0, 2 * 10**8, CFG.source.probabilities)  # 2 s of pulses
+    k = np.unique(rng.integers(0, 2 * 10**8, n_sig))
+    n_sig = k.size
     _, basis, bit, _ = tx.lookup(k)
     bob_basis = rng.integers(0, 2, n_sig)
     det = np.where(bob_basis == basis, 2 * basis + bit, 2 * bob_basis + rng.integers(0, 2, n_sig))
     D0, drift = 1.234567e9, 3e-6  # ps, Bob's clock: T = t_e + D0 + drift t_e
     t_e = k * 1e4
     T = np.rint(t_e + D0 + drift * t_e + rng.normal(0, 400, n_sig)).astype(np.int64)
-    bg = rng.integers(T.min(), T.max(), 4000)
+    bg = rng.integers(T.min(), T.max(), 2000)
     allT = np.concatenate([T, bg])
     allD = np.concatenate([det, rng.integers(0, 4, bg.size)])
     truth = np.concatenate([k, np.full(bg.size, -1)])
@@ -280,6 +303,19 @@ def test_beaconless_sync_on_a_seeded_prng_transmitter():
     sig = truth[o] >= 0
     assert np.count_nonzero(kept & sig & (kk != truth[o])) == 0
     assert np.count_nonzero(kept & sig) > 0.98 * n_sig
+    # the whole ingest: raw records with virtual beacons, Alice's record from the PRNG, emitted counts
+    tags = TimeTags(allD[o].astype(np.int16), allT[o])
+    got, rep = build_raw(tags, parse_channel_map("H=0,V=1,D=2,A=3"), tx, CFG, correlation_options=dict(offset_guess_s=1e-3))
+    assert rep.sync == "correlation" and got.meta["sync"] == "correlation"
+    assert got.slice_emitted.sum() == 2 * 10**8 and got.slice_emitted.shape == (200, 3)  # 10 ms slices
+    det = synchronise(dataclasses.replace(got, truth_pulse_index=truth[o]), rng=np.random.default_rng(0))
+    assert det.assigned_wrong == 0 and det.truth_signal_kept > 0.98 * n_sig
+    from satqkd.quantum.timing import match_alice
+
+    a_int, a_basis, a_bit = match_alice(got, det)  # every detected pulse is in Alice's record
+    i, b, x, _ = tx.lookup(det.pulse_index)
+    np.testing.assert_array_equal(a_basis, b)
+    np.testing.assert_array_equal(a_int, i)
 
 
 # ---------------------------------------------------------------------------------- bad files

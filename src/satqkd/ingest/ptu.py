@@ -33,7 +33,7 @@ import numpy as np
 from .errors import IngestError, require
 from .tags import TimeTags
 
-__all__ = ["read_ptu", "write_ptu", "PTU_MAGIC"]
+__all__ = ["read_ptu", "write_ptu", "PTU_MAGIC", "SYNC_CHANNEL"]
 
 PTU_MAGIC = b"PQTTTR\x00\x00"
 _T2_TYPES = {0x00010203: "PicoHarpT2", 0x00010204: "HydraHarpT2", 0x01010204: "HydraHarp2T2",
@@ -74,7 +74,7 @@ def read_ptu(path: str | Path) -> TimeTags:
             if int(pf.tags.get("TTResultFormat_BitsPerRecord", 32)) not in (0, 32):
                 raise IngestError(f"{p}: records of {pf.tags['TTResultFormat_BitsPerRecord']} bits; PTU TTTR records are 32 bits")
             expected = int(pf.tags.get("TTResult_NumberOfRecords", 0))
-            held = (os.path.getsize(p) - int(pf._data_offset)) // 4
+            held = (os.path.getsize(p) - _data_offset(p, pf)) // 4
             if expected > 0 and held < expected:
                 raise IngestError(f"{p}: truncated: the header announces {expected:,} records, the file holds {held:,}")
             records = pf.read_records(memmap=True)
@@ -117,7 +117,10 @@ def read_ptu(path: str | Path) -> TimeTags:
 #   HydraHarp V1 / V2, TimeHarp 260, Generic (MultiHarp, PicoHarp 330): special bit 31, channel 6 bits
 #                  (25-30); T2: time 25 bits, T3: dtime 15 bits (10-24) + nsync 10 bits; special channel 63 =
 #                  overflow (V1: one wrap of 33552000 (T2) / 1024 (T3); V2: count in the time field, 0 = 1),
-#                  other special records are sync (T2 channel 0) and markers
+#                  special channel 0 in T2 = an event on the sync input (→ SYNC_CHANNEL), others markers
+#: channel number given to the sync input's events in T2 files (HydraHarp, TimeHarp 260, MultiHarp), so a
+#: beacon wired to the sync input can be mapped (``beacon=64``)
+SYNC_CHANNEL = 64
 _LAYOUT = {0x00010203: 0, 0x00010303: 1, 0x00010204: 2, 0x00010304: 3}  # else V2 T2 (4) / V2 T3 (5)
 
 
@@ -161,7 +164,10 @@ def _decode_kernel(rec, layout, channel, ticks, dtime):  # pragma: no cover - co
                     else:
                         c = r & 0x1FFFFFF if not t3 else r & 0x3FF
                         ofl += (c if c else 1) * (1024 if t3 else 33554432)
-                continue
+                    continue
+                if t3 or ch != 0:
+                    continue  # markers
+                ch = SYNC_CHANNEL  # T2: the sync input's events
             channel[n] = ch
             if t3:
                 ticks[n] = ofl + (r & 0x3FF)
@@ -193,6 +199,20 @@ def _t3_ps(ticks, dtime, g: int, r: int) -> np.ndarray:
     out = np.empty(ticks.size, np.int64)
     _t3_kernel(ticks, dtime, np.int64(g), np.int64(r), out)
     return out
+
+
+def _data_offset(p: Path, pf) -> int:
+    """Byte offset of the first record: just after the ``Header_End`` tag (32-byte name, index, type,
+    8-byte value)."""
+    off = getattr(pf, "_data_offset", None)
+    if isinstance(off, int):
+        return off
+    with open(p, "rb") as fh:
+        head = fh.read(1 << 22)
+    i = head.find(b"Header_End")
+    if i < 0:
+        raise IngestError(f"{p}: no Header_End tag in the PTU header")
+    return i + 48
 
 
 def struct_error():

@@ -97,7 +97,7 @@ class TransmitterSettings:
         n_sl = -(-self.n_pulses // per) if self.n_pulses else 0
         if self.kind == "prng":
             em = _prng_counts(np.int64(self.first_pulse_index), np.int64(self.n_pulses), np.int64(per), np.uint64(self.seed),
-                              self.cum_probabilities, n_sl, n_classes)
+                              _thresholds(self.cum_probabilities), n_sl, n_classes)
         else:
             if self.intensity.size and int(self.intensity.max()) >= n_classes:
                 raise IngestError(f"transmitter intensity class {int(self.intensity.max())} but the source has {n_classes} intensities")
@@ -122,12 +122,18 @@ def _splitmix(z):  # pragma: no cover - compiled
     return z ^ (z >> np.uint64(31))
 
 
+def _thresholds(cum: np.ndarray) -> np.ndarray:
+    """``u = (h >> 11) / 2^53 ≥ cum[c]`` ⇔ ``h >> 11 ≥ ceil(cum[c] · 2^53)`` (scaling by 2^53 is exact):
+    integer thresholds, no float conversion per pulse."""
+    return np.ceil(np.asarray(cum, dtype=float) * 9007199254740992.0).astype(np.uint64)
+
+
 @numba.njit(cache=True, nogil=True)
-def _label(k, seed, cum):  # pragma: no cover - compiled
+def _label(k, seed, thr):  # pragma: no cover - compiled
     h = _splitmix(seed ^ _splitmix(np.uint64(k)))
-    u = np.float64(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    u = h >> np.uint64(11)
     c = 0
-    while c < cum.size - 1 and u >= cum[c]:
+    while c < thr.size - 1 and u >= thr[c]:
         c += 1
     return c, np.uint8(h & np.uint64(1)), np.uint8((h >> np.uint64(1)) & np.uint64(1))
 
@@ -144,9 +150,19 @@ def _labels_kernel(k, seed, cum, oi, ob, ox):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True)
 def _prng_counts(first, n, per, seed, cum, n_sl, n_cls):  # pragma: no cover - compiled
     out = np.zeros((n_sl, n_cls), np.int64)
-    for j in range(n):
-        c, _, _ = _label(first + j, seed, cum)
-        out[j // per, c] += 1
+    cnt = np.zeros(n_cls, np.int64)
+    m = cum.size - 1
+    for s in range(n_sl):
+        cnt[:] = 0
+        lo = first + s * per
+        hi = min(first + n, lo + per)
+        for k in range(lo, hi):
+            u = _splitmix(seed ^ _splitmix(np.uint64(k))) >> np.uint64(11)
+            c = 0
+            while c < m and u >= cum[c]:
+                c += 1
+            cnt[c] += 1
+        out[s, :] = cnt
     return out
 
 
@@ -154,7 +170,7 @@ def splitmix64_labels(k: np.ndarray, seed: int, cum_probabilities: np.ndarray):
     """``(intensity, basis, bit)`` of pulses ``k`` from the seeded splitmix64 description (module docstring)."""
     k = np.ascontiguousarray(k, dtype=np.int64)
     out = tuple(np.empty(k.size, np.uint8) for _ in range(3))
-    _labels_kernel(k.ravel(), np.uint64(seed), np.ascontiguousarray(cum_probabilities, dtype=float), *out)
+    _labels_kernel(k.ravel(), np.uint64(seed), _thresholds(cum_probabilities), *out)
     return tuple(o.reshape(k.shape) for o in out)
 
 
