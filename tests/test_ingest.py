@@ -53,6 +53,7 @@ def files(raw, tmp_path_factory):
     write_ptu(d / "pass.ptu", ch, t, mode="T2")
     write_ptu(d / "pass_t3.ptu", ch, t, mode="T3", sync_period_ps=10_000)
     write_photon_hdf5(d / "pass.h5", ch, t)
+    write_table(d / "pass.parquet", ch, t)
     save_transmitter_npz(d / "alice.npz", raw)
     return d, org
 
@@ -188,7 +189,7 @@ def test_ptu_and_photon_hdf5_ingest_give_the_same_final_keys(raw, files, tmp_pat
     d, org = files
     ref = satqkd.postprocess_pass(raw, CFG, seed=2)
     assert ref.ok and ref.keys_match and ref.final_key_bits > 10_000
-    for fmt, name in (("ptu", "pass.ptu"), ("ptu", "pass_t3.ptu"), ("photon-hdf5", "pass.h5")):
+    for fmt, name in (("ptu", "pass.ptu"), ("ptu", "pass_t3.ptu"), ("photon-hdf5", "pass.h5"), ("table", "pass.parquet")):
         out = tmp_path / name.replace(".", "_")
         r = run("ingest", fmt, str(d / name), "--channels", CHANNELS, "--transmitter", str(d / "alice.npz"),
                 "--out", str(out), "--time-origin-ps", str(org), "--beacon-first-index", str(int(raw.beacon_index[0])))
