@@ -166,6 +166,43 @@ def test_prng_settings_follow_the_source_probabilities_and_are_random_access():
     np.testing.assert_array_equal(em.sum(axis=0), np.bincount(i, minlength=p.size))
 
 
+@pytest.mark.parametrize("ext", ["npy", "npy2d", "npz", "csv", "h5", "parquet"])
+def test_dense_transmitter_files_of_every_type_agree(tmp_path, ext):
+    rng = np.random.default_rng(13)
+    n = 1000
+    cols = {c: rng.integers(0, 3 if c == "intensity" else 2, n).astype(np.uint8) for c in ("intensity", "basis", "bit")}
+    path = tmp_path / f"tx.{ext.rstrip('2d')}"
+    if ext == "npy":
+        a = np.zeros(n, dtype=[("intensity", "u1"), ("basis", "u1"), ("bit", "u1")])
+        for c, v in cols.items():
+            a[c] = v
+        np.save(path, a)
+    elif ext == "npy2d":
+        np.save(path, np.column_stack([cols["intensity"], cols["basis"], cols["bit"]]))
+    elif ext == "npz":
+        np.savez(path, first_pulse_index=np.int64(77), **cols)
+    elif ext == "csv":
+        np.savetxt(path, np.column_stack(list(cols.values())), fmt="%d", delimiter=",", header="intensity,basis,bit", comments="")
+    elif ext == "h5":
+        import h5py
+
+        with h5py.File(path, "w") as f:
+            g = f.create_group("transmitter")
+            g.attrs["first_pulse_index"] = 77
+            for c, v in cols.items():
+                g[c] = v
+    else:
+        import pandas as pd
+
+        pd.DataFrame(cols).to_parquet(path)
+    tx = load_transmitter(path, first_pulse_index=None if ext in ("npz", "h5") else 77)
+    assert tx.kind == "dense" and tx.first_pulse_index == 77 and tx.n_pulses == n
+    i, b, x, known = tx.lookup(np.arange(77, 77 + n))
+    assert known.all()
+    for got, c in ((i, "intensity"), (b, "basis"), (x, "bit")):
+        np.testing.assert_array_equal(got, cols[c])
+
+
 def test_dense_table_counts_emitted_per_slice(tmp_path):
     rng = np.random.default_rng(6)
     n = 25_000
