@@ -864,7 +864,7 @@ def ingest_cmd(
     beacon_first_index: int = typer.Option(0, "--beacon-first-index", help="pulse count carried by the first beacon tag"),
     first_pulse_index: Optional[int] = typer.Option(None, "--first-pulse-index", help="index of the transmitter table's first row (dense tables)"),
     offset_guess_s: float = typer.Option(0.0, "--offset-guess-s", help="beaconless sync: expected Bob time minus emission time (s)"),
-    offset_span_s: float = typer.Option(0.02, "--offset-span-s", min=1e-9, max=10.0, help="beaconless sync: width of the offset search (s)"),
+    offset_span_s: float = typer.Option(0.02, "--offset-span-s", min=1e-9, max=0.5, help="beaconless sync: width of the offset search (s)"),
     max_drift: float = typer.Option(1e-4, "--max-drift", min=1e-9, max=1e-2, help="beaconless sync: largest |rate offset| (clock drift + Doppler)"),
 ) -> None:
     """Turn real detector data into raw records (raw.npz) for `satqkd postprocess` and `satqkd party`."""
@@ -885,7 +885,7 @@ def ingest_cmd(
             source=str(file), correlation_options=dict(offset_guess_s=offset_guess_s, offset_span_s=offset_span_s, max_drift=max_drift),
         )
         path = write_ingest(raw, rep, out)
-    except (IngestError, SyncError) as exc:
+    except (IngestError, SyncError, ValueError) as exc:
         _fail_input(str(exc))
     out_console.print(f"wrote {path}: {raw!r}")
     if rep.correlation:

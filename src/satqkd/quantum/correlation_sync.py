@@ -200,6 +200,7 @@ def comb_segments(T: np.ndarray, rate_hz: float, *, segment_s: float = 0.05, max
 
 
 # --------------------------------------------------------------------------------- 2. offset
+_MAX_OFFSETS = 50_000_000  # the FFT holds ~ (window + offsets) complex64 values
 _SYMBOL = np.array([1.0 + 0j, -1.0 + 0j, 1j, -1j])  # H, V, D, A
 
 
@@ -295,6 +296,9 @@ def correlation_sync(
             lo -= 1
     win = gated & (seg >= lo) & (seg <= hi)
     m = max(1, int(round(offset_span_s * R)))
+    if m > _MAX_OFFSETS:
+        raise SyncError(f"offset search of {m:,} pulses ({offset_span_s:g} s at {R:g} Hz) is too wide (at most "
+                        f"{_MAX_OFFSETS:,}): narrow offset_span_s around offset_guess_s")
     # absolute k ≈ R (T − D): centre the search on D = offset_guess_s
     k_guess = np.rint((T[win] * 1e-12 - offset_guess_s) * R).astype(np.int64) - k_rel[win]
     k0_c = int(np.median(k_guess))
