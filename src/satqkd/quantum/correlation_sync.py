@@ -118,13 +118,21 @@ def _segment_fit(t_s: np.ndarray, z: np.ndarray, f_max: float, threshold: float)
     if ratio < threshold:
         return None
     freqs = np.fft.fftfreq(nfft, dt)
-    f0 = float(freqs[j])
     step = 1.0 / (nfft * dt)
+    A = np.sqrt(P)
+    a, b, c = A[j - 1], A[j], A[(j + 1) % nfft]
+    den = a - 2.0 * b + c
+    f0 = float(freqs[j]) + (0.5 * (a - c) / den * step if den < 0 else 0.0)  # parabola through the peak bins
     zr, zi = np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
-    for _ in range(3):  # direct evaluation on a shrinking grid
-        grid = f0 + step * np.linspace(-1.0, 1.0, 11)
-        f0 = float(grid[int(np.argmax(np.abs(_dft(t_s, zr, zi, grid))))])
-        step /= 5.0
+    grid = f0 + 0.25 * step * np.linspace(-1.0, 1.0, 9)  # one direct evaluation round around it
+    F = _dft(t_s, zr, zi, grid)
+    i = int(np.argmax(np.abs(F)))
+    if 0 < i < grid.size - 1:
+        a, b, c = np.abs(F[i - 1: i + 2])
+        den = a - 2.0 * b + c
+        f0 = float(grid[i]) + (0.5 * (a - c) / den * (grid[1] - grid[0]) if den < 0 else 0.0)
+    else:
+        f0 = float(grid[i])
     F0 = _dft(t_s, zr, zi, np.array([f0]))[0]
     return f0, float(np.angle(F0)), ratio
 
