@@ -431,3 +431,17 @@ def test_export_rejects_unknown_format_and_writes_nothing(tmp_path):
     r = run("export", str(tmp_path), "--out", str(tmp_path / "o"), "--format", "xlsx")
     assert r.returncode == 2 and "export format" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_exported_timeseries_equals_the_simulators_and_keeps_link_columns():
+    from satqkd.exports import pass_frames
+
+    sim = satqkd.simulate(CFG, seed=4, geometry=preset_pass_cut(CFG, 10))
+    ref = sim.timeseries()
+    ts = pass_frames(sim.raw, detections=sim.detections, timeseries_extra=ref)["timeseries"]
+    assert len(ts) == len(ref["t_s"])
+    for c in ("detections", "sifted_bits"):  # counted independently from the detections and sifted events
+        np.testing.assert_array_equal(ts[c].to_numpy(), ref[c])
+    np.testing.assert_array_equal(ts["range_km"].to_numpy(), ref["range_km"])
+    np.testing.assert_allclose(ts["qber"].to_numpy(), ref["qber"])

@@ -903,7 +903,9 @@ def export_cmd(
     formats: str = typer.Option("parquet,hdf5,csv", "--format", help="comma-separated: parquet, hdf5, csv"),
     seed: int = typer.Option(0, min=0, help="seed of Bob's squashing bits"),
 ) -> None:
-    """Export detections, sifted events and the per-second time series (Parquet, HDF5, CSV)."""
+    """Export detections, sifted events and the per-second time series (Parquet, HDF5, CSV).
+
+    For a simulated pass (RAW_DIR holds timeseries.csv) the time series keeps its link columns."""
     from .exports import ExportError, _check_formats, pass_frames, write_frames
     from .rawio import load_raw
 
@@ -911,7 +913,12 @@ def export_cmd(
     try:
         _check_formats(fm)
         raw = load_raw(raw_dir)
-        frames = pass_frames(raw, seed=seed)
+        extra = None
+        if (raw_dir / "timeseries.csv").is_file():  # a simulated pass: keep its link columns
+            import pandas as pd
+
+            extra = {c: v.to_numpy() for c, v in pd.read_csv(raw_dir / "timeseries.csv").items()}
+        frames = pass_frames(raw, seed=seed, timeseries_extra=extra)
         paths = write_frames(frames, out, fm)
     except (ExportError, FileNotFoundError, ValueError) as exc:
         _fail_input(str(exc))

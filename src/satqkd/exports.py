@@ -105,10 +105,12 @@ def timeseries_frame(sifted, det, rep_rate_hz: float, t0_s: float | None = None,
     return pd.DataFrame(d)
 
 
-def pass_frames(raw, *, seed: int = 0, detections=None) -> dict:
+def pass_frames(raw, *, seed: int = 0, detections=None, timeseries_extra: dict | None = None) -> dict:
     """``{"detections", "sifted", "timeseries"}`` DataFrames of raw records: Bob's synchronisation
     (from ``SeedSequence(seed)``'s generator for the squashing bits, unless ``detections`` are
-    given), Alice's labels, sifting."""
+    given), Alice's labels, sifting. ``timeseries_extra``: per-second columns of a simulated pass
+    (``PassSimulation.timeseries()`` or its ``timeseries.csv``, rows at ``t_s`` = whole second + 0.5
+    from the pass start), whose link columns are added to the time series."""
     from .postprocess.sifting import sift
     from .quantum.timing import match_alice, synchronise
 
@@ -118,7 +120,10 @@ def pass_frames(raw, *, seed: int = 0, detections=None) -> dict:
     return {
         "detections": detections_frame(det, raw),
         "sifted": sifted_frame(s, raw.rep_rate_hz),
-        "timeseries": timeseries_frame(s, det, raw.rep_rate_hz),
+        "timeseries": timeseries_frame(
+            s, det, raw.rep_rate_hz,
+            t0_s=None if timeseries_extra is None else float(np.asarray(timeseries_extra["t_s"])[0]) - 0.5,
+            extra=timeseries_extra),
     }
 
 
