@@ -111,7 +111,6 @@ class TransmitterSettings:
 
 
 # -------------------------------------------------------------------------------------------- PRNG
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @numba.njit(cache=True, nogil=True)
