@@ -6,7 +6,8 @@
 Sections: ``simulation`` (whole pass vs a per-pulse loop scaled up), ``postprocess`` (error correction
 and privacy amplification throughput, whole post-processing of the default pass), ``pa-large`` (Toeplitz
 PA on 1e7 and 1e8-bit keys, spot-checked), ``campaign`` (passes
-per minute on 1 and 2 worker processes), ``kme`` (ETSI 014 load: 50 SAEs for 10 s — requests/s, p50/p99, errors, duplicates — beside the goal). Results are printed
+per minute on 1 and 2 worker processes), ``kme`` (ETSI 014 load: 50 SAEs for 10 s — requests/s, p50/p99, errors, duplicates — beside the goal),
+``ingest`` (PTU → tags in M tags/s beside the raw ``ptufile`` read; whole ingest of a simulated 30 s slice, with and without beacon). Results are printed
 as a table and written to ``out/bench/results.json``.
 Nothing here is a test: numbers depend on the machine.
 """
@@ -184,8 +185,69 @@ def bench_kme() -> list[dict]:
     ]
 
 
+def bench_ingest() -> list[dict]:
+    """PTU → Bob's tags (decode, ps, channel map) beside the raw ``ptufile`` read of the same file;
+    then the whole `ingest` of a simulated 30 s slice (beacon and beaconless)."""
+    import ptufile
+
+    import satqkd
+    from satqkd.ingest import build_raw, load_transmitter, parse_channel_map, read_ptu, write_ptu
+    from satqkd.ingest.channels import split_channels
+    from satqkd.ingest.transmitter import save_transmitter_npz
+    from satqkd.rawio import save_raw
+
+    print("ingest (PicoQuant PTU)")
+    rows = []
+    rng = np.random.default_rng(0)
+    n = 20_000_000
+    d = OUT / "ingest"
+    d.mkdir(parents=True, exist_ok=True)
+    cmap = parse_channel_map("H=0,V=1,D=2,A=3,beacon=4")
+    for mode in ("T2", "T3"):
+        t = np.cumsum(rng.integers(1, 2 * 10**5, n))  # 10 MHz of tags (the worst case: ~1 record per tag)
+        write_ptu(d / f"big_{mode}.ptu", rng.integers(0, 5, n), t, mode=mode)
+        del t
+        best_raw = best_ing = 1e9
+        for _ in range(3):
+            t0 = time.perf_counter()
+            with ptufile.PtuFile(d / f"big_{mode}.ptu") as pf:
+                rec = pf.decode_records(pf.read_records())
+            best_raw = min(best_raw, time.perf_counter() - t0)
+            del rec
+            t0 = time.perf_counter()
+            split_channels(read_ptu(d / f"big_{mode}.ptu"), cmap)
+            best_ing = min(best_ing, time.perf_counter() - t0)
+        rows.append(_row(f"PTU {mode} → Bob's tags (M tags/s)", f"{n / best_ing / 1e6:.1f}",
+                         f"ptufile read+decode: {n / best_raw / 1e6:.1f}", f"{n / 1e6:.0f} M tags, best of 3; bar: 10"))
+        (d / f"big_{mode}.ptu").unlink()
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    sys.path.insert(0, str(ROOT / "tests"))
+    from synthetic_passes import preset_pass_cut
+
+    raw = satqkd.simulate(cfg, seed=1, geometry=preset_pass_cut(cfg, 30)).raw
+    org = int(min(raw.bob_time_ps.min(), raw.beacon_time_ps.min()))
+    ch = np.concatenate([raw.bob_detector.astype(np.int64), np.full(raw.beacon_time_ps.size, 4)])
+    t = np.concatenate([raw.bob_time_ps, raw.beacon_time_ps]) - org
+    o = np.argsort(t, kind="stable")
+    write_ptu(d / "slice.ptu", ch[o], t[o])
+    save_transmitter_npz(d / "alice.npz", raw)
+    tx = load_transmitter(d / "alice.npz")
+    for sync, chans in (("beacon", "H=0,V=1,D=2,A=3,beacon=4"), ("correlation", "H=0,V=1,D=2,A=3")):
+        t0 = time.perf_counter()
+        r2, rep = build_raw(read_ptu(d / "slice.ptu"), parse_channel_map(chans), tx, cfg, time_origin_ps=org,
+                            beacon_first_index=int(raw.beacon_index[0]))
+        save_raw(r2, d / f"raw_{sync}")
+        dt = time.perf_counter() - t0
+        note = f"{raw.n_tags:,} tags, 30 s at culmination"
+        if rep.correlation:
+            c = rep.correlation
+            note += f"; offset {c['offset_ns']:.1f} ns, drift {c['drift_ppm']:.3f} ppm, {100 * c['fraction_assigned']:.1f} % assigned"
+        rows.append(_row(f"ingest → raw.npz, {sync} sync (s)", f"{dt:.2f}", "", note))
+    return rows
+
+
 SECTIONS = {"simulation": bench_simulation, "postprocess": bench_postprocess, "pa-large": bench_pa_large,
-            "campaign": bench_campaign, "kme": bench_kme}
+            "campaign": bench_campaign, "kme": bench_kme, "ingest": bench_ingest}
 
 
 def main(argv: list[str]) -> None:
