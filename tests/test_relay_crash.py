@@ -239,3 +239,36 @@ def test_kill_9_right_after_the_revoke_decision_then_rerun(tmp_path):
     _no_relayed_key_anywhere(x, n)
     for s in (sat, x, n):
         s.close()
+
+
+def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
+    """A station's relay segment is half of the public A = K_X ⊕ K_N: the other station can compute it.
+    Restore Xinglong's store from a backup taken before the relay (its ledger stays) and encrypt toward
+    the satellite: the pad would come from that segment. Refused by the usage ledger (the station used to
+    claim only its authentication key there)."""
+    import sqlite3
+
+    from satqkd.relay_job import deposit_pass
+
+    sat, x, n = _open(tmp_path)
+    p1, p2 = synthetic_passes()
+    deposit_pass(sat, x, p1)
+    deposit_pass(sat, n, p2)
+    x.close()
+    backup = tmp_path / "x-backup.db"
+    con, dst = sqlite3.connect(tmp_path / "xinglong.db"), sqlite3.connect(backup)
+    con.backup(dst)
+    con.close()
+    dst.close()
+    x = KeyStore(tmp_path / "xinglong.db", FIRST)
+    assert relay_passes(p1, p2, sat, x, n).ok
+    x.close()
+    con, dst = sqlite3.connect(backup), sqlite3.connect(tmp_path / "xinglong.db")
+    con.backup(dst)
+    con.close()
+    dst.close()
+    x = KeyStore(tmp_path / "xinglong.db", FIRST)
+    with pytest.raises(KeyStoreError, match="usage ledger"):
+        encrypt_bytes(x, SAT, b"to the satellite")
+    for s in (sat, x, n):
+        s.close()

@@ -186,8 +186,9 @@ def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | N
     ``relay``. The deposit runs inside the carve's transaction, so a crash cannot leave the
     segment relayed without the derived key (or the reverse). With ``pending`` the key is deposited
     *pending* (never served) until the relay commits (:meth:`KeyStore.activate`), and the station
-    records ``prepared`` for the relay in its journal in the same transaction. Returns the relayed
-    key id.
+    records ``prepared`` for the relay in its journal in the same transaction. The segments are
+    checked against the station's usage ledger and claimed there (purpose ``relay <relay id>``) inside
+    that transaction. Returns the relayed key id.
     """
     if store.site == ann.first_station:
         segs, first, other = ann.first_segments, True, ann.second_station
@@ -200,7 +201,14 @@ def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | N
         note=f"{ann.first_station}⊕{ann.second_station} via {ann.satellite}",
     )
 
+    purpose = f"relay {ann.relay_id}"
+
     def _derive(_segs, material):
+        # the segment's bits are now half of a public XOR: in the station's usage ledger before K exists,
+        # so a restored station store cannot hand them out again (e.g. as an OTP pad the other station
+        # could read). Idempotent for this relay (a resumed one re-derives the same K).
+        store.ledger_check(ann.satellite, _segs, purpose=purpose)
+        store.ledger_claim(_segs, purpose=purpose)
         store.deposit(other, station_relayed_key(material, ann.xor, first_station=first), key_id=ann.relay_id,
                       origin=origin, pending=pending, request_id=ann.relay_id if pending else None)
         if pending:
