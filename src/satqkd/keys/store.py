@@ -456,7 +456,9 @@ class KeyStore:
         ledger (fsync'ed) and then records ``<id>`` in the store's ``meta`` (``ledger_id``). Every later
         use of the ledger checks that line is there, so a store copied or restored to another place (a
         fresh, empty ``<store>.ledger`` beside it), or one whose ledger was lost, is refused instead of
-        silently forgetting what was used. A crash between the two writes leaves an unused line."""
+        silently forgetting what was used. Every range the store already holds in a final state
+        (delivered, relayed, consumed) is claimed with the binding line. A crash between the two writes
+        leaves an unused line."""
         from ..ledger import LedgerError
 
         with self._lock:
@@ -464,8 +466,18 @@ class KeyStore:
         if row is not None:
             return
         lid = str(uuid.uuid4())
+        with self._lock:
+            used = self._con.execute(
+                "SELECT root_id, offset_bits, length_bits FROM pieces WHERE state IN ('delivered','relayed','consumed')"
+            ).fetchall()
         try:
-            self.ledger.claim(f"ledger:{lid}", 0, 1, purpose=f"usage ledger of {self.site}'s store {self.path.name}")
+            # the key this store already gave out (e.g. a migrated schema-1 store, which had no ledger) goes
+            # into the ledger with the binding, so an older backup restored here cannot give it out again
+            have = self.ledger.claims()
+            ranges = [(f"key:{r}", o, o + n) for r, o, n in used
+                      if not any(c.resource == f"key:{r}" and c.overlaps(o, o + n) for c in have)]
+            self.ledger.claim_many([(f"ledger:{lid}", 0, 1)] + ranges,
+                                   purpose=f"ledger bound to {self.site}'s store {self.path.name} (and key used before)")
         except LedgerError:  # no usable ledger here (damaged, unwritable): every use will refuse anyway
             return
         with self._tx() as cur:
