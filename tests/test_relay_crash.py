@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from satqkd.cli import app
 from satqkd.keys.otp import decrypt_bytes, encrypt_bytes
-from satqkd.keys.store import KeyStore, KeyStoreError, Origin
+from satqkd.keys.store import KeyStore, KeyStoreError
 from satqkd.relay_job import AUTH_BITS_PER_LINK, RELAY_CRASH_POINTS, PassOutcome, relay_passes
 
 SAT, FIRST, SECOND = "Micius", "Xinglong", "Nanshan"
@@ -141,29 +141,33 @@ def test_unconfirmed_commit_is_finished_by_the_rerun(tmp_path):
 
 
 def test_restored_satellite_store_cannot_relay_again(tmp_path):
-    """Restore the satellite's store from before the relay and run it again: the usage ledger (beside the
-    store) refuses the announcement's keys, so no second announcement is made with them."""
+    """Restore the satellite's store from a backup taken before the relay and run it again: the usage
+    ledger (beside the store) refuses the announcement's keys, so no second announcement is made with
+    them. (A real backup of the same store, so it is refused by the ledger's ranges, not by the binding.)"""
     import sqlite3
+
+    from satqkd.relay_job import deposit_pass
 
     sat, x, n = _open(tmp_path)
     p1, p2 = synthetic_passes()
-    relay_id = relay_passes(p1, p2, sat, x, n).relay_id
+    deposit_pass(sat, x, p1)
+    deposit_pass(sat, n, p2)
     sat.close()
-    # the backup: the satellite's store as it was before the relay (both pass keys deposited, whole)
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    b = KeyStore(fresh / "micius.db", SAT)
-    for p in (p1, p2):
-        b.deposit(p.station, p.sat_key, key_id=p.key_id, origin=Origin("qkd", p.pass_id))
-    b.close()
-    for suffix in ("-wal", "-shm"):
-        (tmp_path / f"micius.db{suffix}").unlink(missing_ok=True)
-    con, dst = sqlite3.connect(fresh / "micius.db"), sqlite3.connect(tmp_path / "micius.db")
+    backup = tmp_path / "micius-backup.db"
+    con, dst = sqlite3.connect(tmp_path / "micius.db"), sqlite3.connect(backup)
     con.backup(dst)
     con.close()
     dst.close()
     sat = KeyStore(tmp_path / "micius.db", SAT)
-    with pytest.raises(KeyStoreError, match="usage ledger"):
+    relay_id = relay_passes(p1, p2, sat, x, n).relay_id
+    sat.close()
+    con, dst = sqlite3.connect(backup), sqlite3.connect(tmp_path / "micius.db")
+    con.backup(dst)
+    con.close()
+    dst.close()
+    sat = KeyStore(tmp_path / "micius.db", SAT)
+    assert sat.get_op(relay_id) is None and sat.verify()["ledger"] == "ok"
+    with pytest.raises(KeyStoreError, match="already used"):
         relay_passes(p1, p2, sat, x, n)
     assert sat.get_op(relay_id) is None and sat.pieces(state="relayed") == []
     for s in (sat, x, n):
