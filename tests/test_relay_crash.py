@@ -276,3 +276,20 @@ def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
         encrypt_bytes(x, SAT, b"to the satellite")
     for s in (sat, x, n):
         s.close()
+
+
+def test_relayed_key_used_before_the_rerun_is_kept_at_both_stations(tmp_path):
+    """kill -9 after Xinglong activated K (Nanshan's still pending); the operator encrypts with it at
+    Xinglong before rerunning. The rerun must finish the commit (Nanshan activates and decrypts), not
+    revoke Nanshan's copy and leave a partly used K at Xinglong only."""
+    res = _run_child(tmp_path, f"relay:activated:{FIRST}")
+    assert res.returncode == -signal.SIGKILL, (res.returncode, res.stdout, res.stderr[-1500:])
+    sat, x, n = _open(tmp_path)
+    blob, _ = encrypt_bytes(x, SECOND, b"sent before the rerun")
+    rec = relay_passes(*synthetic_passes(), sat, x, n)
+    assert rec.ok, rec.reason
+    assert sat.get_op(rec.relay_id)["state"] == "done"
+    _check_consistent(sat, x, n)
+    assert decrypt_bytes(n, FIRST, blob)[0] == b"sent before the rerun"
+    for s in (sat, x, n):
+        s.close()

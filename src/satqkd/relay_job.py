@@ -497,7 +497,8 @@ def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], s
     * ``announced`` (the satellite committed A, no decision yet): roll forward — every station that is
       not prepared is brought there from the satellite's record of A (its authentication key, if
       still unused, is retired: the exchange it was for is over), then ``commit``;
-    * ``commit``: every station holds K (pending or available) → activate all, ``done``; otherwise
+    * ``commit``: every station holds K (pending, available, or partly used already) → activate all,
+      ``done``; otherwise
       revoke K wherever it is, ``revoked``;
     * ``revoked``: take K out of service at every station that still holds it (pending → undone,
       available → consumed): the revoke messages may not have arrived;
@@ -534,8 +535,10 @@ def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], s
         sat_store.put_op(relay_id, "relay", "commit")
         state = "commit"
     if state == "commit":
+        # a station holds K if it has any piece of it: pending, available, or already partly used (an
+        # operator may have used the activated K before rerunning) — it applied, so the others must too
         held = {s: _relayed_state(stores[s], other[s], relay_id) for s in stations}
-        if all(h in ("pending", "available") for h in held.values()):
+        if all(h is not None for h in held.values()):
             for s in stations:
                 stores[s].activate(relay_id)
                 links[s].verified = links[s].applied = True
