@@ -28,7 +28,8 @@ from satqkd.relay_job import AUTH_BITS_PER_LINK, RELAY_CRASH_POINTS, PassOutcome
 
 SAT, FIRST, SECOND = "Micius", "Xinglong", "Nanshan"
 NBYTES = {FIRST: 2000, SECOND: 2500}
-L_BITS = 8 * min(NBYTES.values()) - AUTH_BITS_PER_LINK
+#: the satellite's stream of each pass key (the first half: "Micius" sorts first) less the authentication cut
+L_BITS = min(8 * nb // 16 * 8 for nb in NBYTES.values()) - AUTH_BITS_PER_LINK
 
 
 def synthetic_passes(seed: int = 5) -> tuple[PassOutcome, PassOutcome]:
@@ -246,12 +247,15 @@ def test_kill_9_right_after_the_revoke_decision_then_rerun(tmp_path):
 
 
 def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
-    """A station's relay segment is half of the public A = K_X ⊕ K_N: the other station can compute it.
-    Restore Xinglong's store from a backup taken before the relay (its ledger stays) and encrypt toward
-    the satellite: the pad would come from that segment. Refused by the usage ledger (the station used to
-    claim only its authentication key there)."""
+    """A station's relay segment is half of the public A = K_X ⊕ K_N. Restore Xinglong's store from a backup
+    taken before the relay (its ledger stays) and hand it another announcement over the same segment: the
+    usage ledger refuses it (the station used to claim only its authentication key there)."""
+    import dataclasses
     import sqlite3
+    import uuid
 
+    from satqkd.keys.relay import station_apply
+    from satqkd.keys.store import Segment
     from satqkd.relay_job import deposit_pass
 
     sat, x, n = _open(tmp_path)
@@ -265,15 +269,20 @@ def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
     con.close()
     dst.close()
     x = KeyStore(tmp_path / "xinglong.db", FIRST)
-    assert relay_passes(p1, p2, sat, x, n).ok
+    rec = relay_passes(p1, p2, sat, x, n)
+    assert rec.ok
     x.close()
     con, dst = sqlite3.connect(backup), sqlite3.connect(tmp_path / "xinglong.db")
     con.backup(dst)
     con.close()
     dst.close()
     x = KeyStore(tmp_path / "xinglong.db", FIRST)
-    with pytest.raises(KeyStoreError, match="usage ledger"):
-        encrypt_bytes(x, SAT, b"to the satellite")
+    g = rec.announcement.first_segments[0]
+    again = dataclasses.replace(rec.announcement, relay_id=str(uuid.uuid4()),
+                                first_segments=(Segment(str(uuid.uuid4()), g.root_id, g.offset_bits, g.length_bits),))
+    with pytest.raises(KeyStoreError, match="already used"):
+        station_apply(x, again)
+    assert x.roots(SECOND) == []
     for s in (sat, x, n):
         s.close()
 
@@ -291,5 +300,34 @@ def test_relayed_key_used_before_the_rerun_is_kept_at_both_stations(tmp_path):
     assert sat.get_op(rec.relay_id)["state"] == "done"
     _check_consistent(sat, x, n)
     assert decrypt_bytes(n, FIRST, blob)[0] == b"sent before the rerun"
+    for s in (sat, x, n):
+        s.close()
+
+
+def test_the_relay_never_publishes_a_pad_a_station_already_sent_with(tmp_path):
+    """The announcement A = K_X ⊕ K_N is the satellite *sending* (K_N under the pad K_X, and K_X under K_N):
+    it must come from the satellite's own directional stream of each pass key. Xinglong encrypts a file to
+    the satellite with its stream of its pass key (the file still in flight), then the relay runs: A must
+    not cover that pad — Nanshan knows K_N, so it would read Xinglong's file from A. (The relay used to cut
+    [896, 896 + L) over both streams, and Xinglong's pad came from the back of its key.)"""
+    sat, x, n = _open(tmp_path)
+    p1, p2 = synthetic_passes()
+    from satqkd.relay_job import deposit_pass
+
+    deposit_pass(sat, x, p1)
+    deposit_pass(sat, n, p2)
+    msg = b"Xinglong to Micius, before the relay" * 3
+    blob, rep = encrypt_bytes(x, SAT, msg)
+    from satqkd.keys import otp
+
+    pad = {(g.root_id, b) for g in otp._unpack(blob)[0]["_segments"]
+           for b in range(g.offset_bits, g.offset_bits + g.length_bits, 8)}
+    rec = relay_passes(p1, p2, sat, x, n)
+    assert rec.ok, rec.reason
+    published = {(g.root_id, b) for g in rec.announcement.first_segments + rec.announcement.second_segments
+                 for b in range(g.offset_bits, g.offset_bits + g.length_bits, 8)}
+    assert not pad & published
+    assert decrypt_bytes(sat, FIRST, blob)[0] == msg  # the file still decrypts at the satellite
+    _check_consistent(sat, x, n)
     for s in (sat, x, n):
         s.close()
