@@ -331,3 +331,19 @@ def test_the_relay_never_publishes_a_pad_a_station_already_sent_with(tmp_path):
     _check_consistent(sat, x, n)
     for s in (sat, x, n):
         s.close()
+
+
+def test_a_revoke_after_part_of_k_was_used_retires_the_rest(tmp_path):
+    """As in the lost-revoke case, but Xinglong used part of its K (an OTP file) before the rerun: the rerun
+    must still retire the rest of K there (it used to leave it available, at one station only)."""
+    sat, x, n = _open(tmp_path)
+    rec = relay_passes(*synthetic_passes(), sat, x, n, tamper={SECOND: _forge_down(1), FIRST: _forge_down(2)})
+    assert not rec.ok and sat.get_op(rec.relay_id)["state"] == "revoked"
+    encrypt_bytes(x, SECOND, b"sent with a K Nanshan never got")
+    assert 0 < x.available_bits(SECOND) < L_BITS
+    rec = relay_passes(*synthetic_passes(), sat, x, n)
+    assert not rec.ok
+    _check_consistent(sat, x, n)
+    _no_relayed_key_anywhere(x, n)
+    for s in (sat, x, n):
+        s.close()

@@ -494,7 +494,16 @@ def _revoke(store: KeyStore, other: str, relay_id: str, L: int) -> bool:
         store.take_segments(other, [Segment(key_id_for(f"{relay_id}|revoked"), relay_id, 0, L)],
                             state="consumed", purpose="other", request_id=relay_id)
         return True
-    return False
+    # partly used already (the operator used K between a crash and the rerun): retire what is left of it
+    # (and any pending piece), so no part of K stays usable at this station alone
+    left = [p for p in store.pieces(other) if p.root_id == relay_id and p.state in ("available", "pending")]
+    if st is not None and any(p.state == "pending" for p in left):
+        store.discard_pending(relay_id, note="relay revoked")
+    segs = [Segment(key_id_for(f"{relay_id}|revoked|{p.offset_bits}"), relay_id, p.offset_bits, p.length_bits)
+            for p in left if p.state == "available"]
+    if segs:
+        store.take_segments(other, segs, state="consumed", purpose="other", request_id=relay_id)
+    return st is not None
 
 
 def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], stations: tuple[str, str],
