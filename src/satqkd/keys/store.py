@@ -43,8 +43,8 @@ string is truncated to a whole number of bytes, identically at both ends). Mater
 that reach a final state (delivered, relayed, consumed) is overwritten with zeros in the same
 transaction (``wipe=True``), so used key does not linger on disk.
 
-Store files are created with mode 0600 (whatever the umask) and an existing store is narrowed to
-0600 when opened. Next to the store, ``<store>.ledger`` is the site's :class:`satqkd.ledger.UsageLedger`
+Store files are created with mode 0600 (whatever the umask), in directories created 0700, and an
+existing store is narrowed to 0600 when opened. Next to the store, ``<store>.ledger`` is the site's :class:`satqkd.ledger.UsageLedger`
 of one-time key ranges used (OTP pads and MACs, relay announcements): it is checked before such a
 use and written before the key leaves the process, so a store restored from a backup cannot make
 a range be used twice (:class:`KeyReused`). The store is bound to its ledger (``meta.ledger_id``,
@@ -336,6 +336,27 @@ def _create_private(path: Path) -> None:
             pass
 
 
+def mkdir_private(d: str | Path) -> Path:
+    """Create directory ``d`` and any missing parents with mode 0700 (whatever the umask); directories that
+    already exist are left as they are. A world-writable directory (umask 0) would let anyone replace
+    a store, its ledger or a key file."""
+    d = Path(d)
+    missing = []
+    p = d
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for q in reversed(missing):
+        try:
+            q.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by someone else: not ours to narrow
+            continue
+        os.chmod(q, 0o700)
+    return d
+
+
 def key_id_for(pass_id: str) -> str:
     """Deterministic root key id for a pass (uuid5), so both ends deposit a pass key under the same id."""
     return str(uuid.uuid5(_NAMESPACE, str(pass_id)))
@@ -400,7 +421,7 @@ class KeyStore:
         self._after: list[tuple] = []  # repairs to commit after the outermost transaction (quarantine, retire)
         if site is None and not self.path.exists():
             raise ValueError(f"site is required to create a new key store at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_private(self.path.parent)
         _create_private(self.path)
         #: the site's usage ledger of one-time key ranges (beside the store unless given)
         self.ledger = UsageLedger(ledger if ledger is not None else self.path.with_name(self.path.name + ".ledger"))
