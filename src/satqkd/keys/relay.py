@@ -145,14 +145,21 @@ def satellite_announce(
     *,
     nbits: int | None = None,
     relay_id: str | None = None,
+    direction: bool = True,
 ) -> RelayAnnouncement:
     """On board: take ``L`` bits of key with each station (state *relayed*) and form ``K_X ⊕ K_N``.
 
     ``L = min(available with first, available with second, nbits)`` rounded down to whole
     bytes. Both takes and the announcement are one transaction per link; the satellite's copies are
-    wiped as they are marked relayed.
+    wiped as they are marked relayed. The announcement is the satellite *sending* (``K_N`` under the
+    pad ``K_X``, and the reverse), so with ``direction`` (the default) it is cut only from the
+    satellite's own directional stream of each key (:func:`satqkd.keys.store.direction_window`, as
+    for a one-time pad): a pad a station already sent with toward the satellite is never published
+    in the XOR (the other station could read it). ``direction=False`` uses the whole pool — only
+    for keys no station can have used yet.
     """
-    avail = min(sat_store.available_bits(first_station), sat_store.available_bits(second_station))
+    bits = sat_store.directional_bits if direction else sat_store.available_bits
+    avail = min(bits(first_station), bits(second_station))
     L = avail if nbits is None else min(avail, int(nbits))
     L -= L % 8
     if L <= 0:
@@ -169,9 +176,11 @@ def satellite_announce(
     def _first(segs, material):
         held["x"] = (segs, material)
         # the second take runs while the first transaction is open: both commit or neither
-        sat_store.take(second_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_second)
+        sat_store.take(second_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_second,
+                       direction=direction)
 
-    sat_store.take(first_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_first)
+    sat_store.take(first_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_first,
+                   direction=direction)
     (sx, kx), (sn, kn) = held["x"], held["n"]
     return RelayAnnouncement(
         relay_id, sat_store.site, first_station, second_station, tuple(sx), tuple(sn), relay_announcement(kx, kn)
@@ -293,13 +302,15 @@ def run_standin_relay(
     """Relay on **stand-in** pass keys (see :func:`standin_pass_keys`): two passes, announce, derive.
 
     Fills the three stores as a real relay would: a pass key with each station (same id at both
-    ends), both marked relayed, and the relayed key deposited at both stations.
+    ends), the satellite's stream of it marked relayed, and the relayed key (``nbytes``) deposited at
+    both stations. Each stand-in pass key holds ``2 · nbytes`` so that its satellite's half relays
+    ``nbytes``; the station's half stays available on its satellite link.
     """
     rng = np.random.default_rng(seed)
     ids = {}
     for st in (first_store, second_store):
         pid = f"standin-{sat_store.site}-{st.site}-seed{seed}-{uuid.uuid4().hex[:8]}"
-        ids[st.site] = deposit_pass_key(sat_store, st, standin_pass_keys(rng, nbytes), pass_id=pid, seed=seed,
+        ids[st.site] = deposit_pass_key(sat_store, st, standin_pass_keys(rng, 2 * nbytes), pass_id=pid, seed=seed,
                                         kind="standin")
     ann = satellite_announce(sat_store, first_store.site, second_store.site, nbits=8 * nbytes)
     kid = station_apply(first_store, ann)
