@@ -182,7 +182,7 @@ def test_run_with_a_bad_satellite_store_deposits_nothing(tmp_path):
     r = CliRunner().invoke(app, ["run", "--store", str(tmp_path / "ground.db"), "--sat-store",
                                  str(tmp_path / "other.db"), "--out", str(tmp_path / "out")])
     assert r.exit_code == 2, r.output
-    assert "Nanshan" in r.output and r.exception is None or isinstance(r.exception, SystemExit)
+    assert "Nanshan" in r.output and (r.exception is None or isinstance(r.exception, SystemExit))
     assert not (tmp_path / "ground.db").exists() or KeyStore(tmp_path / "ground.db").roots() == []
     assert not (tmp_path / "out" / "summary.json").exists()
 
