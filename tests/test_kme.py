@@ -697,3 +697,34 @@ def test_identity_comes_from_the_asgi_tls_extension_not_a_uvicorn_subclass(pair)
     for who in ("sae-x", "sae-x2"):  # the caller's identity is its certificate's CN, as the server saw it
         with pair.client(who) as c:
             assert c.get(f"{pair.url('Xinglong')}/api/v1/keys/sae-n/status").json()["master_SAE_ID"] == who
+
+
+def test_corrupted_stored_key_gives_the_spec_error_and_is_never_served(tmp_path):
+    """A bit flipped in a key reserved at the slave KME: dec_keys answers with an ETSI error body (503,
+    "integrity"), not a bare 500, and the key is quarantined; a flip in the master's pool likewise stops
+    enc_keys with 503 and issues nothing."""
+    net = make_net(tmp_path, nbytes=1 << 12)
+    a = start_in_thread(net.settings("Xinglong"))
+    b = start_in_thread(net.settings("Nanshan"))
+    try:
+        r = enc(net, number=1, size=256)
+        assert r.status_code == 200
+        kid = r.json()["keys"][0]["key_ID"]
+        for site, where in (("Nanshan", "key_id = ?"), ("Xinglong", "state = 'available' AND link = 'Nanshan'")):
+            con = sqlite3.connect(net.stores[site])
+            rid, off = con.execute(f"SELECT root_id, offset_bits FROM pieces WHERE {where}",
+                                   (kid,) if "?" in where else ()).fetchone()
+            mat = bytearray(con.execute("SELECT material FROM roots WHERE root_id = ?", (rid,)).fetchone()[0])
+            mat[off // 8] ^= 0x04
+            con.execute("UPDATE roots SET material = ? WHERE root_id = ?", (bytes(mat), rid))
+            con.commit()
+            con.close()
+        r = dec(net, [kid])
+        assert r.status_code == 503 and "integrity" in r.json()["message"], r.text
+        with KeyStore(net.stores["Nanshan"]) as st:
+            assert st.get(kid).state == "quarantined"
+        r = enc(net, number=1, size=256)
+        assert r.status_code == 503 and "integrity" in r.json()["message"], r.text
+    finally:
+        a.stop()
+        b.stop()

@@ -360,3 +360,20 @@ def test_a_lost_ledger_refuses_all_one_time_use(stations, tmp_path):
         with pytest.raises(KeyStoreError, match="usage ledger"):
             encrypt_bytes(again, "Nanshan", b"second")
     assert decrypt_bytes(n, "Xinglong", blob)[0] == b"first"
+
+
+def test_directories_made_for_stores_and_key_files_are_0700_whatever_the_umask(tmp_path):
+    """With umask 0 the directories satqkd makes for a store (and its ledger) or for key files used to be
+    0777: anyone could replace the store, delete its ledger or swap a key file."""
+    from satqkd.outputs import write_party_key
+
+    old = os.umask(0)
+    try:
+        KeyStore(tmp_path / "a" / "b" / "s.db", "Xinglong").close()
+        k = write_party_key("bob", np.ones(64, np.uint8), tmp_path / "out")
+        for d in (tmp_path / "a", tmp_path / "a" / "b", k.parent):
+            assert stat.S_IMODE(d.stat().st_mode) == 0o700, d
+        for f in (tmp_path / "a" / "b" / "s.db", tmp_path / "a" / "b" / "s.db.ledger", k):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    finally:
+        os.umask(old)

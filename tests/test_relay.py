@@ -68,13 +68,13 @@ def test_stations_hold_identical_relayed_keys(three):
     sat, x, n, d = three
     rng = np.random.default_rng(9)
     kx = standin_pass_keys(rng, 3000)
-    kn = standin_pass_keys(rng, 2000)  # shorter second pass: L = 2000 bytes
+    kn = standin_pass_keys(rng, 2000)  # shorter second pass: L = its satellite's half, 1000 bytes
     deposit_pass_key(sat, x, kx, pass_id="pass-X", seed=9, epsilon=1e-10)
     deposit_pass_key(sat, n, kn, pass_id="pass-N", seed=9, epsilon=1e-10)
     ann = satellite_announce(sat, "Xinglong", "Nanshan")
-    assert ann.length_bits == 8 * 2000
-    # "Micius" sorts before both station names, so the satellite cuts from the front of each key
-    assert ann.xor == relay_announcement(kx[:2000], kn)
+    assert ann.length_bits == 8 * 1000
+    # "Micius" sorts before both station names: the satellite's stream is the first half of each key
+    assert ann.xor == relay_announcement(kx[:1000], kn[:1000])
     # the announcement survives JSON transport
     ann = RelayAnnouncement.from_json(ann.to_json())
     kid_x = station_apply(x, ann)
@@ -82,12 +82,12 @@ def test_stations_hold_identical_relayed_keys(three):
     assert kid_x == kid_n == ann.relay_id
     mx = x.peek_segments("Nanshan", [_whole(x, kid_x)])
     mn = n.peek_segments("Xinglong", [_whole(n, kid_n)])
-    assert mx == mn == kn
+    assert mx == mn == kn[:1000]
     # bookkeeping: the used satellite keys are relayed (and wiped on board), everything tiles
-    assert sat.stats()["links"]["Xinglong"]["relayed"]["bits"] == sat.stats()["links"]["Nanshan"]["relayed"]["bits"] == 16000
-    assert x.stats()["links"]["Micius"]["available"]["bits"] == 8 * 1000
+    assert sat.stats()["links"]["Xinglong"]["relayed"]["bits"] == sat.stats()["links"]["Nanshan"]["relayed"]["bits"] == 8000
+    assert x.stats()["links"]["Micius"]["available"]["bits"] == 8 * 2000
     raw = sqlite3.connect(d / "sat.db").execute("SELECT material FROM roots WHERE link='Nanshan'").fetchone()[0]
-    assert raw == bytes(2000)
+    assert raw == bytes(1000) + kn[1000:]  # the station's half stays (available on the link)
     for s in (sat, x, n):
         assert s.check_invariants() == []
     assert x.roots("Nanshan")[0]["origin_kind"] == "relay"
@@ -109,8 +109,31 @@ def test_standin_relay_fills_three_stores(three):
     res = run_standin_relay(sat, x, n, seed=4, nbytes=512)
     assert res.length_bits == 4096
     assert x.available_bits("Nanshan") == n.available_bits("Xinglong") == 4096
-    assert sat.available_bits("Xinglong") == sat.available_bits("Nanshan") == 0
+    assert sat.directional_bits("Xinglong") == sat.directional_bits("Nanshan") == 0  # the satellite's streams
+    assert sat.available_bits("Xinglong") == sat.available_bits("Nanshan") == 4096  # the stations' streams
     with pytest.raises(ValueError, match="no key to relay"):
         satellite_announce(sat, "Xinglong", "Nanshan")
     with pytest.raises(ValueError, match="neither"):
         station_apply(sat, res.announcement)
+
+
+def test_satellite_announce_never_publishes_a_pad_a_station_sent_with(three):
+    """``satellite_announce`` is the satellite sending: a station's file to the satellite, still in flight,
+    keeps its pad out of the XOR (it used to take from the whole pool, back of the key included)."""
+    from satqkd.keys import otp
+    from satqkd.keys.otp import decrypt_bytes, encrypt_bytes
+
+    sat, x, n, _ = three
+    rng = np.random.default_rng(5)
+    deposit_pass_key(sat, x, standin_pass_keys(rng, 1000), pass_id="pass-X", seed=5)
+    deposit_pass_key(sat, n, standin_pass_keys(rng, 1000), pass_id="pass-N", seed=5)
+    blob, _ = encrypt_bytes(x, "Micius", b"in flight" * 20)
+    pad = {(g.root_id, b) for g in otp._unpack(blob)[0]["_segments"]
+           for b in range(g.offset_bits, g.offset_bits + g.length_bits, 8)}
+    ann = satellite_announce(sat, "Xinglong", "Nanshan")
+    published = {(g.root_id, b) for g in ann.first_segments + ann.second_segments
+                 for b in range(g.offset_bits, g.offset_bits + g.length_bits, 8)}
+    assert not pad & published
+    station_apply(x, ann)
+    station_apply(n, ann)
+    assert decrypt_bytes(sat, "Xinglong", blob)[0] == b"in flight" * 20

@@ -23,12 +23,13 @@ from typer.testing import CliRunner
 
 from satqkd.cli import app
 from satqkd.keys.otp import decrypt_bytes, encrypt_bytes
-from satqkd.keys.store import KeyStore, KeyStoreError, Origin
+from satqkd.keys.store import KeyStore, KeyStoreError
 from satqkd.relay_job import AUTH_BITS_PER_LINK, RELAY_CRASH_POINTS, PassOutcome, relay_passes
 
 SAT, FIRST, SECOND = "Micius", "Xinglong", "Nanshan"
 NBYTES = {FIRST: 2000, SECOND: 2500}
-L_BITS = 8 * min(NBYTES.values()) - AUTH_BITS_PER_LINK
+#: the satellite's stream of each pass key (the first half: "Micius" sorts first) less the authentication cut
+L_BITS = min(8 * nb // 16 * 8 for nb in NBYTES.values()) - AUTH_BITS_PER_LINK
 
 
 def synthetic_passes(seed: int = 5) -> tuple[PassOutcome, PassOutcome]:
@@ -141,29 +142,33 @@ def test_unconfirmed_commit_is_finished_by_the_rerun(tmp_path):
 
 
 def test_restored_satellite_store_cannot_relay_again(tmp_path):
-    """Restore the satellite's store from before the relay and run it again: the usage ledger (beside the
-    store) refuses the announcement's keys, so no second announcement is made with them."""
+    """Restore the satellite's store from a backup taken before the relay and run it again: the usage
+    ledger (beside the store) refuses the announcement's keys, so no second announcement is made with
+    them. (A real backup of the same store, so it is refused by the ledger's ranges, not by the binding.)"""
     import sqlite3
+
+    from satqkd.relay_job import deposit_pass
 
     sat, x, n = _open(tmp_path)
     p1, p2 = synthetic_passes()
-    relay_id = relay_passes(p1, p2, sat, x, n).relay_id
+    deposit_pass(sat, x, p1)
+    deposit_pass(sat, n, p2)
     sat.close()
-    # the backup: the satellite's store as it was before the relay (both pass keys deposited, whole)
-    fresh = tmp_path / "fresh"
-    fresh.mkdir()
-    b = KeyStore(fresh / "micius.db", SAT)
-    for p in (p1, p2):
-        b.deposit(p.station, p.sat_key, key_id=p.key_id, origin=Origin("qkd", p.pass_id))
-    b.close()
-    for suffix in ("-wal", "-shm"):
-        (tmp_path / f"micius.db{suffix}").unlink(missing_ok=True)
-    con, dst = sqlite3.connect(fresh / "micius.db"), sqlite3.connect(tmp_path / "micius.db")
+    backup = tmp_path / "micius-backup.db"
+    con, dst = sqlite3.connect(tmp_path / "micius.db"), sqlite3.connect(backup)
     con.backup(dst)
     con.close()
     dst.close()
     sat = KeyStore(tmp_path / "micius.db", SAT)
-    with pytest.raises(KeyStoreError, match="usage ledger"):
+    relay_id = relay_passes(p1, p2, sat, x, n).relay_id
+    sat.close()
+    con, dst = sqlite3.connect(backup), sqlite3.connect(tmp_path / "micius.db")
+    con.backup(dst)
+    con.close()
+    dst.close()
+    sat = KeyStore(tmp_path / "micius.db", SAT)
+    assert sat.get_op(relay_id) is None and sat.verify()["ledger"] == "ok"
+    with pytest.raises(KeyStoreError, match="already used"):
         relay_passes(p1, p2, sat, x, n)
     assert sat.get_op(relay_id) is None and sat.pieces(state="relayed") == []
     for s in (sat, x, n):
@@ -177,7 +182,7 @@ def test_run_with_a_bad_satellite_store_deposits_nothing(tmp_path):
     r = CliRunner().invoke(app, ["run", "--store", str(tmp_path / "ground.db"), "--sat-store",
                                  str(tmp_path / "other.db"), "--out", str(tmp_path / "out")])
     assert r.exit_code == 2, r.output
-    assert "Nanshan" in r.output and r.exception is None or isinstance(r.exception, SystemExit)
+    assert "Nanshan" in r.output and (r.exception is None or isinstance(r.exception, SystemExit))
     assert not (tmp_path / "ground.db").exists() or KeyStore(tmp_path / "ground.db").roots() == []
     assert not (tmp_path / "out" / "summary.json").exists()
 
@@ -233,6 +238,109 @@ def test_kill_9_right_after_the_revoke_decision_then_rerun(tmp_path):
     assert res.returncode == -signal.SIGKILL, (res.returncode, res.stdout, res.stderr[-1500:])
     sat, x, n = _open(tmp_path)
     assert x.available_bits(SECOND) == L_BITS  # Xinglong holds K, Nanshan does not
+    rec = relay_passes(*synthetic_passes(), sat, x, n)
+    assert not rec.ok
+    _check_consistent(sat, x, n)
+    _no_relayed_key_anywhere(x, n)
+    for s in (sat, x, n):
+        s.close()
+
+
+def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
+    """A station's relay segment is half of the public A = K_X ⊕ K_N. Restore Xinglong's store from a backup
+    taken before the relay (its ledger stays) and hand it another announcement over the same segment: the
+    usage ledger refuses it (the station used to claim only its authentication key there)."""
+    import dataclasses
+    import sqlite3
+    import uuid
+
+    from satqkd.keys.relay import station_apply
+    from satqkd.keys.store import Segment
+    from satqkd.relay_job import deposit_pass
+
+    sat, x, n = _open(tmp_path)
+    p1, p2 = synthetic_passes()
+    deposit_pass(sat, x, p1)
+    deposit_pass(sat, n, p2)
+    x.close()
+    backup = tmp_path / "x-backup.db"
+    con, dst = sqlite3.connect(tmp_path / "xinglong.db"), sqlite3.connect(backup)
+    con.backup(dst)
+    con.close()
+    dst.close()
+    x = KeyStore(tmp_path / "xinglong.db", FIRST)
+    rec = relay_passes(p1, p2, sat, x, n)
+    assert rec.ok
+    x.close()
+    con, dst = sqlite3.connect(backup), sqlite3.connect(tmp_path / "xinglong.db")
+    con.backup(dst)
+    con.close()
+    dst.close()
+    x = KeyStore(tmp_path / "xinglong.db", FIRST)
+    g = rec.announcement.first_segments[0]
+    again = dataclasses.replace(rec.announcement, relay_id=str(uuid.uuid4()),
+                                first_segments=(Segment(str(uuid.uuid4()), g.root_id, g.offset_bits, g.length_bits),))
+    with pytest.raises(KeyStoreError, match="already used"):
+        station_apply(x, again)
+    assert x.roots(SECOND) == []
+    for s in (sat, x, n):
+        s.close()
+
+
+def test_relayed_key_used_before_the_rerun_is_kept_at_both_stations(tmp_path):
+    """kill -9 after Xinglong activated K (Nanshan's still pending); the operator encrypts with it at
+    Xinglong before rerunning. The rerun must finish the commit (Nanshan activates and decrypts), not
+    revoke Nanshan's copy and leave a partly used K at Xinglong only."""
+    res = _run_child(tmp_path, f"relay:activated:{FIRST}")
+    assert res.returncode == -signal.SIGKILL, (res.returncode, res.stdout, res.stderr[-1500:])
+    sat, x, n = _open(tmp_path)
+    blob, _ = encrypt_bytes(x, SECOND, b"sent before the rerun")
+    rec = relay_passes(*synthetic_passes(), sat, x, n)
+    assert rec.ok, rec.reason
+    assert sat.get_op(rec.relay_id)["state"] == "done"
+    _check_consistent(sat, x, n)
+    assert decrypt_bytes(n, FIRST, blob)[0] == b"sent before the rerun"
+    for s in (sat, x, n):
+        s.close()
+
+
+def test_the_relay_never_publishes_a_pad_a_station_already_sent_with(tmp_path):
+    """The announcement A = K_X ⊕ K_N is the satellite *sending* (K_N under the pad K_X, and K_X under K_N):
+    it must come from the satellite's own directional stream of each pass key. Xinglong encrypts a file to
+    the satellite with its stream of its pass key (the file still in flight), then the relay runs: A must
+    not cover that pad — Nanshan knows K_N, so it would read Xinglong's file from A. (The relay used to cut
+    [896, 896 + L) over both streams, and Xinglong's pad came from the back of its key.)"""
+    sat, x, n = _open(tmp_path)
+    p1, p2 = synthetic_passes()
+    from satqkd.relay_job import deposit_pass
+
+    deposit_pass(sat, x, p1)
+    deposit_pass(sat, n, p2)
+    msg = b"Xinglong to Micius, before the relay" * 3
+    blob, rep = encrypt_bytes(x, SAT, msg)
+    from satqkd.keys import otp
+
+    pad = {(g.root_id, b) for g in otp._unpack(blob)[0]["_segments"]
+           for b in range(g.offset_bits, g.offset_bits + g.length_bits, 8)}
+    rec = relay_passes(p1, p2, sat, x, n)
+    assert rec.ok, rec.reason
+    published = {(g.root_id, b) for g in rec.announcement.first_segments + rec.announcement.second_segments
+                 for b in range(g.offset_bits, g.offset_bits + g.length_bits, 8)}
+    assert not pad & published
+    assert decrypt_bytes(sat, FIRST, blob)[0] == msg  # the file still decrypts at the satellite
+    _check_consistent(sat, x, n)
+    for s in (sat, x, n):
+        s.close()
+
+
+def test_a_revoke_after_part_of_k_was_used_retires_the_rest(tmp_path):
+    """As in the lost-revoke case, but Xinglong used part of its K (an OTP file) before the rerun: the rerun
+    must still retire the rest of K there (it used to leave it available, at one station only)."""
+    sat, x, n = _open(tmp_path)
+    rec = relay_passes(*synthetic_passes(), sat, x, n, tamper={SECOND: _forge_down(1), FIRST: _forge_down(2)})
+    assert not rec.ok and sat.get_op(rec.relay_id)["state"] == "revoked"
+    encrypt_bytes(x, SECOND, b"sent with a K Nanshan never got")
+    assert 0 < x.available_bits(SECOND) < L_BITS
     rec = relay_passes(*synthetic_passes(), sat, x, n)
     assert not rec.ok
     _check_consistent(sat, x, n)

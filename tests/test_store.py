@@ -405,3 +405,36 @@ def test_swapped_key_ids_or_a_changed_link_fail_the_digest(tmp_path):
     assert not rep["ok"] and {k1.key_id, k2.key_id} <= set(rep["quarantined"])
     a.close()
     b.close()
+
+
+def test_key_used_before_the_ledger_existed_is_remembered_by_it(tmp_path):
+    """A schema-1 store had no usage ledger. When it is opened (migrated, bound to its new ledger) the key
+    it already used goes into the ledger, so restoring an older schema-1 backup in its place cannot give
+    that key out again as an OTP pad."""
+    from satqkd.keys.otp import encrypt_bytes
+
+    def v1_store(path, used: bool):
+        con = sqlite3.connect(path)
+        con.executescript(_V1_DDL)
+        con.executemany("INSERT INTO meta VALUES (?, ?)", [("schema_version", "1"), ("site", "Xinglong"),
+                                                           ("created_utc", "x")])
+        con.execute("INSERT INTO roots VALUES (?, 'Nanshan', 1024, ?, 'qkd', 'old-pass', 1, NULL, NULL, 'x')",
+                    (rid, mat if not used else mat[:64] + bytes(64)))
+        pieces = [(0, 512, "available"), (512, 512, "consumed")] if used else [(0, 1024, "available")]
+        for off, ln, state in pieces:
+            con.execute("INSERT INTO pieces(key_id, link, root_id, offset_bits, length_bits, state, updated_utc) "
+                        "VALUES (?, 'Nanshan', ?, ?, ?, ?, 'x')", (str(uuid.uuid4()), rid, off, ln, state))
+        con.commit()
+        con.close()
+
+    rid, mat = key_id_for("old-pass"), os.urandom(128)
+    v1_store(tmp_path / "backup.db", used=False)  # the backup, from before Xinglong's half was used
+    v1_store(tmp_path / "x.db", used=True)  # Xinglong (sorts after Nanshan) sent with [512, 1024)
+    KeyStore(tmp_path / "x.db").close()  # the upgrade: migrated, bound to x.db.ledger
+    (tmp_path / "x.db").unlink()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"x.db{suffix}").unlink(missing_ok=True)
+    (tmp_path / "backup.db").rename(tmp_path / "x.db")  # restore the old backup; the ledger stays
+    with KeyStore(tmp_path / "x.db") as st:
+        with pytest.raises(KeyStoreError, match="usage ledger"):
+            encrypt_bytes(st, "Nanshan", b"m")

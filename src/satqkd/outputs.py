@@ -162,16 +162,19 @@ def party_summary(run, ec: str, finite_key: str, seed: int | None) -> dict:
 
 def write_party_key(role: str, key, out: str | Path) -> Path:
     """``out/keys/<role>.key``: one party's verified final key, bits packed MSB first, zero-padded
-    to a byte, written atomically (temp file, fsync, rename), mode 0600."""
+    to a byte, written atomically (temp file, fsync, rename), mode 0600, in a ``keys`` directory made
+    0700."""
     import os
 
     import numpy as np
 
-    d = Path(out) / "keys"
-    d.mkdir(parents=True, exist_ok=True)
+    from .keys.store import mkdir_private
+
+    d = mkdir_private(Path(out) / "keys")  # 0700 when made here: nobody else can swap a key file in it
     p = d / f"{role}.key"
     tmp = p.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # a stale temp file (or a planted link) is never written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     os.fchmod(fd, 0o600)  # secret key: owner only, whatever the umask or an older temp file's mode
     with os.fdopen(fd, "wb") as fh:
         fh.write(np.packbits(np.asarray(key).astype(np.uint8)).tobytes())

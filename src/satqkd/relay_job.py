@@ -18,15 +18,22 @@ keys so that both stations share a key. :func:`run_relay` does this end to end:
    station, and each station derives ``K = K_N`` into its store on the link to the other station
    (:func:`relay_deposited`).
 
+The announcement is the satellite *sending* (``K_N`` under the pad ``K_X`` to Xinglong, ``K_X`` under
+``K_N`` to Nanshan), so, like any one-time-pad sender (:mod:`satqkd.keys.otp`), it uses only the
+satellite's own directional stream ``[lo, hi)`` of each pass key
+(:func:`satqkd.keys.store.direction_window`: the first half when the satellite's name sorts first). A
+pad a station already sent with toward the satellite lies in the station's stream and is never
+published in ``A`` (the other station knows its own pass key and could read it from ``A``).
+
 Authentication of the announcement (Wegman–Carter, :mod:`satqkd.postprocess.authentication`) is
-**charged to the pass keys**: the first :data:`AUTH_BITS_PER_LINK` bits of each pass key are cut
-at both ends of the link as *consumed* (purpose ``authentication``) and become the key pool of that
-link's channel (``memory_pair(..., auth_mode="each")``: 127 bits of hash key once, then a pad pair
-of 2 × 128 bits per round — three rounds at most: announce/ready, commit/done, revoke/ack). The
-relayed length is then ``L = min(|K_X|, |K_N|) − AUTH_BITS_PER_LINK``, cut from the pass keys right
-after the authentication bits, identically at both ends (the segments are named in the
-announcement). What is left of the longer pass key stays *available* on its satellite–station
-link (it is a valid key of that link, not lost).
+**charged to the pass keys**: the first :data:`AUTH_BITS_PER_LINK` bits of the satellite's stream of
+each pass key are cut at both ends of the link as *consumed* (purpose ``authentication``) and become
+the key pool of that link's channel (``memory_pair(..., auth_mode="each")``: 127 bits of hash key
+once, then a pad pair of 2 × 128 bits per round — three rounds at most: announce/ready, commit/done,
+revoke/ack). The relayed length is then ``L = min(hi − lo) − AUTH_BITS_PER_LINK`` over the two pass
+keys (about half the shorter key), cut right after the authentication bits, identically at both ends
+(the segments are named in the announcement). The rest of each pass key (the station's stream, and
+what is left of the satellite's) stays *available* on its satellite–station link.
 
 Failure semantics (every store change is one SQLite transaction; nothing is available twice):
 
@@ -81,7 +88,7 @@ import numpy as np
 from .config import MissionConfig
 from .faults import crash_point
 from .keys.relay import RelayAnnouncement, deposit_pair, relay_announcement, run_standin_relay, station_apply
-from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, key_id_for
+from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, direction_window, key_id_for
 from .postprocess.authentication import HASH_KEY_BITS, P127, PAD_BITS, AuthenticationError, KeyPool, forgery_bound
 from .protocol.channel import ChannelError, PeerAborted, Tamper, memory_pair
 from .records import PassGeometry
@@ -487,7 +494,16 @@ def _revoke(store: KeyStore, other: str, relay_id: str, L: int) -> bool:
         store.take_segments(other, [Segment(key_id_for(f"{relay_id}|revoked"), relay_id, 0, L)],
                             state="consumed", purpose="other", request_id=relay_id)
         return True
-    return False
+    # partly used already (the operator used K between a crash and the rerun): retire what is left of it
+    # (and any pending piece), so no part of K stays usable at this station alone
+    left = [p for p in store.pieces(other) if p.root_id == relay_id and p.state in ("available", "pending")]
+    if st is not None and any(p.state == "pending" for p in left):
+        store.discard_pending(relay_id, note="relay revoked")
+    segs = [Segment(key_id_for(f"{relay_id}|revoked|{p.offset_bits}"), relay_id, p.offset_bits, p.length_bits)
+            for p in left if p.state == "available"]
+    if segs:
+        store.take_segments(other, segs, state="consumed", purpose="other", request_id=relay_id)
+    return st is not None
 
 
 def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], stations: tuple[str, str],
@@ -497,7 +513,8 @@ def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], s
     * ``announced`` (the satellite committed A, no decision yet): roll forward — every station that is
       not prepared is brought there from the satellite's record of A (its authentication key, if
       still unused, is retired: the exchange it was for is over), then ``commit``;
-    * ``commit``: every station holds K (pending or available) → activate all, ``done``; otherwise
+    * ``commit``: every station holds K (pending, available, or partly used already) → activate all,
+      ``done``; otherwise
       revoke K wherever it is, ``revoked``;
     * ``revoked``: take K out of service at every station that still holds it (pending → undone,
       available → consumed): the revoke messages may not have arrived;
@@ -534,8 +551,10 @@ def _recover_relay(op: dict, sat_store: KeyStore, stores: dict[str, KeyStore], s
         sat_store.put_op(relay_id, "relay", "commit")
         state = "commit"
     if state == "commit":
+        # a station holds K if it has any piece of it: pending, available, or already partly used (an
+        # operator may have used the activated K before rerunning) — it applied, so the others must too
         held = {s: _relayed_state(stores[s], other[s], relay_id) for s in stations}
-        if all(h in ("pending", "available") for h in held.values()):
+        if all(h is not None for h in held.values()):
             for s in stations:
                 stores[s].activate(relay_id)
                 links[s].verified = links[s].applied = True
@@ -593,18 +612,23 @@ def relay_deposited(
     if not (first.ok and second.ok):
         bad = [p for p in (first, second) if not p.ok]
         return _RelayRecord(False, "; ".join(f"{p.station} pass aborted: {p.abort_reason}" for p in bad))
-    auth_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay-auth"), passes[s].key_id, 0, AUTH_BITS_PER_LINK)
-                for s in stations}
+    n_bits = {s: _root_bits(sat_store, s, passes[s].key_id) for s in stations}
+    # A = K_X ⊕ K_N is the satellite *sending* (K_N under the pad K_X, K_X under K_N): like any one-time-pad
+    # sender it uses only its own directional stream of each pass key (store.direction_window), so a pad a
+    # station already sent with toward the satellite (its own stream; the file may still be in flight) is
+    # never published in A — the other station, which knows its own pass key, could read it from A
+    win = {s: direction_window(sat, s, n_bits[s]) for s in stations}
+    auth_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay-auth"), passes[s].key_id, win[s][0],
+                           AUTH_BITS_PER_LINK) for s in stations}
     op = sat_store.get_op(relay_id)
     if op is not None:
         return _recover_relay(op, sat_store, stores, stations, auth_seg, seed)
-    n_bits = {s: _root_bits(sat_store, s, passes[s].key_id) for s in stations}
-    L = relay_length_bits(*n_bits.values())
+    L = relay_length_bits(*(hi - lo for lo, hi in win.values()))
     if L < 8:
         return _RelayRecord(False, f"pass keys too short to relay: {n_bits} bits, {AUTH_BITS_PER_LINK} per link "
                                    "go to authenticating the announcement")
-    relay_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay"), passes[s].key_id, AUTH_BITS_PER_LINK, L)
-                 for s in stations}
+    relay_seg = {s: Segment(key_id_for(f"{passes[s].pass_id}|relay"), passes[s].key_id,
+                            win[s][0] + AUTH_BITS_PER_LINK, L) for s in stations}
     purpose = _relay_purpose(relay_id)
     eps_rel = float(first.epsilon or 0.0) + float(second.epsilon or 0.0)
     held: dict = {}

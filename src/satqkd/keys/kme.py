@@ -89,7 +89,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .pki import load_pki, make_certs
 from .relay import run_standin_relay
-from .store import KeyNotFound, KeyStore, KeyStoreError, KeyUnavailable, NotEntitled, Segment
+from .store import KeyCorrupted, KeyNotFound, KeyStore, KeyStoreError, KeyUnavailable, NotEntitled, Segment
 
 __all__ = [
     "KMEInfo",
@@ -639,6 +639,9 @@ class _KME:
             except KeyUnavailable as exc:
                 raise EtsiError(503, "not enough key material for this request; no key was issued",
                                 [{"requested_bits": exc.needed_bits, "servable_bits": exc.available_bits}]) from None
+            except KeyCorrupted as exc:  # the pool's material failed its digest: quarantined, nothing issued
+                raise EtsiError(503, "stored key material failed its integrity check (quarantined); no key was "
+                                     "issued", [{"key_IDs": exc.key_ids}]) from None
             ids = [seg.key_id for seg, _ in cut]
             self.n_issue += 1
             self._maybe_fault("kill_before_peer_call")
@@ -683,6 +686,9 @@ class _KME:
             raise EtsiError(401) from None
         except KeyNotFound as exc:
             raise EtsiError(400, "one or more keys specified are not found on KME", [{"error": str(exc)}]) from None
+        except KeyCorrupted as exc:  # never hand out a key whose stored material changed (quarantined)
+            raise EtsiError(503, "stored key material failed its integrity check (quarantined); no key was "
+                                 "delivered", [{"key_IDs": exc.key_ids}]) from None
         body = {"keys": [{"key_ID": kid, "key": base64.b64encode(k).decode()} for kid, k in got]}
         return JSONResponse(body, headers=_NO_STORE)
 

@@ -145,14 +145,21 @@ def satellite_announce(
     *,
     nbits: int | None = None,
     relay_id: str | None = None,
+    direction: bool = True,
 ) -> RelayAnnouncement:
     """On board: take ``L`` bits of key with each station (state *relayed*) and form ``K_X ⊕ K_N``.
 
     ``L = min(available with first, available with second, nbits)`` rounded down to whole
     bytes. Both takes and the announcement are one transaction per link; the satellite's copies are
-    wiped as they are marked relayed.
+    wiped as they are marked relayed. The announcement is the satellite *sending* (``K_N`` under the
+    pad ``K_X``, and the reverse), so with ``direction`` (the default) it is cut only from the
+    satellite's own directional stream of each key (:func:`satqkd.keys.store.direction_window`, as
+    for a one-time pad): a pad a station already sent with toward the satellite is never published
+    in the XOR (the other station could read it). ``direction=False`` uses the whole pool — only
+    for keys no station can have used yet.
     """
-    avail = min(sat_store.available_bits(first_station), sat_store.available_bits(second_station))
+    bits = sat_store.directional_bits if direction else sat_store.available_bits
+    avail = min(bits(first_station), bits(second_station))
     L = avail if nbits is None else min(avail, int(nbits))
     L -= L % 8
     if L <= 0:
@@ -169,9 +176,11 @@ def satellite_announce(
     def _first(segs, material):
         held["x"] = (segs, material)
         # the second take runs while the first transaction is open: both commit or neither
-        sat_store.take(second_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_second)
+        sat_store.take(second_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_second,
+                       direction=direction)
 
-    sat_store.take(first_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_first)
+    sat_store.take(first_station, L, state="relayed", purpose="relay", request_id=relay_id, within=_first,
+                   direction=direction)
     (sx, kx), (sn, kn) = held["x"], held["n"]
     return RelayAnnouncement(
         relay_id, sat_store.site, first_station, second_station, tuple(sx), tuple(sn), relay_announcement(kx, kn)
@@ -186,8 +195,9 @@ def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | N
     ``relay``. The deposit runs inside the carve's transaction, so a crash cannot leave the
     segment relayed without the derived key (or the reverse). With ``pending`` the key is deposited
     *pending* (never served) until the relay commits (:meth:`KeyStore.activate`), and the station
-    records ``prepared`` for the relay in its journal in the same transaction. Returns the relayed
-    key id.
+    records ``prepared`` for the relay in its journal in the same transaction. The segments are
+    checked against the station's usage ledger and claimed there (purpose ``relay <relay id>``) inside
+    that transaction. Returns the relayed key id.
     """
     if store.site == ann.first_station:
         segs, first, other = ann.first_segments, True, ann.second_station
@@ -200,7 +210,14 @@ def station_apply(store: KeyStore, ann: RelayAnnouncement, *, epsilon: float | N
         note=f"{ann.first_station}⊕{ann.second_station} via {ann.satellite}",
     )
 
+    purpose = f"relay {ann.relay_id}"
+
     def _derive(_segs, material):
+        # the segment's bits are now half of a public XOR: in the station's usage ledger before K exists,
+        # so a restored station store cannot hand them out again (e.g. as an OTP pad the other station
+        # could read). Idempotent for this relay (a resumed one re-derives the same K).
+        store.ledger_check(ann.satellite, _segs, purpose=purpose)
+        store.ledger_claim(_segs, purpose=purpose)
         store.deposit(other, station_relayed_key(material, ann.xor, first_station=first), key_id=ann.relay_id,
                       origin=origin, pending=pending, request_id=ann.relay_id if pending else None)
         if pending:
@@ -285,13 +302,15 @@ def run_standin_relay(
     """Relay on **stand-in** pass keys (see :func:`standin_pass_keys`): two passes, announce, derive.
 
     Fills the three stores as a real relay would: a pass key with each station (same id at both
-    ends), both marked relayed, and the relayed key deposited at both stations.
+    ends), the satellite's stream of it marked relayed, and the relayed key (``nbytes``) deposited at
+    both stations. Each stand-in pass key holds ``2 · nbytes`` so that its satellite's half relays
+    ``nbytes``; the station's half stays available on its satellite link.
     """
     rng = np.random.default_rng(seed)
     ids = {}
     for st in (first_store, second_store):
         pid = f"standin-{sat_store.site}-{st.site}-seed{seed}-{uuid.uuid4().hex[:8]}"
-        ids[st.site] = deposit_pass_key(sat_store, st, standin_pass_keys(rng, nbytes), pass_id=pid, seed=seed,
+        ids[st.site] = deposit_pass_key(sat_store, st, standin_pass_keys(rng, 2 * nbytes), pass_id=pid, seed=seed,
                                         kind="standin")
     ann = satellite_announce(sat_store, first_store.site, second_store.site, nbits=8 * nbytes)
     kid = station_apply(first_store, ann)

@@ -43,8 +43,8 @@ string is truncated to a whole number of bytes, identically at both ends). Mater
 that reach a final state (delivered, relayed, consumed) is overwritten with zeros in the same
 transaction (``wipe=True``), so used key does not linger on disk.
 
-Store files are created with mode 0600 (whatever the umask) and an existing store is narrowed to
-0600 when opened. Next to the store, ``<store>.ledger`` is the site's :class:`satqkd.ledger.UsageLedger`
+Store files are created with mode 0600 (whatever the umask), in directories created 0700, and an
+existing store is narrowed to 0600 when opened. Next to the store, ``<store>.ledger`` is the site's :class:`satqkd.ledger.UsageLedger`
 of one-time key ranges used (OTP pads and MACs, relay announcements): it is checked before such a
 use and written before the key leaves the process, so a store restored from a backup cannot make
 a range be used twice (:class:`KeyReused`). The store is bound to its ledger (``meta.ledger_id``,
@@ -336,6 +336,27 @@ def _create_private(path: Path) -> None:
             pass
 
 
+def mkdir_private(d: str | Path) -> Path:
+    """Create directory ``d`` and any missing parents with mode 0700 (whatever the umask); directories that
+    already exist are left as they are. A world-writable directory (umask 0) would let anyone replace
+    a store, its ledger or a key file."""
+    d = Path(d)
+    missing = []
+    p = d
+    while not p.exists():
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    for q in reversed(missing):
+        try:
+            q.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by someone else: not ours to narrow
+            continue
+        os.chmod(q, 0o700)
+    return d
+
+
 def key_id_for(pass_id: str) -> str:
     """Deterministic root key id for a pass (uuid5), so both ends deposit a pass key under the same id."""
     return str(uuid.uuid5(_NAMESPACE, str(pass_id)))
@@ -400,7 +421,7 @@ class KeyStore:
         self._after: list[tuple] = []  # repairs to commit after the outermost transaction (quarantine, retire)
         if site is None and not self.path.exists():
             raise ValueError(f"site is required to create a new key store at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_private(self.path.parent)
         _create_private(self.path)
         #: the site's usage ledger of one-time key ranges (beside the store unless given)
         self.ledger = UsageLedger(ledger if ledger is not None else self.path.with_name(self.path.name + ".ledger"))
@@ -456,7 +477,9 @@ class KeyStore:
         ledger (fsync'ed) and then records ``<id>`` in the store's ``meta`` (``ledger_id``). Every later
         use of the ledger checks that line is there, so a store copied or restored to another place (a
         fresh, empty ``<store>.ledger`` beside it), or one whose ledger was lost, is refused instead of
-        silently forgetting what was used. A crash between the two writes leaves an unused line."""
+        silently forgetting what was used. Every range the store already holds in a final state
+        (delivered, relayed, consumed) is claimed with the binding line. A crash between the two writes
+        leaves an unused line."""
         from ..ledger import LedgerError
 
         with self._lock:
@@ -464,8 +487,18 @@ class KeyStore:
         if row is not None:
             return
         lid = str(uuid.uuid4())
+        with self._lock:
+            used = self._con.execute(
+                "SELECT root_id, offset_bits, length_bits FROM pieces WHERE state IN ('delivered','relayed','consumed')"
+            ).fetchall()
         try:
-            self.ledger.claim(f"ledger:{lid}", 0, 1, purpose=f"usage ledger of {self.site}'s store {self.path.name}")
+            # the key this store already gave out (e.g. a migrated schema-1 store, which had no ledger) goes
+            # into the ledger with the binding, so an older backup restored here cannot give it out again
+            have = self.ledger.claims()
+            ranges = [(f"key:{r}", o, o + n) for r, o, n in used
+                      if not any(c.resource == f"key:{r}" and c.overlaps(o, o + n) for c in have)]
+            self.ledger.claim_many([(f"ledger:{lid}", 0, 1)] + ranges,
+                                   purpose=f"ledger bound to {self.site}'s store {self.path.name} (and key used before)")
         except LedgerError:  # no usable ledger here (damaged, unwritable): every use will refuse anyway
             return
         with self._tx() as cur:
