@@ -697,3 +697,18 @@ def test_identity_comes_from_the_asgi_tls_extension_not_a_uvicorn_subclass(pair)
     for who in ("sae-x", "sae-x2"):  # the caller's identity is its certificate's CN, as the server saw it
         with pair.client(who) as c:
             assert c.get(f"{pair.url('Xinglong')}/api/v1/keys/sae-n/status").json()["master_SAE_ID"] == who
+
+
+def test_bench_kme_cli_prints_the_issue_figures():
+    """`satqkd bench kme --json`: the figures of issue 9 (values are machine-dependent: only their sanity is checked)."""
+    from typer.testing import CliRunner
+
+    from satqkd.cli import app
+
+    res = CliRunner().invoke(app, ["bench", "kme", "--clients", "4", "--seconds", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout.strip().splitlines()[-1])
+    assert {"requests", "errors", "duplicates", "rps", "p50_ms", "p99_ms"} <= set(d)
+    assert d["requests"] >= 4 and d["errors"] == 0 and d["duplicates"] == 0
+    assert d["keys"] == d["requests"] and d["slave_mismatches"] == 0 and d["dec_errors"] == 0
+    assert 0 < d["p50_ms"] <= d["p99_ms"] and d["rps"] > 0 and len(d["loadavg_before"]) == 3
