@@ -428,6 +428,7 @@ class _PeerLink:
         self.queue: list[tuple[dict, asyncio.Future]] = []
         self.slots = asyncio.Semaphore(s.peer_calls_max)
         self.pump: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()  # calls in flight (a reference keeps each task alive)
         self.calls = self.attempts = 0
 
     async def reserve(self, item: dict) -> dict:
@@ -450,7 +451,9 @@ class _PeerLink:
             if not batch:
                 self.slots.release()
                 break
-            asyncio.create_task(self._call(batch))
+            task = asyncio.create_task(self._call(batch))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
 
     async def _call(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
         loop = asyncio.get_running_loop()
@@ -466,9 +469,12 @@ class _PeerLink:
                     if r.status_code == 200:
                         got = {x.get("request_id"): x for x in r.json()["results"]}
                         for it, fut in batch:
-                            res = got.get(it["request_id"], {"ok": False, "status": 502, "message": "no answer in batch"})
-                            if not fut.done():
-                                fut.set_result(res)
+                            if fut.done():
+                                continue
+                            if it["request_id"] in got:
+                                fut.set_result(got[it["request_id"]])
+                            else:  # not answered: its outcome is unknown (recovery settles it)
+                                fut.set_exception(PeerUnreachable("no answer for this request id"))
                         return
                     if 400 <= r.status_code < 500:  # the whole call was refused: nothing was recorded
                         res = {"ok": False, "status": r.status_code, "message": str(_safe_json(r))[:300]}
@@ -555,6 +561,10 @@ class _KME:
                 pass
         if self.db:
             self.db.executor.shutdown(wait=True)
+        tasks = [t for ln in self.links.values() for t in (ln.pump, *ln.running) if t is not None and not t.done()]
+        for t in tasks:  # their requests learn the outcome is unknown; recovery settles it after a restart
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.peer:
             await self.peer.aclose()
         if self.store:
