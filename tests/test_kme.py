@@ -290,7 +290,7 @@ def test_peer_down_issues_nothing_and_recovery_releases(tmp_path):
 def test_50_concurrent_clients_never_get_the_same_key(pair):
     def client(i):
         got = []
-        with pair.client("sae-x" if i % 2 else "sae-x2") as c:
+        with pair.client("sae-x" if i % 2 else "sae-x2", timeout_s=120) as c:
             for _ in range(3):
                 r = c.post(f"{pair.url('Xinglong')}/api/v1/keys/sae-n/enc_keys", json={"number": 2, "size": 128})
                 assert r.status_code == 200, r.text
@@ -556,11 +556,14 @@ def test_back_pressure_queues_requests_instead_of_failing(tmp_path):
     s.max_inflight_requests = 2  # 24 clients wait in line for 2 places
     a, b = start_in_thread(s), start_in_thread(net.settings("Nanshan"))
     try:
+        def one(_):
+            with net.client("sae-x", timeout_s=120) as c:  # generous: a slow machine makes the line long
+                return c.post(f"{net.url('Xinglong')}/api/v1/keys/sae-n/enc_keys", json={"number": 1}).status_code
+
         with ThreadPoolExecutor(24) as ex:
-            rs = list(ex.map(lambda _: enc(net, number=1).status_code, range(24)))
+            rs = list(ex.map(one, range(24)))
         assert rs == [200] * 24
-        s2 = net.settings("Xinglong")
-        assert s2.queue_timeout_s > 0 and a.app.state.kme.admit._value == 2  # all places free again
+        assert a.app.state.kme.admit._value == 2  # all places free again
     finally:
         a.stop()
         b.stop()
