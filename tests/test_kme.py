@@ -556,14 +556,19 @@ def test_back_pressure_queues_requests_instead_of_failing(tmp_path):
     s.max_inflight_requests = 2  # 24 clients wait in line for 2 places
     a, b = start_in_thread(s), start_in_thread(net.settings("Nanshan"))
     try:
+        go = threading.Barrier(24)
+
         def one(_):
             with net.client("sae-x", timeout_s=120) as c:  # generous: a slow machine makes the line long
+                c.get(f"{net.url('Xinglong')}/api/v1/keys/sae-n/status")  # connected: all 24 ask at once
+                go.wait(60)
                 return c.post(f"{net.url('Xinglong')}/api/v1/keys/sae-n/enc_keys", json={"number": 1}).status_code
 
         with ThreadPoolExecutor(24) as ex:
             rs = list(ex.map(one, range(24)))
         assert rs == [200] * 24
-        assert a.app.state.kme.admit._value == 2  # all places free again
+        k = a.app.state.kme
+        assert k.peak_admitted == 2 and k.n_waited > 0 and k.n_admitted == 0  # they waited in line, then all got served
     finally:
         a.stop()
         b.stop()

@@ -516,6 +516,7 @@ class _KME:
         self.fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
         self.n_issue = 0
         self.n_peer_reserve = 0
+        self.n_admitted = self.peak_admitted = self.n_waited = 0  # back-pressure counters
 
     def link(self, peer: KMEInfo) -> _PeerLink:
         if peer.kme_id not in self.links:
@@ -525,14 +526,19 @@ class _KME:
     @asynccontextmanager
     async def admitted(self):
         """Back-pressure: wait in line for one of ``max_inflight_requests`` places (503, nothing done, after ``queue_timeout_s``)."""
+        if self.admit.locked():
+            self.n_waited += 1
         try:
             await asyncio.wait_for(self.admit.acquire(), self.s.queue_timeout_s)
         except asyncio.TimeoutError:
             raise EtsiError(503, "the KME is busy; nothing was issued, try again",
                             [{"queue_timeout_s": self.s.queue_timeout_s}]) from None
+        self.n_admitted += 1
+        self.peak_admitted = max(self.peak_admitted, self.n_admitted)
         try:
             yield
         finally:
+            self.n_admitted -= 1
             self.admit.release()
 
     async def start(self) -> None:
