@@ -386,7 +386,8 @@ class _GroupCommit:
         self.queue.append((fn, fut))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._drain())
-        return await asyncio.shield(fut)
+        # a cancelled caller cancels only its wait: the operation still runs (and commits) with its batch
+        return await fut
 
     async def _drain(self) -> None:
         while self.queue:
