@@ -1279,6 +1279,7 @@ def run_demo(dir: str | Path, *, seed: int = 7, nbytes: int = 1 << 17, on_ready:
 
 
 # ---------------------------------------------------------------------------------------- module CLI
+_FLOAT_LIMITS = ("peer_timeout_s", "recovery_interval_s", "queue_timeout_s")
 _INT_LIMITS = ("key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_body_bytes",
                "max_peer_body_bytes", "max_inflight_requests", "peer_batch_max", "peer_calls_max")
 
@@ -1297,13 +1298,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--parent-pid", type=int, default=None)
     for name in _INT_LIMITS:
         s.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    for name in _FLOAT_LIMITS:
+        s.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
     dm = sub.add_parser("demo")
     dm.add_argument("--dir", required=True)
     dm.add_argument("--seed", type=int, default=7)
     dm.add_argument("--key-source", choices=("relay", "standin"), default="relay")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
-        limits = {k: getattr(a, k) for k in _INT_LIMITS if getattr(a, k) is not None}
+        limits = {k: getattr(a, k) for k in (*_INT_LIMITS, *_FLOAT_LIMITS) if getattr(a, k) is not None}
         serve(a.store, a.tls, a.port, network=a.network, kme_id=a.kme_id, host=a.host, ready_file=a.ready_file,
               parent_pid=a.parent_pid, **limits)
         return 0
