@@ -180,7 +180,7 @@ def bench_kme() -> list[dict]:
         _row("slave check: mismatches / dec_keys errors", f"{r['slave_mismatches']} / {r['dec_errors']}", "goal: 0 / 0",
              f"dec_keys p50 {r['dec_p50_ms']:.0f} ms, p99 {r['dec_p99_ms']:.0f} ms"),
         _row("KME CPU per enc_keys request (ms, both KMEs)", f"{r['kme_cpu_ms_per_request']:.2f}", "",
-             "load-independent; 2 cores ⇒ ≥ 500/s needs ≤ ~2 ms with the clients"),
+             "load-independent (docs/key-delivery.md §5)"),
         _row("CPU seconds (both phases)", cpu, "", "shared machine: see load"),
     ]
 

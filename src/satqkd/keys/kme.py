@@ -386,7 +386,8 @@ class _GroupCommit:
         self.queue.append((fn, fut))
         if self.task is None or self.task.done():
             self.task = asyncio.create_task(self._drain())
-        return await asyncio.shield(fut)
+        # a cancelled caller cancels only its wait: the operation still runs (and commits) with its batch
+        return await fut
 
     async def _drain(self) -> None:
         while self.queue:
@@ -428,6 +429,7 @@ class _PeerLink:
         self.queue: list[tuple[dict, asyncio.Future]] = []
         self.slots = asyncio.Semaphore(s.peer_calls_max)
         self.pump: asyncio.Task | None = None
+        self.running: set[asyncio.Task] = set()  # calls in flight (a reference keeps each task alive)
         self.calls = self.attempts = 0
 
     async def reserve(self, item: dict) -> dict:
@@ -450,7 +452,9 @@ class _PeerLink:
             if not batch:
                 self.slots.release()
                 break
-            asyncio.create_task(self._call(batch))
+            task = asyncio.create_task(self._call(batch))
+            self.running.add(task)
+            task.add_done_callback(self.running.discard)
 
     async def _call(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
         loop = asyncio.get_running_loop()
@@ -466,9 +470,12 @@ class _PeerLink:
                     if r.status_code == 200:
                         got = {x.get("request_id"): x for x in r.json()["results"]}
                         for it, fut in batch:
-                            res = got.get(it["request_id"], {"ok": False, "status": 502, "message": "no answer in batch"})
-                            if not fut.done():
-                                fut.set_result(res)
+                            if fut.done():
+                                continue
+                            if it["request_id"] in got:
+                                fut.set_result(got[it["request_id"]])
+                            else:  # not answered: its outcome is unknown (recovery settles it)
+                                fut.set_exception(PeerUnreachable("no answer for this request id"))
                         return
                     if 400 <= r.status_code < 500:  # the whole call was refused: nothing was recorded
                         res = {"ok": False, "status": r.status_code, "message": str(_safe_json(r))[:300]}
@@ -510,6 +517,7 @@ class _KME:
         self.fault = _parse_fault(os.environ.get(FAULT_ENV, ""))
         self.n_issue = 0
         self.n_peer_reserve = 0
+        self.n_admitted = self.peak_admitted = self.n_waited = 0  # back-pressure counters
 
     def link(self, peer: KMEInfo) -> _PeerLink:
         if peer.kme_id not in self.links:
@@ -519,14 +527,19 @@ class _KME:
     @asynccontextmanager
     async def admitted(self):
         """Back-pressure: wait in line for one of ``max_inflight_requests`` places (503, nothing done, after ``queue_timeout_s``)."""
+        if self.admit.locked():
+            self.n_waited += 1
         try:
             await asyncio.wait_for(self.admit.acquire(), self.s.queue_timeout_s)
         except asyncio.TimeoutError:
             raise EtsiError(503, "the KME is busy; nothing was issued, try again",
                             [{"queue_timeout_s": self.s.queue_timeout_s}]) from None
+        self.n_admitted += 1
+        self.peak_admitted = max(self.peak_admitted, self.n_admitted)
         try:
             yield
         finally:
+            self.n_admitted -= 1
             self.admit.release()
 
     async def start(self) -> None:
@@ -555,6 +568,10 @@ class _KME:
                 pass
         if self.db:
             self.db.executor.shutdown(wait=True)
+        tasks = [t for ln in self.links.values() for t in (ln.pump, *ln.running) if t is not None and not t.done()]
+        for t in tasks:  # their requests learn the outcome is unknown; recovery settles it after a restart
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.peer:
             await self.peer.aclose()
         if self.store:
@@ -1268,6 +1285,7 @@ def run_demo(dir: str | Path, *, seed: int = 7, nbytes: int = 1 << 17, on_ready:
 
 
 # ---------------------------------------------------------------------------------------- module CLI
+_FLOAT_LIMITS = ("peer_timeout_s", "recovery_interval_s", "queue_timeout_s")
 _INT_LIMITS = ("key_size", "min_key_size", "max_key_size", "max_key_per_request", "max_body_bytes",
                "max_peer_body_bytes", "max_inflight_requests", "peer_batch_max", "peer_calls_max")
 
@@ -1286,13 +1304,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--parent-pid", type=int, default=None)
     for name in _INT_LIMITS:
         s.add_argument(f"--{name.replace('_', '-')}", type=int, default=None)
+    for name in _FLOAT_LIMITS:
+        s.add_argument(f"--{name.replace('_', '-')}", type=float, default=None)
     dm = sub.add_parser("demo")
     dm.add_argument("--dir", required=True)
     dm.add_argument("--seed", type=int, default=7)
     dm.add_argument("--key-source", choices=("relay", "standin"), default="relay")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
-        limits = {k: getattr(a, k) for k in _INT_LIMITS if getattr(a, k) is not None}
+        limits = {k: getattr(a, k) for k in (*_INT_LIMITS, *_FLOAT_LIMITS) if getattr(a, k) is not None}
         serve(a.store, a.tls, a.port, network=a.network, kme_id=a.kme_id, host=a.host, ready_file=a.ready_file,
               parent_pid=a.parent_pid, **limits)
         return 0
