@@ -71,6 +71,16 @@ class OrbitConfig(_Model):
             self.__dict__["epoch_utc"] = _utc(self.epoch_utc)
         return self
 
+    @model_validator(mode="after")
+    def _check_tle_columns(self) -> "OrbitConfig":
+        # every fixed column and the checksums (satqkd.sky.tle.check_tle): a bad line is refused
+        # naming the line and the column, e.g. "TLE line 1, column 62: must be blank ... (a field is shifted)"
+        if self.kind == "tle":
+            from satqkd.sky.tle import check_tle
+
+            check_tle(self.tle_line1, self.tle_line2)
+        return self
+
 
 class GroundStationConfig(_Model):
     name: str = Field(..., min_length=1)

@@ -211,6 +211,9 @@ def satellite_from_config(orbit: OrbitConfig, name: str = "sat"):
 
     ts = timescale()
     if orbit.kind == "tle":
+        from satqkd.sky.tle import check_tle
+
+        check_tle(orbit.tle_line1, orbit.tle_line2)  # TLEError naming line and column (also checked by the config)
         return EarthSatellite(orbit.tle_line1.strip(), orbit.tle_line2.strip(), name, ts)
     rec = _circular_satrec(orbit)
     sat = EarthSatellite.from_satrec(rec, ts)
