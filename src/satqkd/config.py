@@ -102,6 +102,9 @@ class PassConfig(_Model):
         None, gt=0, le=50_000, description="if set, QKD only while the range is below this (the paper's data: < 1200 km)"
     )
     time_step_s: float = Field(1.0, gt=0, le=60, description="geometry sampling step")
+    satellite_in_shadow: bool = Field(
+        False, description="QKD only while the satellite is in Earth's shadow: the window is cut to its eclipsed part (off: the paper's rules)"
+    )
 
     @field_validator("search_start_utc")
     @classmethod
