@@ -142,7 +142,17 @@ class AptConfig(_Model):
 class AtmosphereConfig(_Model):
     """Extinction and turbulence. The paper gives no zenith numbers: these are calibrated fields."""
 
+    model: Literal["calibrated", "physical"] = Field(
+        "calibrated",
+        description="'calibrated': zenith_loss_db × air mass; 'physical': Rayleigh + aerosol (visibility) + absorption (satqkd.sky.atmosphere)",
+    )
     zenith_loss_db: float = Field(1.0, ge=0, le=30, description="clear-sky zenith extinction at the QKD wavelength (calibrated)")
+    visibility_m: float = Field(23_000.0, ge=50, le=500_000, description="ground visibility at the station (model 'physical'; 23 km = 'clear')")
+    aerosol_scale_height_m: float = Field(1200.0, gt=0, le=20_000, description="aerosol scale height (model 'physical'; Elterman 1968)")
+    aerosol_model: Literal["kim", "kruse"] = Field("kim", description="wavelength exponent of the aerosol extinction (model 'physical')")
+    absorption_optical_depth: float = Field(
+        0.0, ge=0, le=5, description="zenith optical depth of molecular absorption lines at the wavelength (model 'physical'; assumed)"
+    )
     r0_zenith_m: float = Field(0.05, gt=0, le=1, description="Fried parameter at zenith at 500 nm (calibrated)")
     turbulence_fading: bool = Field(False, description="draw log-normal scintillation per time step (seeded)")
     scintillation_index_zenith: float = Field(0.05, ge=0, le=2)

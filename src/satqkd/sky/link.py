@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from satqkd.config import BackgroundConfig, MissionConfig
+from satqkd.sky import atmosphere as _atm
 from satqkd.records import LinkSeries, PassGeometry
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "jitter_pointing_loss_db",
     "airmass",
     "atmosphere_loss_db",
+    "config_atmosphere_loss_db",
     "fried_parameter_m",
     "seeing_fwhm_urad",
     "turbulence_loss_db",
@@ -179,12 +181,9 @@ def airmass(elevation_deg):
 
     ``X = 1 / (cos z + 0.50572 (96.07995° − z)^−1.6364)`` with z = 90° − elevation in degrees;
     finite at the horizon (X ≈ 38) and within 0.5 % of sec z above 30° elevation.
-    ``elevation_deg`` must lie in [0, 90].
+    ``elevation_deg`` must lie in [0, 90]. (The same function as :func:`satqkd.sky.atmosphere.airmass`.)
     """
-    e = _arr(elevation_deg, "elevation_deg", 0.0, 90.0)
-    z = 90.0 - e
-    out = 1.0 / (np.cos(np.radians(z)) + 0.50572 * (96.07995 - z) ** -1.6364)
-    return float(out) if out.ndim == 0 else out
+    return _atm.airmass(elevation_deg)
 
 
 def atmosphere_loss_db(elevation_deg, zenith_loss_db):
@@ -197,6 +196,23 @@ def atmosphere_loss_db(elevation_deg, zenith_loss_db):
     z = _arr(zenith_loss_db, "zenith_loss_db", 0.0)
     out = z * np.asarray(airmass(elevation_deg))
     return float(out) if np.ndim(out) == 0 else out
+
+
+def config_atmosphere_loss_db(cfg: MissionConfig, elevation_deg):
+    """Clear-sky extinction (dB) along the slant path for the configured ``AtmosphereConfig.model``.
+
+    * ``"calibrated"`` (the Micius preset): :func:`atmosphere_loss_db` with ``zenith_loss_db``;
+    * ``"physical"``: :func:`satqkd.sky.atmosphere.extinction_loss_db` at the source wavelength and
+      the station altitude, from ``visibility_m``, ``aerosol_scale_height_m``, ``aerosol_model`` and
+      ``absorption_optical_depth`` (Rayleigh of Bodhaine et al. 1999, aerosol of Kim et al. 2001,
+      Kasten–Young air mass at the refracted elevation).
+    """
+    at = cfg.atmosphere
+    if at.model == "physical":
+        return _atm.extinction_loss_db(elevation_deg, cfg.source.wavelength_nm * 1e-9, cfg.station.altitude_m,
+                                       at.visibility_m, at.aerosol_scale_height_m, at.absorption_optical_depth,
+                                       at.aerosol_model)
+    return atmosphere_loss_db(elevation_deg, at.zenith_loss_db)
 
 
 def fried_parameter_m(elevation_deg, wavelength_nm, r0_zenith_m):
@@ -364,7 +380,7 @@ def link_budget_db(cfg: MissionConfig, range_m, elevation_deg=None, pointing_sig
     out = {
         "diffraction": diffraction_loss_db(L, tx.divergence_urad, rx.aperture_m, tx.aperture_m),
         "pointing": jitter_pointing_loss_db(sigma, tx.divergence_urad),
-        "atmosphere": atmosphere_loss_db(el, at.zenith_loss_db),
+        "atmosphere": config_atmosphere_loss_db(cfg, el),
         "turbulence": turbulence_loss_db(el, cfg.source.wavelength_nm, at.r0_zenith_m, rx.field_of_view_urad, rx.aperture_m),
         "receiver_optics": receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency),
     }
@@ -383,7 +399,7 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     * diffraction: :func:`diffraction_loss_db` at each range;
     * pointing: mean of ``exp(−2θ²/θ_w²)`` over the high-rate samples of the simulated two-stage
       tracking loop in each time step (:func:`satqkd.sky.apt.track`);
-    * atmosphere: :func:`atmosphere_loss_db`; turbulence: :func:`turbulence_loss_db`, times a
+    * atmosphere: :func:`config_atmosphere_loss_db` (calibrated or physical model); turbulence: :func:`turbulence_loss_db`, times a
       unit-mean log-normal fade per step if ``AtmosphereConfig.turbulence_fading``;
     * receiver optics: :func:`receiver_optics_loss_db` (× transmitter optics efficiency);
     * background: :func:`background_rate_hz` toward the satellite; dark counts from the detectors;
@@ -413,7 +429,7 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     loss = {
         "diffraction": np.asarray(diffraction_loss_db(geometry.range_m, tx.divergence_urad, rx.aperture_m, tx.aperture_m), dtype=float),
         "pointing": -10.0 * np.log10(tracking.pointing_transmittance),
-        "atmosphere": np.asarray(atmosphere_loss_db(el, at.zenith_loss_db), dtype=float),
+        "atmosphere": np.asarray(config_atmosphere_loss_db(cfg, el), dtype=float),
         "turbulence": turb,
         "receiver_optics": np.full(n, receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency)),
     }
