@@ -156,6 +156,12 @@ class AtmosphereConfig(_Model):
     r0_zenith_m: float = Field(0.05, gt=0, le=1, description="Fried parameter at zenith at 500 nm (calibrated)")
     turbulence_fading: bool = Field(False, description="draw log-normal scintillation per time step (seeded)")
     scintillation_index_zenith: float = Field(0.05, ge=0, le=2)
+    turbulence_profile: Literal["fixed", "hufnagel_valley"] = Field(
+        "fixed",
+        description="'fixed': r0_zenith_m and scintillation_index_zenith; 'hufnagel_valley': both from the Cn² profile (satqkd.sky.turbulence)",
+    )
+    hv_wind_speed_m_s: float = Field(21.0, ge=0, le=100, description="Hufnagel-Valley rms high-altitude wind (HV 5/7: 21 m/s)")
+    hv_ground_cn2_m23: float = Field(1.7e-14, ge=0, le=1e-11, description="Hufnagel-Valley ground-level Cn² (HV 5/7: 1.7e-14 m^-2/3)")
 
 
 class ReceiverConfig(_Model):

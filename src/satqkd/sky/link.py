@@ -58,6 +58,9 @@ __all__ = [
     "turbulence_loss_db",
     "scintillation_index",
     "scintillation_fading",
+    "lognormal_fading",
+    "config_r0_zenith_m",
+    "config_scintillation_index",
     "receiver_optics_loss_db",
     "background_rate_hz",
     "los_rate_estimate_deg_s",
@@ -215,6 +218,31 @@ def config_atmosphere_loss_db(cfg: MissionConfig, elevation_deg):
     return atmosphere_loss_db(elevation_deg, at.zenith_loss_db)
 
 
+def config_r0_zenith_m(cfg: MissionConfig) -> float:
+    """Fried parameter at zenith at 500 nm for the configured turbulence: ``r0_zenith_m`` (``"fixed"``) or
+    from the Hufnagel–Valley profile (:func:`satqkd.sky.turbulence.fried_parameter_zenith_m`)."""
+    at = cfg.atmosphere
+    if at.turbulence_profile == "hufnagel_valley":
+        from satqkd.sky import turbulence as _turb
+
+        return float(_turb.fried_parameter_zenith_m(500e-9, at.hv_wind_speed_m_s, at.hv_ground_cn2_m23))
+    return float(at.r0_zenith_m)
+
+
+def config_scintillation_index(cfg: MissionConfig, elevation_deg):
+    """Scintillation index along the pass for the configured turbulence: :func:`scintillation_index` from
+    ``scintillation_index_zenith`` (``"fixed"``) or :func:`satqkd.sky.turbulence.scintillation_index` for
+    the receiver aperture (``"hufnagel_valley"``)."""
+    at = cfg.atmosphere
+    if at.turbulence_profile == "hufnagel_valley":
+        from satqkd.sky import turbulence as _turb
+
+        el = np.maximum(_arr(elevation_deg, "elevation_deg", 0.0, 90.0), 1e-3)
+        return _turb.scintillation_index(el, cfg.source.wavelength_nm * 1e-9, cfg.receiver.aperture_m,
+                                         at.hv_wind_speed_m_s, at.hv_ground_cn2_m23)
+    return scintillation_index(elevation_deg, at.scintillation_index_zenith)
+
+
 def fried_parameter_m(elevation_deg, wavelength_nm, r0_zenith_m):
     """Fried parameter r0 along the slant path at wavelength λ.
 
@@ -274,7 +302,12 @@ def scintillation_fading(elevation_deg, index_zenith, rng: np.random.Generator) 
     """One unit-mean log-normal fading factor per sample: ``I = exp(χ)``, χ ~ N(−s²/2, s²),
     ``s² = ln(1 + σ_I²)`` with σ_I² from :func:`scintillation_index` (log-normal model of weak
     turbulence, Andrews & Phillips 2005, §5.2). Samples are independent (one per time step)."""
-    si = np.atleast_1d(np.asarray(scintillation_index(elevation_deg, index_zenith), dtype=float))
+    return lognormal_fading(scintillation_index(elevation_deg, index_zenith), rng)
+
+
+def lognormal_fading(scintillation_index, rng: np.random.Generator) -> np.ndarray:
+    """Unit-mean log-normal fades ``exp(χ)``, χ ~ N(−s²/2, s²), ``s² = ln(1 + σ_I²)``, one per given index."""
+    si = np.atleast_1d(np.asarray(scintillation_index, dtype=float))
     s2 = np.log1p(si)
     return np.exp(rng.standard_normal(si.shape) * np.sqrt(s2) - s2 / 2.0)
 
@@ -381,7 +414,7 @@ def link_budget_db(cfg: MissionConfig, range_m, elevation_deg=None, pointing_sig
         "diffraction": diffraction_loss_db(L, tx.divergence_urad, rx.aperture_m, tx.aperture_m),
         "pointing": jitter_pointing_loss_db(sigma, tx.divergence_urad),
         "atmosphere": config_atmosphere_loss_db(cfg, el),
-        "turbulence": turbulence_loss_db(el, cfg.source.wavelength_nm, at.r0_zenith_m, rx.field_of_view_urad, rx.aperture_m),
+        "turbulence": turbulence_loss_db(el, cfg.source.wavelength_nm, config_r0_zenith_m(cfg), rx.field_of_view_urad, rx.aperture_m),
         "receiver_optics": receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency),
     }
     shape = np.broadcast(L, el, np.asarray(sigma)).shape
@@ -422,10 +455,10 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     e_d, c_comp, c_unc = _pol.misalignment(geometry, cfg.polarization, rng_pol)
 
     turb = np.asarray(
-        turbulence_loss_db(el, cfg.source.wavelength_nm, at.r0_zenith_m, rx.field_of_view_urad, rx.aperture_m), dtype=float
+        turbulence_loss_db(el, cfg.source.wavelength_nm, config_r0_zenith_m(cfg), rx.field_of_view_urad, rx.aperture_m), dtype=float
     )
     if at.turbulence_fading:
-        turb = turb - 10.0 * np.log10(scintillation_fading(el, at.scintillation_index_zenith, rng_fade))
+        turb = turb - 10.0 * np.log10(lognormal_fading(config_scintillation_index(cfg, el), rng_fade))
     loss = {
         "diffraction": np.asarray(diffraction_loss_db(geometry.range_m, tx.divergence_urad, rx.aperture_m, tx.aperture_m), dtype=float),
         "pointing": -10.0 * np.log10(tracking.pointing_transmittance),
