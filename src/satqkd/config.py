@@ -82,11 +82,23 @@ class OrbitConfig(_Model):
         return self
 
 
+class LightDomeConfig(_Model):
+    """One city light dome seen from a station (same form as the [background] city term)."""
+
+    azimuth_deg: float = Field(..., ge=0, lt=360, description="direction of the city")
+    rate_hz: float = Field(..., ge=0, le=1e8, description="counts per detector looking at the city near the horizon")
+    width_deg: float = Field(60.0, gt=0, le=360, description="azimuthal 1/e half-width")
+    scale_height_deg: float = Field(15.0, gt=0, le=90, description="elevation 1/e scale")
+
+
 class GroundStationConfig(_Model):
     name: str = Field(..., min_length=1)
     latitude_deg: float = Field(..., ge=-90, le=90)
     longitude_deg: float = Field(..., ge=-180, le=180)
     altitude_m: float = Field(0.0, ge=-500, le=9000)
+    light_domes: list[LightDomeConfig] | None = Field(
+        None, description="this station's city light domes; if set they replace [background]'s city_* dome (which is Xinglong's)"
+    )
 
 
 class PassConfig(_Model):
@@ -193,6 +205,8 @@ class BackgroundConfig(_Model):
     city_azimuth_deg: float = Field(240.0, ge=0, lt=360, description="direction of the city light dome (Beijing from Xinglong)")
     city_width_deg: float = Field(60.0, gt=0, le=360, description="azimuthal 1/e half-width of the city light dome")
     city_scale_height_deg: float = Field(15.0, gt=0, le=90, description="elevation 1/e scale of the city light dome")
+    moon: bool = Field(False, description="add moonlight (Krisciunas & Schaefer 1991) scaled by sky_rate_hz / dark sky (satqkd.sky.background)")
+    moon_extinction_mag: float = Field(0.172, ge=0, le=2, description="extinction coefficient k of the moonlight model (mag per air mass)")
 
 
 class SourceConfig(_Model):

@@ -63,6 +63,7 @@ __all__ = [
     "config_scintillation_index",
     "receiver_optics_loss_db",
     "background_rate_hz",
+    "config_background_rate_hz",
     "los_rate_estimate_deg_s",
     "link_budget_db",
     "link_series",
@@ -322,7 +323,7 @@ def receiver_optics_loss_db(optics_efficiency):
 # --------------------------------------------------------------------------------------------
 
 
-def background_rate_hz(elevation_deg, azimuth_deg, bg: BackgroundConfig):
+def background_rate_hz(elevation_deg, azimuth_deg, bg: BackgroundConfig, light_domes=None):
     """Stray-light counts per second per detector with the telescope pointing at (elevation, azimuth).
 
     Two *calibrated* terms (the paper only says: night time, spectral/temporal filtering, and QBER
@@ -337,15 +338,40 @@ def background_rate_hz(elevation_deg, azimuth_deg, bg: BackgroundConfig):
       with Δaz the azimuth difference to ``city_azimuth_deg`` wrapped to [−180°, 180°].
 
     Rates are detected counts (after the receiver optics, filters and detector efficiency); the
-    2 ns coincidence window is applied downstream.
+    2 ns coincidence window is applied downstream. ``light_domes`` (a station's
+    ``GroundStationConfig.light_domes``), if given, replaces the ``city_*`` dome by the sum of those
+    domes (:func:`satqkd.sky.background.light_dome_rate_hz`).
     """
     el = _arr(elevation_deg, "elevation_deg", 0.0, 90.0)
     az = _arr(azimuth_deg, "azimuth_deg")
     sky = bg.sky_rate_hz * np.sqrt(np.asarray(airmass(el)))
-    daz = (az - bg.city_azimuth_deg + 180.0) % 360.0 - 180.0
-    city = bg.city_rate_hz * np.exp(-((daz / bg.city_width_deg) ** 2)) * np.exp(-el / bg.city_scale_height_deg)
+    if light_domes is not None:
+        from satqkd.sky.background import light_dome_rate_hz
+
+        city = light_dome_rate_hz(el, az, light_domes)
+    else:
+        daz = (az - bg.city_azimuth_deg + 180.0) % 360.0 - 180.0
+        city = bg.city_rate_hz * np.exp(-((daz / bg.city_width_deg) ** 2)) * np.exp(-el / bg.city_scale_height_deg)
     out = sky + city
     return float(out) if np.ndim(out) == 0 else out
+
+
+def config_background_rate_hz(cfg: MissionConfig, geometry: PassGeometry) -> np.ndarray:
+    """Background counts per detector along a pass: :func:`background_rate_hz` with the station's
+    ``light_domes`` when set, plus moonlight if ``BackgroundConfig.moon``: Krisciunas & Schaefer's
+    brightness toward the satellite (:func:`satqkd.sky.background.moonlight_nl`, Moon position and phase
+    from DE421) × ``sky_rate_hz / DARK_SKY_NL`` (the calibrated sky rate stands for the dark sky)."""
+    bg, st = cfg.background, cfg.station
+    el = _arr(geometry.elevation_deg, "geometry.elevation_deg", 0.0, 90.0)
+    out = np.atleast_1d(np.asarray(background_rate_hz(el, geometry.azimuth_deg, bg, st.light_domes), dtype=float))
+    if bg.moon:
+        from satqkd.sky import background as _bg
+
+        m_el, m_az, phase = _bg.moon_look(st.latitude_deg, st.longitude_deg, st.altitude_m, geometry.start_utc, geometry.t_s)
+        rho = _bg.angular_separation_deg(el, geometry.azimuth_deg, m_el, m_az)
+        b = _bg.moonlight_nl(phase, rho, 90.0 - m_el, 90.0 - el, bg.moon_extinction_mag)
+        out = out + bg.sky_rate_hz * np.asarray(b, dtype=float) / _bg.DARK_SKY_NL
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,7 +498,7 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
         elevation_deg=el.copy(),
         loss_db={k: np.broadcast_to(v, (n,)).astype(float) for k, v in loss.items()},
         detector_efficiency=float(cfg.detectors.efficiency),
-        background_rate_hz=np.atleast_1d(np.asarray(background_rate_hz(el, geometry.azimuth_deg, cfg.background), dtype=float)),
+        background_rate_hz=config_background_rate_hz(cfg, geometry),
         dark_count_hz=float(cfg.detectors.dark_count_hz),
         misalignment=e_d,
         tracking_error_urad=tracking.rms_error_urad,
