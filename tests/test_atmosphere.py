@@ -98,3 +98,12 @@ def test_physical_model_selectable_in_the_link_config():
         config_from_dict({"base": "micius-2016-12-19", "atmosphere": {"model": "modtran"}}, "t")
     with pytest.raises(ConfigError, match="visibility_m"):
         config_from_dict({"base": "micius-2016-12-19", "atmosphere": {"visibility_m": 10.0}}, "t")
+
+
+def test_physical_model_uses_the_station_altitude_and_visibility():
+    x = config_from_dict({"base": "micius-2016-12-19", "atmosphere": {"model": "physical"}}, "t")
+    n = config_from_dict({"base": "micius-2016-12-19", "atmosphere": {"model": "physical"},
+                          "station": {"name": "Nanshan", "latitude_deg": 43.475, "longitude_deg": 87.177,
+                                      "altitude_m": 2030.0, "visibility_m": 40e3}}, "t")
+    assert L.config_atmosphere_loss_db(n, 30.0) == pytest.approx(A.extinction_loss_db(30.0, 848.6e-9, 2030.0, 40e3))
+    assert L.config_atmosphere_loss_db(n, 30.0) < L.config_atmosphere_loss_db(x, 30.0)

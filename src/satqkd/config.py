@@ -96,6 +96,9 @@ class GroundStationConfig(_Model):
     latitude_deg: float = Field(..., ge=-90, le=90)
     longitude_deg: float = Field(..., ge=-180, le=180)
     altitude_m: float = Field(0.0, ge=-500, le=9000)
+    visibility_m: float | None = Field(
+        None, ge=50, le=500_000, description="this station's ground visibility for atmosphere.model = 'physical' (default: atmosphere.visibility_m)"
+    )
     light_domes: list[LightDomeConfig] | None = Field(
         None, description="this station's city light domes; if set they replace [background]'s city_* dome (which is Xinglong's)"
     )

@@ -207,15 +207,15 @@ def config_atmosphere_loss_db(cfg: MissionConfig, elevation_deg):
 
     * ``"calibrated"`` (the Micius preset): :func:`atmosphere_loss_db` with ``zenith_loss_db``;
     * ``"physical"``: :func:`satqkd.sky.atmosphere.extinction_loss_db` at the source wavelength and
-      the station altitude, from ``visibility_m``, ``aerosol_scale_height_m``, ``aerosol_model`` and
+      the station altitude, from the station's ``visibility_m`` (else the atmosphere's), ``aerosol_scale_height_m``, ``aerosol_model`` and
       ``absorption_optical_depth`` (Rayleigh of Bodhaine et al. 1999, aerosol of Kim et al. 2001,
       Kasten–Young air mass at the refracted elevation).
     """
     at = cfg.atmosphere
     if at.model == "physical":
+        vis = cfg.station.visibility_m if cfg.station.visibility_m is not None else at.visibility_m
         return _atm.extinction_loss_db(elevation_deg, cfg.source.wavelength_nm * 1e-9, cfg.station.altitude_m,
-                                       at.visibility_m, at.aerosol_scale_height_m, at.absorption_optical_depth,
-                                       at.aerosol_model)
+                                       vis, at.aerosol_scale_height_m, at.absorption_optical_depth, at.aerosol_model)
     return atmosphere_loss_db(elevation_deg, at.zenith_loss_db)
 
 
