@@ -26,7 +26,6 @@ sky (k = 0.172).
 
 from __future__ import annotations
 
-import math
 from datetime import datetime
 
 import numpy as np
