@@ -279,3 +279,37 @@ def test_passes_agree_with_skyfield_find_events(cfg):
         assert abs((p.start_utc - r).total_seconds()) < 1.0
         assert abs((p.start_utc + timedelta(seconds=p.duration_s) - s).total_seconds()) < 1.0
         assert np.all(np.diff(p.t_s)[:-1] == 5.0)
+
+
+# ------------------------------------------------------------------ satellite-in-shadow rule
+
+
+def test_shadow_rule_cuts_a_pass_that_starts_sunlit(cfg):
+    """Nanshan, 2017-05-10 ~18:55 UTC: a night pass (Sun < −12°) with Micius still sunlit at its start."""
+    from satqkd.config import PassConfig
+
+    st = GroundStationConfig(name="Nanshan", latitude_deg=43.475, longitude_deg=87.177, altitude_m=2030.0)
+    base = dict(search_start_utc=datetime(2017, 5, 10, 18, 0, tzinfo=UTC), search_days=0.1, max_range_km=1200.0)
+    (g0,) = find_passes(cfg.orbit, st, PassConfig(**base), satellite_name="Micius")
+    assert g0.sunlit[0] and not g0.sunlit[-1]  # the rule off (default): the sunlit start is kept
+    n_lit = int(g0.sunlit.sum())
+    assert 10 <= n_lit <= 120
+    (g1,) = find_passes(cfg.orbit, st, PassConfig(**base, satellite_in_shadow=True), satellite_name="Micius")
+    assert not g1.sunlit.any()
+    shift = (g1.start_utc - g0.start_utc).total_seconds()
+    assert shift == pytest.approx(n_lit, abs=1.0)  # the window now opens at the shadow entry
+    end0 = g0.start_utc + timedelta(seconds=float(g0.t_s[-1]))
+    end1 = g1.start_utc + timedelta(seconds=float(g1.t_s[-1]))
+    assert abs((end1 - end0).total_seconds()) < 1e-3  # the end (10° setting) is unchanged
+    # the entry edge is exact: sunlit 5 ms before, eclipsed 5 ms after
+    t = orbit._offset(orbit.timescale().from_datetime(g1.start_utc), np.array([-0.005, 0.005]))
+    sat = satellite_from_config(cfg.orbit, "Micius")
+    assert list(sat.at(t).is_sunlit(orbit.ephemeris())) == [True, False]
+
+
+def test_shadow_rule_off_by_default_keeps_the_paper_pass(cfg, micius):
+    assert cfg.passes.satellite_in_shadow is False
+    cfg2 = cfg.model_copy(deep=True)
+    cfg2.passes.satellite_in_shadow = True
+    g = find_pass(cfg2)  # the 2016-12-19 pass is eclipsed throughout: unchanged
+    assert g.start_utc == micius.start_utc and g.t_s.size == micius.t_s.size

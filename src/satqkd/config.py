@@ -116,12 +116,37 @@ class OrbitConfig(_Model):
             self.__dict__["epoch_utc"] = _utc(self.epoch_utc)
         return self
 
+    @model_validator(mode="after")
+    def _check_tle_columns(self) -> "OrbitConfig":
+        # every fixed column and the checksums (satqkd.sky.tle.check_tle): a bad line is refused
+        # naming the line and the column, e.g. "TLE line 1, column 62: must be blank ... (a field is shifted)"
+        if self.kind == "tle":
+            from satqkd.sky.tle import check_tle
+
+            check_tle(self.tle_line1, self.tle_line2)
+        return self
+
+
+class LightDomeConfig(_Model):
+    """One city light dome seen from a station (same form as the [background] city term)."""
+
+    azimuth_deg: float = Field(..., ge=0, lt=360, description="direction of the city")
+    rate_hz: float = Field(..., ge=0, le=1e8, description="counts per detector looking at the city near the horizon")
+    width_deg: float = Field(60.0, gt=0, le=360, description="azimuthal 1/e half-width")
+    scale_height_deg: float = Field(15.0, gt=0, le=90, description="elevation 1/e scale")
+
 
 class GroundStationConfig(_Model):
     name: str = Field(..., min_length=1)
     latitude_deg: float = Field(..., ge=-90, le=90)
     longitude_deg: float = Field(..., ge=-180, le=180)
     altitude_m: float = Field(0.0, ge=-500, le=9000)
+    visibility_m: float | None = Field(
+        None, ge=50, le=500_000, description="this station's ground visibility for atmosphere.model = 'physical' (default: atmosphere.visibility_m)"
+    )
+    light_domes: list[LightDomeConfig] | None = Field(
+        None, description="this station's city light domes; if set they replace [background]'s city_* dome (which is Xinglong's)"
+    )
 
 
 class PassConfig(_Model):
@@ -137,6 +162,9 @@ class PassConfig(_Model):
         None, gt=0, le=50_000, description="if set, QKD only while the range is below this (the paper's data: < 1200 km)"
     )
     time_step_s: float = Field(1.0, gt=0, le=60, description="geometry sampling step")
+    satellite_in_shadow: bool = Field(
+        False, description="QKD only while the satellite is in Earth's shadow: the window is cut to its eclipsed part (off: the paper's rules)"
+    )
 
     @field_validator("search_start_utc")
     @classmethod
@@ -185,10 +213,26 @@ class AptConfig(_Model):
 class AtmosphereConfig(_Model):
     """Extinction and turbulence. The paper gives no zenith numbers: these are calibrated fields."""
 
+    model: Literal["calibrated", "physical"] = Field(
+        "calibrated",
+        description="'calibrated': zenith_loss_db × air mass; 'physical': Rayleigh + aerosol (visibility) + absorption (satqkd.sky.atmosphere)",
+    )
     zenith_loss_db: float = Field(1.0, ge=0, le=30, description="clear-sky zenith extinction at the QKD wavelength (calibrated)")
+    visibility_m: float = Field(23_000.0, ge=50, le=500_000, description="ground visibility at the station (model 'physical'; 23 km = 'clear')")
+    aerosol_scale_height_m: float = Field(1200.0, gt=0, le=20_000, description="aerosol scale height (model 'physical'; Elterman 1968)")
+    aerosol_model: Literal["kim", "kruse"] = Field("kim", description="wavelength exponent of the aerosol extinction (model 'physical')")
+    absorption_optical_depth: float = Field(
+        0.0, ge=0, le=5, description="zenith optical depth of molecular absorption lines at the wavelength (model 'physical'; assumed)"
+    )
     r0_zenith_m: float = Field(0.05, gt=0, le=1, description="Fried parameter at zenith at 500 nm (calibrated)")
     turbulence_fading: bool = Field(False, description="draw log-normal scintillation per time step (seeded)")
     scintillation_index_zenith: float = Field(0.05, ge=0, le=2)
+    turbulence_profile: Literal["fixed", "hufnagel_valley"] = Field(
+        "fixed",
+        description="'fixed': r0_zenith_m and scintillation_index_zenith; 'hufnagel_valley': both from the Cn² profile (satqkd.sky.turbulence)",
+    )
+    hv_wind_speed_m_s: float = Field(21.0, ge=0, le=100, description="Hufnagel-Valley rms high-altitude wind (HV 5/7: 21 m/s)")
+    hv_ground_cn2_m23: float = Field(1.7e-14, ge=0, le=1e-11, description="Hufnagel-Valley ground-level Cn² (HV 5/7: 1.7e-14 m^-2/3)")
 
 
 class ReceiverConfig(_Model):
@@ -220,6 +264,8 @@ class BackgroundConfig(_Model):
     city_azimuth_deg: float = Field(240.0, ge=0, lt=360, description="direction of the city light dome (Beijing from Xinglong)")
     city_width_deg: float = Field(60.0, gt=0, le=360, description="azimuthal 1/e half-width of the city light dome")
     city_scale_height_deg: float = Field(15.0, gt=0, le=90, description="elevation 1/e scale of the city light dome")
+    moon: bool = Field(False, description="add moonlight (Krisciunas & Schaefer 1991) scaled by sky_rate_hz / dark sky (satqkd.sky.background)")
+    moon_extinction_mag: float = Field(0.172, ge=0, le=2, description="extinction coefficient k of the moonlight model (mag per air mass)")
 
 
 class SourceConfig(_Model):

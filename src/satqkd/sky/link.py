@@ -40,6 +40,7 @@ import math
 import numpy as np
 
 from satqkd.config import BackgroundConfig, MissionConfig
+from satqkd.sky import atmosphere as _atm
 from satqkd.records import LinkSeries, PassGeometry
 
 __all__ = [
@@ -51,13 +52,18 @@ __all__ = [
     "jitter_pointing_loss_db",
     "airmass",
     "atmosphere_loss_db",
+    "config_atmosphere_loss_db",
     "fried_parameter_m",
     "seeing_fwhm_urad",
     "turbulence_loss_db",
     "scintillation_index",
     "scintillation_fading",
+    "lognormal_fading",
+    "config_r0_zenith_m",
+    "config_scintillation_index",
     "receiver_optics_loss_db",
     "background_rate_hz",
+    "config_background_rate_hz",
     "los_rate_estimate_deg_s",
     "link_budget_db",
     "link_series",
@@ -179,12 +185,9 @@ def airmass(elevation_deg):
 
     ``X = 1 / (cos z + 0.50572 (96.07995° − z)^−1.6364)`` with z = 90° − elevation in degrees;
     finite at the horizon (X ≈ 38) and within 0.5 % of sec z above 30° elevation.
-    ``elevation_deg`` must lie in [0, 90].
+    ``elevation_deg`` must lie in [0, 90]. (The same function as :func:`satqkd.sky.atmosphere.airmass`.)
     """
-    e = _arr(elevation_deg, "elevation_deg", 0.0, 90.0)
-    z = 90.0 - e
-    out = 1.0 / (np.cos(np.radians(z)) + 0.50572 * (96.07995 - z) ** -1.6364)
-    return float(out) if out.ndim == 0 else out
+    return _atm.airmass(elevation_deg)
 
 
 def atmosphere_loss_db(elevation_deg, zenith_loss_db):
@@ -197,6 +200,48 @@ def atmosphere_loss_db(elevation_deg, zenith_loss_db):
     z = _arr(zenith_loss_db, "zenith_loss_db", 0.0)
     out = z * np.asarray(airmass(elevation_deg))
     return float(out) if np.ndim(out) == 0 else out
+
+
+def config_atmosphere_loss_db(cfg: MissionConfig, elevation_deg):
+    """Clear-sky extinction (dB) along the slant path for the configured ``AtmosphereConfig.model``.
+
+    * ``"calibrated"`` (the Micius preset): :func:`atmosphere_loss_db` with ``zenith_loss_db``;
+    * ``"physical"``: :func:`satqkd.sky.atmosphere.extinction_loss_db` at the source wavelength and
+      the station altitude, from the station's ``visibility_m`` (else the atmosphere's), ``aerosol_scale_height_m``, ``aerosol_model`` and
+      ``absorption_optical_depth`` (Rayleigh of Bodhaine et al. 1999, aerosol of Kim et al. 2001,
+      Kasten–Young air mass at the refracted elevation).
+    """
+    at = cfg.atmosphere
+    if at.model == "physical":
+        vis = cfg.station.visibility_m if cfg.station.visibility_m is not None else at.visibility_m
+        return _atm.extinction_loss_db(elevation_deg, cfg.source.wavelength_nm * 1e-9, cfg.station.altitude_m,
+                                       vis, at.aerosol_scale_height_m, at.absorption_optical_depth, at.aerosol_model)
+    return atmosphere_loss_db(elevation_deg, at.zenith_loss_db)
+
+
+def config_r0_zenith_m(cfg: MissionConfig) -> float:
+    """Fried parameter at zenith at 500 nm for the configured turbulence: ``r0_zenith_m`` (``"fixed"``) or
+    from the Hufnagel–Valley profile (:func:`satqkd.sky.turbulence.fried_parameter_zenith_m`)."""
+    at = cfg.atmosphere
+    if at.turbulence_profile == "hufnagel_valley":
+        from satqkd.sky import turbulence as _turb
+
+        return float(_turb.fried_parameter_zenith_m(500e-9, at.hv_wind_speed_m_s, at.hv_ground_cn2_m23))
+    return float(at.r0_zenith_m)
+
+
+def config_scintillation_index(cfg: MissionConfig, elevation_deg):
+    """Scintillation index along the pass for the configured turbulence: :func:`scintillation_index` from
+    ``scintillation_index_zenith`` (``"fixed"``) or :func:`satqkd.sky.turbulence.scintillation_index` for
+    the receiver aperture (``"hufnagel_valley"``)."""
+    at = cfg.atmosphere
+    if at.turbulence_profile == "hufnagel_valley":
+        from satqkd.sky import turbulence as _turb
+
+        el = np.maximum(_arr(elevation_deg, "elevation_deg", 0.0, 90.0), 1e-3)
+        return _turb.scintillation_index(el, cfg.source.wavelength_nm * 1e-9, cfg.receiver.aperture_m,
+                                         at.hv_wind_speed_m_s, at.hv_ground_cn2_m23)
+    return scintillation_index(elevation_deg, at.scintillation_index_zenith)
 
 
 def fried_parameter_m(elevation_deg, wavelength_nm, r0_zenith_m):
@@ -258,7 +303,12 @@ def scintillation_fading(elevation_deg, index_zenith, rng: np.random.Generator) 
     """One unit-mean log-normal fading factor per sample: ``I = exp(χ)``, χ ~ N(−s²/2, s²),
     ``s² = ln(1 + σ_I²)`` with σ_I² from :func:`scintillation_index` (log-normal model of weak
     turbulence, Andrews & Phillips 2005, §5.2). Samples are independent (one per time step)."""
-    si = np.atleast_1d(np.asarray(scintillation_index(elevation_deg, index_zenith), dtype=float))
+    return lognormal_fading(scintillation_index(elevation_deg, index_zenith), rng)
+
+
+def lognormal_fading(scintillation_index, rng: np.random.Generator) -> np.ndarray:
+    """Unit-mean log-normal fades ``exp(χ)``, χ ~ N(−s²/2, s²), ``s² = ln(1 + σ_I²)``, one per given index."""
+    si = np.atleast_1d(np.asarray(scintillation_index, dtype=float))
     s2 = np.log1p(si)
     return np.exp(rng.standard_normal(si.shape) * np.sqrt(s2) - s2 / 2.0)
 
@@ -273,7 +323,7 @@ def receiver_optics_loss_db(optics_efficiency):
 # --------------------------------------------------------------------------------------------
 
 
-def background_rate_hz(elevation_deg, azimuth_deg, bg: BackgroundConfig):
+def background_rate_hz(elevation_deg, azimuth_deg, bg: BackgroundConfig, light_domes=None):
     """Stray-light counts per second per detector with the telescope pointing at (elevation, azimuth).
 
     Two *calibrated* terms (the paper only says: night time, spectral/temporal filtering, and QBER
@@ -288,15 +338,40 @@ def background_rate_hz(elevation_deg, azimuth_deg, bg: BackgroundConfig):
       with Δaz the azimuth difference to ``city_azimuth_deg`` wrapped to [−180°, 180°].
 
     Rates are detected counts (after the receiver optics, filters and detector efficiency); the
-    2 ns coincidence window is applied downstream.
+    2 ns coincidence window is applied downstream. ``light_domes`` (a station's
+    ``GroundStationConfig.light_domes``), if given, replaces the ``city_*`` dome by the sum of those
+    domes (:func:`satqkd.sky.background.light_dome_rate_hz`).
     """
     el = _arr(elevation_deg, "elevation_deg", 0.0, 90.0)
     az = _arr(azimuth_deg, "azimuth_deg")
     sky = bg.sky_rate_hz * np.sqrt(np.asarray(airmass(el)))
-    daz = (az - bg.city_azimuth_deg + 180.0) % 360.0 - 180.0
-    city = bg.city_rate_hz * np.exp(-((daz / bg.city_width_deg) ** 2)) * np.exp(-el / bg.city_scale_height_deg)
+    if light_domes is not None:
+        from satqkd.sky.background import light_dome_rate_hz
+
+        city = light_dome_rate_hz(el, az, light_domes)
+    else:
+        daz = (az - bg.city_azimuth_deg + 180.0) % 360.0 - 180.0
+        city = bg.city_rate_hz * np.exp(-((daz / bg.city_width_deg) ** 2)) * np.exp(-el / bg.city_scale_height_deg)
     out = sky + city
     return float(out) if np.ndim(out) == 0 else out
+
+
+def config_background_rate_hz(cfg: MissionConfig, geometry: PassGeometry) -> np.ndarray:
+    """Background counts per detector along a pass: :func:`background_rate_hz` with the station's
+    ``light_domes`` when set, plus moonlight if ``BackgroundConfig.moon``: Krisciunas & Schaefer's
+    brightness toward the satellite (:func:`satqkd.sky.background.moonlight_nl`, Moon position and phase
+    from DE421) × ``sky_rate_hz / DARK_SKY_NL`` (the calibrated sky rate stands for the dark sky)."""
+    bg, st = cfg.background, cfg.station
+    el = _arr(geometry.elevation_deg, "geometry.elevation_deg", 0.0, 90.0)
+    out = np.atleast_1d(np.asarray(background_rate_hz(el, geometry.azimuth_deg, bg, st.light_domes), dtype=float))
+    if bg.moon:
+        from satqkd.sky import background as _bg
+
+        m_el, m_az, phase = _bg.moon_look(st.latitude_deg, st.longitude_deg, st.altitude_m, geometry.start_utc, geometry.t_s)
+        rho = _bg.angular_separation_deg(el, geometry.azimuth_deg, m_el, m_az)
+        b = _bg.moonlight_nl(phase, rho, 90.0 - m_el, 90.0 - el, bg.moon_extinction_mag)
+        out = out + bg.sky_rate_hz * np.asarray(b, dtype=float) / _bg.DARK_SKY_NL
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -364,8 +439,8 @@ def link_budget_db(cfg: MissionConfig, range_m, elevation_deg=None, pointing_sig
     out = {
         "diffraction": diffraction_loss_db(L, tx.divergence_urad, rx.aperture_m, tx.aperture_m),
         "pointing": jitter_pointing_loss_db(sigma, tx.divergence_urad),
-        "atmosphere": atmosphere_loss_db(el, at.zenith_loss_db),
-        "turbulence": turbulence_loss_db(el, cfg.source.wavelength_nm, at.r0_zenith_m, rx.field_of_view_urad, rx.aperture_m),
+        "atmosphere": config_atmosphere_loss_db(cfg, el),
+        "turbulence": turbulence_loss_db(el, cfg.source.wavelength_nm, config_r0_zenith_m(cfg), rx.field_of_view_urad, rx.aperture_m),
         "receiver_optics": receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency),
     }
     shape = np.broadcast(L, el, np.asarray(sigma)).shape
@@ -383,7 +458,7 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     * diffraction: :func:`diffraction_loss_db` at each range;
     * pointing: mean of ``exp(−2θ²/θ_w²)`` over the high-rate samples of the simulated two-stage
       tracking loop in each time step (:func:`satqkd.sky.apt.track`);
-    * atmosphere: :func:`atmosphere_loss_db`; turbulence: :func:`turbulence_loss_db`, times a
+    * atmosphere: :func:`config_atmosphere_loss_db` (calibrated or physical model); turbulence: :func:`turbulence_loss_db`, times a
       unit-mean log-normal fade per step if ``AtmosphereConfig.turbulence_fading``;
     * receiver optics: :func:`receiver_optics_loss_db` (× transmitter optics efficiency);
     * background: :func:`background_rate_hz` toward the satellite; dark counts from the detectors;
@@ -406,14 +481,14 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     e_d, c_comp, c_unc = _pol.misalignment(geometry, cfg.polarization, rng_pol)
 
     turb = np.asarray(
-        turbulence_loss_db(el, cfg.source.wavelength_nm, at.r0_zenith_m, rx.field_of_view_urad, rx.aperture_m), dtype=float
+        turbulence_loss_db(el, cfg.source.wavelength_nm, config_r0_zenith_m(cfg), rx.field_of_view_urad, rx.aperture_m), dtype=float
     )
     if at.turbulence_fading:
-        turb = turb - 10.0 * np.log10(scintillation_fading(el, at.scintillation_index_zenith, rng_fade))
+        turb = turb - 10.0 * np.log10(lognormal_fading(config_scintillation_index(cfg, el), rng_fade))
     loss = {
         "diffraction": np.asarray(diffraction_loss_db(geometry.range_m, tx.divergence_urad, rx.aperture_m, tx.aperture_m), dtype=float),
         "pointing": -10.0 * np.log10(tracking.pointing_transmittance),
-        "atmosphere": np.asarray(atmosphere_loss_db(el, at.zenith_loss_db), dtype=float),
+        "atmosphere": np.asarray(config_atmosphere_loss_db(cfg, el), dtype=float),
         "turbulence": turb,
         "receiver_optics": np.full(n, receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency)),
     }
@@ -423,7 +498,7 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
         elevation_deg=el.copy(),
         loss_db={k: np.broadcast_to(v, (n,)).astype(float) for k, v in loss.items()},
         detector_efficiency=float(cfg.detectors.efficiency),
-        background_rate_hz=np.atleast_1d(np.asarray(background_rate_hz(el, geometry.azimuth_deg, cfg.background), dtype=float)),
+        background_rate_hz=config_background_rate_hz(cfg, geometry),
         dark_count_hz=float(cfg.detectors.dark_count_hz),
         misalignment=e_d,
         tracking_error_urad=tracking.rms_error_urad,
