@@ -64,7 +64,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import MissionConfig
+from .config import DEFAULT_EC_METHOD, MissionConfig
 from .keys.relay import RelayAnnouncement, relay_announcement, run_standin_relay, station_apply
 from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, key_id_for
 from .postprocess.authentication import HASH_KEY_BITS, P127, PAD_BITS, AuthenticationError, KeyPool, forgery_bound
@@ -259,7 +259,7 @@ def run_pass(
     geometry: PassGeometry,
     seed: int,
     *,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     window_s: float | None = None,
 ) -> PassOutcome:
@@ -661,7 +661,7 @@ def run_relay(
     *,
     progress: Callable[[float, float], None] | None = None,
     window_s: float | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     tamper: dict[str, Tamper] | None = None,
 ) -> RelayResult:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import MissionConfig
+from ..config import DEFAULT_EC_METHOD, MissionConfig
 from ..postprocess.authentication import KeyPool
 from ..quantum.timing import synchronise
 from ..records import RawRecords
@@ -88,7 +88,7 @@ def split_raw(raw: RawRecords) -> tuple[AliceData, RawRecords]:
     return alice, raw
 
 
-def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = "chernoff") -> ProtocolOptions:
+def protocol_options(cfg: MissionConfig, ec: str = DEFAULT_EC_METHOD, finite_key: str = "chernoff") -> ProtocolOptions:
     """The public protocol parameters both parties derive from the mission configuration."""
     if ec not in EC_METHODS:
         raise ValueError(f"ec must be one of {EC_METHODS}, got {ec!r}")
@@ -120,7 +120,7 @@ def postprocess(
     cfg: MissionConfig,
     *,
     seed: int = 0,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     one_way_delay_s: float | None = None,
     tamper=None,

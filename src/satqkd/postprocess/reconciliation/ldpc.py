@@ -1167,6 +1167,16 @@ FRAME_LENGTH = 2**18
 #: ``LDPC_MAX_RETRIES`` use the same values).
 REVEAL_STEP = 300
 MAX_RETRIES = 8
+#: The reveal step doubles every this many retries (public schedule, :func:`reveal_step_for`): a
+#: QBER estimate 30 % low (short passes: few decoy errors) costs a few thousand items per frame.
+STEP_DOUBLING = 4
+
+
+def reveal_step_for(retry: int, base: int = REVEAL_STEP) -> int:
+    """Items revealed per failed frame at retry ``retry`` (0-based): ``base · 2^⌊retry/STEP_DOUBLING⌋``.
+
+    A public schedule (both parties compute it from the retry counter), so it discloses nothing."""
+    return int(base) << (int(retry) // STEP_DOUBLING)
 #: A mother code is used unmodified when that starts a frame at most this much above the code's
 #: start efficiency (rather than shortening a higher-rate code more).
 START_SLACK = 0.012
@@ -1671,18 +1681,19 @@ def reconcile(
     patience: int = 12,
     code_seed: int = 0,
     decoder: str = "layered",
-    targeted: bool = True,
+    targeted: bool = False,
     threads: int | None = None,
 ) -> ECResult:
     """Blind rate-adaptive LDPC reconciliation between an in-memory Alice and Bob.
 
-    Messages (as in :mod:`satqkd.protocol.parties`): Alice → Bob all syndromes; Bob → Alice the
-    bitmap of failed frames (one round trip, needed even with ``max_retries = 0`` so both drop the
-    same frames); per retry, Alice → Bob ``reveal_step`` reveal items of each failed frame, Bob →
-    Alice the new bitmap. With ``targeted`` Bob also names the items he wants
-    (:meth:`LdpcBob.requests`: checks that are unsatisfied or least reliable) instead of taking
-    them in the public order. ``leak_bits = Σ_frames (m − rank H_P) + Σ revealed`` counted from those
-    messages.
+    Messages (as in :mod:`satqkd.protocol.parties`, one-way): Alice → Bob all syndromes; Bob →
+    Alice one success/failure flag per frame (one round trip, needed even with ``max_retries = 0``
+    so both drop the same frames); per retry, Alice → Bob the next ``reveal_step`` items of each
+    failed frame in its public order (fixed before decoding), Bob → Alice a flag per such frame.
+    ``leak_by_party = {"alice": Σ_frames (m − rank H_P) + Σ revealed, "bob": Σ flags}``, counted
+    from those messages; ``leak_bits`` is their sum. With ``targeted`` (two-way, not used by the
+    protocol) Bob also names the items he wants (:meth:`LdpcBob.requests`: chosen from his
+    decoder state, hence charged too, ``⌈log2(n + m)⌉`` bits per named item).
 
     ``rng`` is Alice's private randomness for punctured positions (default: fresh OS entropy).
     ``efficiency`` overrides the start efficiency ``f₀`` of :func:`plan_frames`. ``threads``:
@@ -1711,34 +1722,42 @@ def reconcile(
     leak = sum(pl.syndrome_leak for pl in plans)
     bytes_down = sum(packed_bytes(s.size) for s in syn)
     failed = bob.on_syndromes(syn)
-    bytes_up = packed_bytes(failed.size)
+    # Bob → Alice: one success/failure flag per open frame per round (charged: his only message
+    # in the one-way protocol); named requests (targeted) are charged at their index width
+    open_ = np.arange(len(plans))
+    leak_bob = open_.size
+    bytes_up = packed_bytes(open_.size)
     trips = 1
     revealed = 0
     retries = 0
     steps = np.zeros(len(plans), dtype=np.int64)
     while failed.any() and retries < max_retries:
         frames = np.flatnonzero(failed)
+        step = reveal_step_for(retries, reveal_step)
         if targeted:
-            req = bob.requests(frames, reveal_step)
-            bytes_up += sum(packed_bytes(r.size * _index_bits(plans[f].code)) for r, f in zip(req, frames))
+            req = bob.requests(frames, step)
+            named_bits = sum(r.size * _index_bits(plans[f].code) for r, f in zip(req, frames))
+            bytes_up += packed_bytes(named_bits)
+            leak_bob += named_bits
             vals = [None] * frames.size
             named = [k for k, r in enumerate(req) if r.size]
             public = [k for k, r in enumerate(req) if not r.size]
             if named:
-                for k, v in zip(named, alice.reveal(frames[named], reveal_step, items=[req[k] for k in named])):
+                for k, v in zip(named, alice.reveal(frames[named], step, items=[req[k] for k in named])):
                     vals[k] = v
             if public:
-                for k, v in zip(public, alice.reveal(frames[public], reveal_step)):
+                for k, v in zip(public, alice.reveal(frames[public], step)):
                     vals[k] = v
         else:
-            vals = alice.reveal(frames, reveal_step)
+            vals = alice.reveal(frames, step)
         if sum(v.size for v in vals) == 0:
             break
         steps[frames] += 1
         revealed += sum(v.size for v in vals)
         bytes_down += sum(packed_bytes(v.size) for v in vals)
         failed = bob.on_reveal(frames, vals)
-        bytes_up += packed_bytes(failed.size)
+        bytes_up += packed_bytes(frames.size)
+        leak_bob += frames.size
         trips += 1
         retries += 1
     leak += revealed
@@ -1751,7 +1770,8 @@ def reconcile(
         method="ldpc",
         bob_bits=bits,
         keep_mask=keep,
-        leak_bits=int(leak),
+        leak_bits=int(leak + leak_bob),
+        leak_by_party={"alice": int(leak), "bob": int(leak_bob)},
         round_trips=trips,
         bytes_up=int(bytes_up),
         bytes_down=int(bytes_down),
