@@ -432,6 +432,7 @@ def test_decoding_threads_do_not_change_the_result_and_requests_match_their_defi
 
 
 def test_layered_decoder_agrees_with_ldpc_package():
+    pytest.importorskip("ldpc", reason="the ldpc package is an optional extra ('.[baseline]', in '.[dev]')")
     n, q = 20_000, 0.03
     a, b = _noisy(n, q, 4)
     kw = dict(frame_length=10_240, efficiency=1.25, max_retries=0, max_iter=100, patience=100)

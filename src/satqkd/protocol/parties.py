@@ -63,9 +63,10 @@ REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
 #: transcript mode, or verify, verify_result, pa_seed in each mode
 REMAINING_TAGS = {"transcript": 2, "each": 3}
 KEY_INTENSITY = 0  # the signal state carries the key
-#: LDPC retries: bits revealed per failed frame and per retry (the module's step); 16 retries leave
-#: margin when the QBER estimate is a few percent low at QBER ≥ 3 %
-LDPC_MAX_RETRIES = 16
+#: LDPC retries (items per failed frame and retry: ``ldpc.reveal_step_for``, 300 doubling after 12
+#: retries): 20 retries reveal up to 8,400 items per frame, enough when the decoy-based QBER
+#: prediction is 30 % low (40 s passes)
+LDPC_MAX_RETRIES = 20
 #: LDPC frames are planned for this fraction of the predicted QBER: the blind retries add what a
 #: frame lacks, whereas a syndrome planned for too high a QBER cannot be taken back (one-way). The
 #: decoy-based prediction is noisy on short passes (±30 % on 40 s) but low on average (full pass:
