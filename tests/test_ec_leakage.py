@@ -89,6 +89,37 @@ def test_both_parties_disclosures_are_charged_as_measured_on_the_wire(raw, ec, m
     from satqkd.postprocess.reconciliation import binary_entropy
 
     assert r.ec_efficiency() == pytest.approx(b.leak_ec_bits / (b.sifted_key_bits * binary_entropy(b.qber)))
+    # summary.json fields and the key budget (both parts; the budget still adds up)
+    from satqkd.outputs import key_budget, postprocess_summary
+
+    s = postprocess_summary(r)
+    assert s["leak_ec_bits_by_party"] == b.leak_ec_bits_by_party
+    assert sum(s["leak_ec_bits_by_party"].values()) == s["leak_ec_bits"]
+    assert s["ec_efficiency"] == r.ec_efficiency()
+    budget = key_budget(r)
+    assert budget["error correction (Alice's messages)"] == b.leak_ec_bits_by_party["alice"]
+    assert budget["error correction (Bob's messages)"] == b.leak_ec_bits_by_party["bob"]
+    assert sum(budget.values()) == b.sifted_key_bits
+
+
+def test_party_summary_carries_the_leak_by_party():
+    from types import SimpleNamespace
+
+    from satqkd.outputs import party_summary
+    from satqkd.protocol.parties import PartyOutcome
+
+    o = PartyOutcome("bob", sifted_key_bits=100_000, qber=0.011, leak_ec_bits=9_600,
+                     leak_ec_bits_by_party={"alice": 9_500, "bob": 100})
+    run = SimpleNamespace(role="bob", peer="alice", ok=False, abort_reason="x", outcome=o, stats=None,
+                          auth_bits_used=0, pool_id="p", pool_insecure=True, pool_offset_before=0,
+                          pool_offset_after=0, pool_bits_skipped=0, pool_bits_reserved=0, pool_bits_left=0,
+                          seconds={})
+    s = party_summary(run, "ldpc", "chernoff", 1)
+    assert s["leak_ec_bits_by_party"] == {"alice": 9_500, "bob": 100}
+    assert sum(s["leak_ec_bits_by_party"].values()) == s["leak_ec_bits"] == 9_600
+    from satqkd.postprocess.reconciliation import binary_entropy
+
+    assert s["ec_efficiency"] == pytest.approx(9_600 / (100_000 * binary_entropy(0.011)))
 
 
 def test_cascade_charges_bob_one_outcome_per_parity(raw):

@@ -27,15 +27,20 @@ actually has and no safety margin is needed.
   evolution, splitting the first 25 % of the checks of the rate-0.909 ensemble moves its BP
   threshold from 0.0110 to 0.0140 at ``f* ≈ 1.08`` — whereas a revealed key bit costs one bit for
   ``h(QBER)`` ≈ 0.08 bit of Bob's uncertainty, and random extra checks barely move the threshold.
-  Items come in a public order (punctured, checks in random order, key bits last) or — with
-  :meth:`LdpcBob.requests` — Bob names them: the checks unsatisfied or least reliable under his
-  stuck decoder (Bob's choice depends on the error pattern only, as in Cascade's bisection or
-  the reliability-driven reveals of symmetric blind reconciliation, Kiktenko et al., Phys. Rev.
-  Applied 8, 044017 (2017)); this saves about one step per frame. Bob continues BP from his
-  previous messages (warm start). Frames still failing after ``max_retries`` are dropped by both.
-* Leakage, counted from what is sent: per frame ``m − rank(H_P)`` for the syndrome (punctured
-  random bits pad ``rank(H_P)`` syndrome dimensions — "Blind reconciliation", eqs. (3)–(4)) plus
-  one bit per revealed item. The punctured set is *untainted* (no check has two punctured
+  Items come in a **public order fixed before decoding** (``FramePlan.reveal_order``: punctured,
+  checks in an order drawn from the public code seed, key bits last), so the protocol is one-way:
+  Bob's only messages are the success/failure flags, one per open frame and round, and they are
+  charged (``leak_by_party["bob"]``). The step is a public schedule (:func:`reveal_step_for`).
+  Optionally (``targeted=True``, not used by the protocol) Bob names the items: the checks
+  unsatisfied or least reliable under his stuck decoder (as in the reliability-driven reveals of
+  symmetric blind reconciliation, Kiktenko et al., Phys. Rev. Applied 8, 044017 (2017)). That choice
+  is a function of his decoder state, i.e. of his string, so it is two-way and each named item is
+  charged at its index width (Tupkary & Lütkenhaus, Phys. Rev. Applied 20, 064040 (2023)). Bob
+  continues BP from his previous messages (warm start). Frames still failing after
+  ``max_retries`` are dropped by both.
+* Leakage, counted from what is sent: Alice's share per frame ``m − rank(H_P)`` for the syndrome
+  (punctured random bits pad ``rank(H_P)`` syndrome dimensions — "Blind reconciliation", eqs.
+  (3)–(4)) plus one bit per revealed item; Bob's share one bit per flag. The punctured set is *untainted* (no check has two punctured
   neighbours; Elkouss, Martinez-Mateo, Martin, IEEE Wireless Commun. Lett. 1, 585 (2012)), so
   ``rank(H_P) = p`` by construction (each punctured column owns a private row); it is computed
   anyway.
@@ -1163,10 +1168,13 @@ def gf2_rank(M: sp.spmatrix | np.ndarray) -> int:
 # --------------------------------------------------------------------------------------------
 #: Default mother-code length (bits per frame). Longer frames decode closer to the threshold.
 FRAME_LENGTH = 2**18
-#: Reveal items per failed frame and retry, and the retry limit (``parties.LDPC_REVEAL_STEP`` /
-#: ``LDPC_MAX_RETRIES`` use the same values).
+#: Reveal items per failed frame and retry (first step of :func:`reveal_step_for`), and the retry
+#: limit of :func:`reconcile` (the protocol's is ``parties.LDPC_MAX_RETRIES``, the same).
 REVEAL_STEP = 300
-MAX_RETRIES = 8
+MAX_RETRIES = 20
+#: Retries assumed by the start-efficiency rule (:func:`_start_efficiency`), kept at the value the
+#: rule was tuned with when the retry limit became 20 (same frame plans as before)
+_PLAN_RETRIES = 8
 #: The reveal step doubles every this many retries (public schedule, :func:`reveal_step_for`): a
 #: QBER estimate 30 % low (short passes: few decoy errors) costs a few thousand items per frame.
 #: Measured on the default pass' numbers (1.65 Mbit, QBER 1.10 %, estimate 0.996 %, 2^18-bit
@@ -1245,12 +1253,12 @@ def _start_efficiency(name: str, key_len: int, h: float, targeted: bool) -> floa
     ``Δ = REVEAL_STEP/(K h)`` in efficiency) is a small part of the frame's leak, so that a typical
     frame (decoding at about ``f₀ + 0.02`` with targeted requests) needs ~2 steps; with the public
     order (less efficient, occasional frames need up to ``f ≈ f₀ + 0.06``) also so that such a
-    frame decodes within ``MAX_RETRIES − 2`` steps."""
+    frame decodes within ``_PLAN_RETRIES − 2`` steps."""
     step_f = REVEAL_STEP / (max(key_len, 1) * h)
     f0 = START_EFFICIENCY[name]
     out = max(f0, f0 + 0.02 - 2.0 * step_f)
     if not targeted:
-        out = max(out, f0 + 0.06 - (MAX_RETRIES - 2) * step_f)
+        out = max(out, f0 + 0.06 - (_PLAN_RETRIES - 2) * step_f)
     return out
 
 
