@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..config import MissionConfig
+from ..config import DEFAULT_EC_METHOD, MissionConfig
 from ..postprocess.authentication import PAD_BITS
 from ..quantum.timing import synchronise
 from ..records import RawRecords
@@ -97,7 +97,7 @@ def run_alice(
     endpoint: Endpoint,
     *,
     seed: int | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
 ) -> PartyOutcome:
     """The satellite's side over ``endpoint`` (which holds Alice's copy of the authentication pool).
@@ -123,7 +123,7 @@ def run_bob(
     endpoint: Endpoint,
     *,
     seed: int | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
 ) -> PartyOutcome:
     """The ground station's side over ``endpoint``.
@@ -331,7 +331,7 @@ def run_party(
     listen: tuple[str, int] | None = None,
     connect: tuple[str, int] | None = None,
     seed: int | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     timeout_s: float = 120.0,
     message_timeout_s: float = 600.0,
