@@ -59,11 +59,12 @@ class PostprocessResult:
         return self.alice.abort_reason or self.bob.abort_reason
 
     def ec_efficiency(self) -> float | None:
-        """``f = leak / (n · h(QBER))`` with the QBER Bob measured while correcting."""
+        """``f = leak / (n · h(QBER))`` with the total leak (both parties) and the QBER Bob measured
+        while correcting; ``None`` when undefined (no key bits, QBER 0 or ≥ 0.5)."""
         from ..postprocess.reconciliation.result import binary_entropy
 
         b = self.bob
-        if not b.sifted_key_bits or not b.qber:
+        if not b.sifted_key_bits or not b.qber or not 0 < b.qber < 0.5:  # (dropped LDPC frames count as errors)
             return None
         return float(b.leak_ec_bits / (b.sifted_key_bits * binary_entropy(b.qber)))
 
