@@ -1197,10 +1197,14 @@ STEP_DOUBLING = 12
 
 
 def reveal_step_for(retry: int, base: int = REVEAL_STEP) -> int:
-    """Items revealed per failed frame at retry ``retry`` (0-based): ``base · 2^⌊retry/STEP_DOUBLING⌋``.
+    """Items revealed per failed frame at retry ``retry`` (0-based): ``base`` for the first
+    :data:`STEP_DOUBLING` retries, then doubling every 4 retries (``base · 2^(1 + ⌊(retry −
+    STEP_DOUBLING)/4⌋)``), so that a QBER prediction off by 2× (decoys hit by an attack) still
+    ends in decoded frames within 28 retries (≈ 40,000 items per frame).
 
     A public schedule (both parties compute it from the retry counter), so it discloses nothing."""
-    return int(base) << (int(retry) // STEP_DOUBLING)
+    r = int(retry)
+    return int(base) if r < STEP_DOUBLING else int(base) << (1 + (r - STEP_DOUBLING) // 4)
 #: A mother code is used unmodified when that starts a frame at most this much above the code's
 #: start efficiency (rather than shortening a higher-rate code more).
 START_SLACK = 0.012
