@@ -293,6 +293,11 @@ def test_zero_fraction_is_the_honest_sampler(geometry, honest):
 def test_intercept_resend_gives_quarter_qber_and_no_key(geometry, honest):
     sim, r = _run(geometry, "intercept_resend", 1.0)
     assert sim.raw.meta["attack"] == "intercept_resend"
+    # the default one-way LDPC aborts on the QBER predicted from the test bits, before correcting
+    assert not r.ok and r.final_key_bits == 0 and "QBER predicted" in r.abort_reason
+    assert r.alice.key is None and r.bob.key is None
+    # Cascade corrects anything, so it measures the QBER on the key bits
+    r = postprocess(sim.raw, _cfg("intercept_resend"), seed=SEED, ec="cascade")
     assert 0.245 < r.bob.qber < 0.262  # 1/4 + e_d/2 + background
     assert not r.ok and r.final_key_bits == 0 and "QBER" in r.abort_reason
     assert r.alice.key is None and r.bob.key is None

@@ -106,12 +106,13 @@ def test_leak_equals_bits_alice_disclosed():
         mism = send("bob", bob.on_parities(send("alice", alice.parities())))
         sent["trips"] += 1
         bob.on_syndromes(send("alice", alice.syndromes(mism)))
-    assert res.leak_bits == sent["alice"]
+    assert res.leak_by_party == {"alice": sent["alice"], "bob": sent["bob"]}
+    assert res.leak_bits == sent["alice"] + sent["bob"]
     assert res.round_trips == sent["trips"]
     assert np.array_equal(res.bob_bits, bob.bits)
     # and the same number from the public pass history: Σ (blocks + flagged·m)
     hist = res.details["passes"]
-    assert res.leak_bits == sum(-(-a.size // (1 << m)) + k * m for m, k in hist)
+    assert res.leak_by_party["alice"] == sum(-(-a.size // (1 << m)) + k * m for m, k in hist)
     assert res.bytes_up == sum((-(-a.size // (1 << m)) + 7) // 8 for m, _ in hist)
 
 
@@ -123,8 +124,10 @@ def test_reconcile_corrects_all_errors_with_winnow_efficiency(q):
     assert res.residual_errors == 0
     assert np.array_equal(res.bob_bits, a)
     f = res.efficiency(q_true)
-    # Slepian–Wolf: f ≥ 1 for any method; Winnow is known to sit at ~1.2–1.6 here
-    assert 1.0 < f < 1.6
+    f_alice = res.leak_by_party["alice"] / (a.size * binary_entropy(q_true))
+    # Slepian–Wolf: f ≥ 1 for any method; Winnow's parities and syndromes alone sit at ~1.2–1.6
+    # here, Bob's bitmaps add one bit per block
+    assert 1.0 < f_alice < 1.6 and f_alice < f < 2.4
     assert res.keep_mask is None and res.n_key_bits == a.size
     assert res.round_trips == res.n_frames  # one Bob reply per pass
 
@@ -142,7 +145,8 @@ def test_no_errors_costs_only_the_quiet_checks():
     a, _ = _noisy(10_000, 0.01, 2)
     res = reconcile(a, a.copy(), 0.01, seed=1, quiet_passes=3)
     assert res.n_frames == 3 and res.residual_errors == 0
-    assert res.leak_bits == sum(-(-a.size // (1 << m)) for m, _ in res.details["passes"])
+    blocks = sum(-(-a.size // (1 << m)) for m, _ in res.details["passes"])
+    assert res.leak_by_party == {"alice": blocks, "bob": blocks}  # parities, and Bob's all-even bitmaps
 
 
 @settings(max_examples=25, deadline=None)
@@ -152,7 +156,9 @@ def test_property_leak_accounting_and_lengths(n, q, seed):
     res = reconcile(a, b, q, seed=seed)
     hist = res.details["passes"]
     assert res.bob_bits.shape == a.shape and res.bob_bits.dtype == np.uint8
-    assert res.leak_bits == sum(-(-n // (1 << m)) + k * m for m, k in hist)
+    assert res.leak_by_party["alice"] == sum(-(-n // (1 << m)) + k * m for m, k in hist)
+    assert res.leak_by_party["bob"] == sum(-(-n // (1 << m)) for m, _ in hist)
+    assert res.leak_bits == sum(res.leak_by_party.values())
     assert set(np.unique(res.bob_bits)) <= {0, 1}
 
 

@@ -22,7 +22,7 @@ def short_raws():
 
 
 def test_keys_identical_over_twenty_seeds(short_raws):
-    sizes = []
+    sizes, effs = [], []
     for seed, raw in enumerate(short_raws):
         r = postprocess(raw, CFG, seed=seed)
         assert r.ok, r.abort_reason
@@ -31,8 +31,12 @@ def test_keys_identical_over_twenty_seeds(short_raws):
         sizes.append(r.final_key_bits)
         eps = sum(r.bob.epsilon_parts.values())
         assert eps <= CFG.security.epsilon * (1 + 1e-12)
-        assert r.ec_efficiency() < 1.15
+        effs.append(r.ec_efficiency())
     assert min(sizes) > 0
+    # default one-way LDPC on 40 s cuts (QBER ≈ 0.6 %): the syndrome is planned from the decoy-based
+    # QBER prediction, which is noisy here (±30 %); an overestimate cannot be taken back (measured:
+    # f = 1.07–1.33 over these seeds, both parties' bits counted)
+    assert max(effs) < 1.4 and np.median(effs) < 1.2
     # different seeds, different keys
     k0 = postprocess(short_raws[0], CFG, seed=0).alice.key
     k1 = postprocess(short_raws[1], CFG, seed=1).alice.key
@@ -51,7 +55,8 @@ def test_final_key_is_unbiased_and_budget_adds_up(short_raws):
 
 
 def test_leak_equals_disclosed_parities(short_raws):
-    """Cascade's leakage is the number of parity bits Alice actually sent (counted on the wire)."""
+    """Cascade's leakage is the parity bits Alice sent plus Bob's comparison outcomes (one per
+    parity) and his verification reply, all counted on the wire."""
     from satqkd.postprocess.reconciliation import cascade
 
     counted = {"answers": 0}
@@ -64,11 +69,12 @@ def test_leak_equals_disclosed_parities(short_raws):
 
     cascade.CascadeAlice.answer = counting
     try:
-        r = postprocess(short_raws[2], CFG, seed=2)
+        r = postprocess(short_raws[2], CFG, seed=2, ec="cascade")
     finally:
         cascade.CascadeAlice.answer = original
     assert r.ok
-    assert r.alice.leak_ec_bits == counted["answers"] == r.bob.leak_ec_bits
+    assert r.alice.leak_ec_bits_by_party == r.bob.leak_ec_bits_by_party == {"alice": counted["answers"], "bob": counted["answers"] + 1}
+    assert r.alice.leak_ec_bits == 2 * counted["answers"] + 1 == r.bob.leak_ec_bits
 
 
 @pytest.mark.parametrize("direction, index", [("up", 0), ("down", 0), ("up", 1), ("down", 3), ("up", 5), ("down", 7)])
@@ -157,58 +163,13 @@ def test_keys_are_written_only_after_verification(tmp_path, short_raws):
     assert not (tmp_path / "bad" / "keys").exists()
 
 
-@pytest.mark.parametrize("ec", ["hamming", "ldpc"])
+@pytest.mark.parametrize("ec", ["hamming", "cascade"])
 def test_other_error_correction_methods_agree(short_raws, ec):
     r = postprocess(short_raws[6], CFG, seed=6, ec=ec)
     assert r.ok, r.abort_reason
     assert r.keys_match
-    # the paper's Hamming/Winnow leaks more than Cascade: shorter key
-    c = postprocess(short_raws[6], CFG, seed=6, ec="cascade")
-    assert r.final_key_bits < c.final_key_bits
-
-
-def test_ldpc_targeted_requests_leak_only_the_revealed_values(short_raws, monkeypatch):
-    """LDPC in the protocol: Bob names the items he wants; leak = syndrome leak + every value Alice revealed."""
-    from satqkd.postprocess.reconciliation import ldpc
-
-    seen = {"revealed": 0, "named": 0, "syndrome_leak": 0}
-    reveal, requests, syndromes = ldpc.LdpcAlice.reveal, ldpc.LdpcBob.requests, ldpc.LdpcAlice.syndromes
-
-    def counting_reveal(self, frames, count, items=None):
-        vals = reveal(self, frames, count, items=items)
-        seen["revealed"] += sum(v.size for v in vals)
-        return vals
-
-    def counting_requests(self, frames, count):
-        req = requests(self, frames, count)
-        seen["named"] += sum(r.size for r in req)
-        return req
-
-    def counting_syndromes(self):
-        seen["syndrome_leak"] = sum(pl.syndrome_leak for pl in self.plans)
-        return syndromes(self)
-
-    monkeypatch.setattr(ldpc.LdpcAlice, "reveal", counting_reveal)
-    monkeypatch.setattr(ldpc.LdpcBob, "requests", counting_requests)
-    monkeypatch.setattr(ldpc.LdpcAlice, "syndromes", counting_syndromes)
-    r = postprocess(short_raws[7], CFG, seed=7, ec="ldpc")
-    assert r.ok and r.keys_match, r.abort_reason
-    assert seen["named"] > 0  # the start rate is aggressive: some frames needed requested items
-    # every frame decoded here, so no dropped frame adds its bits to the leak
-    assert r.alice.leak_ec_bits == r.bob.leak_ec_bits == seen["syndrome_leak"] + seen["revealed"]
-
-
-def test_ldpc_request_for_a_key_position_aborts_with_no_key(short_raws, monkeypatch):
-    """Alice reveals only punctured positions and check halves: a request naming a key bit ends the run."""
-    from satqkd.postprocess.reconciliation import ldpc
-
-    def greedy(self, frames, count):
-        return [np.asarray(self.plans[f].key_pos[:count], dtype=np.int64) for f in frames]
-
-    monkeypatch.setattr(ldpc.LdpcBob, "requests", greedy)
-    monkeypatch.setattr(ldpc, "START_EFFICIENCY", {k: 0.9 for k in ldpc.START_EFFICIENCY})  # force retries
-    r = postprocess(short_raws[8], CFG, seed=8, ec="ldpc")
-    assert not r.ok
-    assert r.alice.key is None and r.bob.key is None
-    assert "only punctured positions may be requested" in r.alice.abort_reason
-    assert "peer aborted" in r.bob.abort_reason
+    # with both parties' disclosures charged, the two-way methods leave a shorter key than the
+    # default one-way LDPC
+    d = postprocess(short_raws[6], CFG, seed=6)
+    assert d.options.ec_method == "ldpc"
+    assert r.final_key_bits < d.final_key_bits

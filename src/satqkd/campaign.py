@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from . import relay_job
-from .config import MissionConfig
+from .config import DEFAULT_EC_METHOD, MissionConfig
 from .records import PassGeometry
 
 __all__ = [
@@ -94,7 +94,7 @@ def check_campaign_args(
     workers: int = 1,
     scheduler=None,
     clear_sky_probability: float = 1.0,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
 ) -> None:
     """Raise ``ValueError`` naming the argument and its allowed range (``ImportError`` for a missing Dask)."""
@@ -477,7 +477,7 @@ def run_campaign(
     workers: int = 1,
     scheduler=None,
     clear_sky_probability: float = 1.0,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     progress: Callable[[float, float], None] | None = None,
 ) -> CampaignResult:

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .config import ConfigError, MissionConfig, list_presets, load_config, load_preset, preset_text
+from .config import DEFAULT_EC_METHOD, ConfigError, MissionConfig, list_presets, load_config, load_preset, preset_text
 
 console = Console(stderr=True)
 out_console = Console()
@@ -527,7 +527,7 @@ def run(
     config: Optional[Path] = typer.Option(None, help="mission TOML file"),
     seed: int = typer.Option(0, min=0, help="random seed"),
     out: Path = typer.Option(Path("out/run"), help="output directory"),
-    ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+    ec: str = typer.Option(DEFAULT_EC_METHOD, help="error correction: cascade | ldpc | hamming"),
     finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
     figures: bool = typer.Option(True, help="write the PNG figures"),
     store: Optional[Path] = typer.Option(None, help="deposit the ground station's final key in this key store (SQLite)"),
@@ -570,7 +570,7 @@ def postprocess_cmd(
     config: Optional[Path] = typer.Option(None, help="mission TOML file"),
     seed: int = typer.Option(0, min=0, help="random seed of the protocol's own draws"),
     out: Path = typer.Option(Path("out/postprocess"), help="output directory"),
-    ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+    ec: str = typer.Option(DEFAULT_EC_METHOD, help="error correction: cascade | ldpc | hamming"),
     finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
     store: Optional[Path] = typer.Option(None, help="deposit the ground station's final key in this key store (SQLite)"),
     sat_store: Optional[Path] = typer.Option(None, help="deposit the satellite's final key in this key store"),
@@ -611,7 +611,7 @@ def campaign(
     workers: int = typer.Option(1, min=1, max=1024, help="local worker processes (1: run in this process)"),
     scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://host:8786 (needs the dask extra of satqkd)"),
     clear_sky: float = typer.Option(1.0, "--clear-sky", min=0.0, max=1.0, help="probability that a night is clear"),
-    ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+    ec: str = typer.Option(DEFAULT_EC_METHOD, help="error correction: cascade | ldpc | hamming"),
     finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
     figures: bool = typer.Option(True, help="write campaign.png, key_vs_elevation.png and peak_rate_vs_range.png "
                                               "(relay: relay_campaign.png and those per station)"),
@@ -730,7 +730,7 @@ def bench_postprocess(
     bits: int = typer.Option(1_000_000, min=1000, max=100_000_000, help="key length"),
     qber: float = typer.Option(0.011, min=0.0001, max=0.2, help="bit error rate of Bob's copy"),
     seed: int = typer.Option(0, min=0),
-    ec: str = typer.Option("cascade", help="cascade | ldpc | hamming"),
+    ec: str = typer.Option(DEFAULT_EC_METHOD, help="cascade | ldpc | hamming"),
     pa_fraction: float = typer.Option(0.3, min=0.01, max=1.0, help="output length / input length of privacy amplification"),
     json_out: bool = typer.Option(False, "--json", help="print JSON only"),
 ) -> None:
@@ -1170,7 +1170,7 @@ def _party_command(role: str):
         preset: Optional[str] = typer.Option(None, help="preset the records were simulated with (default micius-2016-12-19)"),
         config: Optional[Path] = typer.Option(None, help="mission TOML file"),
         seed: Optional[int] = typer.Option(None, min=0, help="reproducible protocol draws (tests, demos; equals `postprocess --seed`); default: fresh OS randomness"),
-        ec: str = typer.Option("cascade", help="error correction: cascade | ldpc | hamming"),
+        ec: str = typer.Option(DEFAULT_EC_METHOD, help="error correction: cascade | ldpc | hamming"),
         finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
         timeout_s: float = typer.Option(120.0, "--timeout-s", min=0.1, help="how long to wait for the peer to connect / listen"),
         message_timeout_s: float = typer.Option(600.0, "--message-timeout-s", min=0.1, help="how long to wait for each protocol message"),

@@ -25,12 +25,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 __all__ = [
+    "DEFAULT_EC_METHOD",
     "ConfigError",
     "MissionConfig",
     "load_config",
     "load_preset",
     "list_presets",
 ]
+
+#: Error correction used when none is named: one-way rate-adaptive LDPC. Chosen by measurement —
+#: the longest final key on the default pass with every bit either party discloses charged (README,
+#: "Error correction"; ``benchmarks/ec_table.py``): Bob's Cascade outcomes and Winnow bitmaps cost as
+#: much as Alice's parities, LDPC's only costs Bob's success flags.
+DEFAULT_EC_METHOD = "ldpc"
 
 
 class ConfigError(ValueError):

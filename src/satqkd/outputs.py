@@ -65,6 +65,7 @@ def postprocess_summary(res) -> dict:
         "sifted_key_bits": b.sifted_key_bits,
         "qber_key": b.qber,
         "leak_ec_bits": b.leak_ec_bits,
+        "leak_ec_bits_by_party": dict(b.leak_ec_bits_by_party),
         "ec_efficiency": f,
         "ec_method": res.options.ec_method,
         "finite_key_method": res.options.finite_key,
@@ -92,7 +93,7 @@ def key_budget(res) -> dict[str, int]:
     parts = {
         "multi-photon and decoy-bound slack": n - s01,
         "phase error (single photons)": s01 - est.entropy_bits,
-        "error correction": est.leak_ec_bits,
+        **_ec_budget(b, est),
         "error verification": est.ev_tag_bits + est.disclosure_bits,
         "finite-size / smoothing (ε terms)": est.pa_cost_bits,
         "authentication": est.extra_cost_bits,
@@ -103,6 +104,14 @@ def key_budget(res) -> dict[str, int]:
     # what the rounding of each term (and of ℓ) leaves, so that the budget adds up exactly
     out["rounding"] = n - sum(out.values())
     return out
+
+
+def _ec_budget(b, est) -> dict[str, float]:
+    """The error-correction line of the budget, split into what each party disclosed."""
+    by = dict(b.leak_ec_bits_by_party or {})
+    if set(by) != {"alice", "bob"} or sum(by.values()) != est.leak_ec_bits:
+        return {"error correction": est.leak_ec_bits}
+    return {"error correction (Alice's messages)": by["alice"], "error correction (Bob's messages)": by["bob"]}
 
 
 def write_keys(res, out: str | Path) -> list[Path]:
@@ -132,6 +141,9 @@ def party_summary(run, ec: str, finite_key: str, seed: int | None) -> dict:
         "sifted_key_bits": o.sifted_key_bits if o is not None else 0,
         "qber_key": o.qber if o is not None else None,
         "leak_ec_bits": o.leak_ec_bits if o is not None else 0,
+        "leak_ec_bits_by_party": dict(o.leak_ec_bits_by_party) if o is not None and o.leak_ec_bits_by_party
+        else {"alice": 0, "bob": 0},
+        "ec_efficiency": _party_efficiency(o),
         "verification_tag_bits": o.verification_tag_bits if o is not None else 0,
         "ec_method": ec,
         "finite_key_method": finite_key,
@@ -158,6 +170,15 @@ def party_summary(run, ec: str, finite_key: str, seed: int | None) -> dict:
         "stage_seconds": {**{k: round(v, 4) for k, v in run.seconds.items()},
                           **({f"party_{k}": round(v, 4) for k, v in o.stage_seconds.items()} if o is not None else {})},
     }
+
+
+def _party_efficiency(o) -> float | None:
+    """``f = leak / (n · h(QBER))`` of one party's run, with the total leak (both parties)."""
+    from .postprocess.reconciliation.result import binary_entropy
+
+    if o is None or not o.sifted_key_bits or not o.qber or not 0 < o.qber < 0.5:
+        return None
+    return float(o.leak_ec_bits / (o.sifted_key_bits * binary_entropy(o.qber)))
 
 
 def write_party_key(role: str, key, out: str | Path) -> Path:

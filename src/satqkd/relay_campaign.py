@@ -79,7 +79,7 @@ from .campaign import (
     plot_peak_rate_vs_range,
     write_csv,
 )
-from .config import MissionConfig
+from .config import DEFAULT_EC_METHOD, MissionConfig
 from .keys.relay import RelayAnnouncement
 from .keys.store import Segment, key_id_for
 from .relay_job import AUTH_BITS_PER_LINK, announcement_bytes, relay_forgery_bound, relay_length_bits
@@ -421,7 +421,7 @@ def run_relay_campaign(
     workers: int = 1,
     scheduler=None,
     clear_sky_probability: float = 1.0,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     progress: Callable[[float, float], None] | None = None,
 ) -> RelayCampaignResult:

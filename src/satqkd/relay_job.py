@@ -85,7 +85,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import MissionConfig
+from .config import DEFAULT_EC_METHOD, MissionConfig
 from .faults import crash_point
 from .keys.relay import RelayAnnouncement, deposit_pair, relay_announcement, run_standin_relay, station_apply
 from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, direction_window, key_id_for
@@ -283,7 +283,7 @@ def run_pass(
     geometry: PassGeometry,
     seed: int,
     *,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     window_s: float | None = None,
 ) -> PassOutcome:
@@ -861,7 +861,7 @@ def run_relay(
     *,
     progress: Callable[[float, float], None] | None = None,
     window_s: float | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     tamper: dict[str, Tamper] | None = None,
 ) -> RelayResult:

@@ -18,8 +18,14 @@ they start with). Every message is
   then spends 2 pads per checkpoint instead of 2 per round trip. A bad tag raises
   :class:`AuthenticationError` and the endpoint refuses further use (the party must abort). The
   sequence numbers make a replayed, reordered, dropped or reflected message fail too;
-* **accounted** — bytes and messages per direction, round trips, and the time the traffic takes
-  on the paper's RF link (:class:`ChannelStats`).
+* **accounted** — bytes and messages per direction, round trips, the time the traffic takes
+  on the paper's RF link, and the **bits of content** of every message per direction and kind
+  (:class:`ChannelStats`, :meth:`Endpoint.content_bits`): one bit per element of every bool array
+  and one per bool scalar in the payload. Bit strings travel as bool fields, so this is what a
+  party disclosed in bits; the protocol charges error-correction leakage from it (both
+  directions), never from a formula. Integer fields (positions, sizes, counts) are not counted:
+  the protocol must argue each one is a function of public data and of bits already counted
+  (``docs/finite-key.md``, "EC leakage").
 
 Directions: ``"down"`` = Alice → Bob (satellite → ground, ``ClassicalLinkConfig.downlink_bps``,
 4 Mbit/s in the paper), ``"up"`` = Bob → Alice (``uplink_bps``, 1 Mbit/s).
@@ -59,7 +65,7 @@ import queue
 import socket
 import struct
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -79,6 +85,7 @@ __all__ = [
     "PeerAborted",
     "AuthenticationError",
     "ChannelStats",
+    "content_bits",
     "Endpoint",
     "QueueEndpoint",
     "TcpEndpoint",
@@ -348,10 +355,34 @@ class ChannelStats:
     round_trips: int = 0
     link_time_s: float = 0.0
     auth_key_bits: int = 0
+    #: ``{direction: {kind: bits}}``: content bits (bool elements) of every message this endpoint
+    #: sent or received, per direction and message kind (see :func:`content_bits`)
+    content_bits: dict = field(default_factory=dict)
 
     @property
     def bytes_total(self) -> int:
         return self.bytes_up + self.bytes_down
+
+    def bits(self, direction: str, kinds: "tuple[str, ...] | None" = None) -> int:
+        """Content bits sent in ``direction`` (``"up"`` Bob → Alice, ``"down"`` Alice → Bob) in
+        messages of the given kinds (all kinds if ``None``)."""
+        per = self.content_bits.get(direction, {})
+        return int(sum(v for k, v in per.items() if kinds is None or k in kinds))
+
+
+def content_bits(payload: dict[str, Any]) -> int:
+    """Bits of content of a payload: one per element of each bool array, one per bool scalar.
+
+    >>> content_bits({"flags": np.array([True, False, True]), "done": True, "n": 7})
+    4
+    """
+    n = 0
+    for v in payload.values():
+        if isinstance(v, (bool, np.bool_)):
+            n += 1
+        elif isinstance(v, np.ndarray) and v.dtype.kind == "b":
+            n += int(v.size)
+    return n
 
 
 # ---- endpoints ----------------------------------------------------------------------------------
@@ -401,6 +432,7 @@ class Endpoint(ABC):
         self.auth = Authenticator(auth_pool, role=role)
         self._bytes = {"up": 0, "down": 0}
         self._msgs = {"up": 0, "down": 0}
+        self._content: dict[str, dict[str, int]] = {"up": {}, "down": {}}
         self._round_trips = 0
         self._last_dir: str | None = None
         self._link_time = 0.0
@@ -453,7 +485,17 @@ class Endpoint(ABC):
             round_trips=self._round_trips,
             link_time_s=self._link_time,
             auth_key_bits=self.auth.consumed_bits,
+            content_bits={d: dict(v) for d, v in self._content.items()},
         )
+
+    def _count_content(self, direction: str, kind: str, payload: dict) -> None:
+        per = self._content[direction]
+        per[kind] = per.get(kind, 0) + content_bits(payload)
+
+    def content_bits(self, direction: str, kinds: "tuple[str, ...] | None" = None) -> int:
+        """Content bits of the messages sent so far in ``direction`` of the given kinds
+        (:meth:`ChannelStats.bits`); each endpoint counts what it sent and what it received."""
+        return self.stats.bits(direction, kinds)
 
     def _header(self, direction: str, seq: int) -> bytes:
         return b"SQK" + _HEADER_DIR[direction] + seq.to_bytes(8, "big")
@@ -472,6 +514,7 @@ class Endpoint(ABC):
         body = encode(Message(kind, payload))
         d = self.out_direction
         seq = self._msgs[d]
+        self._count_content(d, kind, payload)
         if self.auth_mode == "each":
             frame = body + self.auth.tag(self._header(d, seq) + body)
         elif kind == _CHECKPOINT_KIND:  # transcript mode: the flag byte marks a checkpoint, which
@@ -525,6 +568,7 @@ class Endpoint(ABC):
         if msg.kind not in kinds:
             self._failed = f"unexpected message kind {msg.kind!r}"
             raise ProtocolError(f"{self.role} expected {' or '.join(map(repr, kinds))}, got {msg.kind!r}")
+        self._count_content(d, msg.kind, msg.payload)
         return msg.payload
 
     # -- transcript authentication --

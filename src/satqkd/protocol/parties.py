@@ -11,15 +11,18 @@ down sifting        Alice's bases and intensity labels of those pulses, her bits
                     events outside the key set (``[security] key_intensities``: vacuum only by
                     default, decoy and vacuum for a signal key), emitted pulses per intensity,
                     the public seed of error correction
-up   test_errors    Bob's error counts on those disclosed events per basis and intensity
- ⇅   ec_*           error correction (Cascade: Bob's parity queries, Alice's answers; LDPC:
-                    Alice's syndromes, Bob's failed-frame bitmap and named reveal requests,
-                    Alice's revealed values; Hamming/Winnow: their own exchange), leakage
-                    counted from Alice's disclosed bits
+up   test_errors    Bob's error counts on the disclosed (test) events per basis and intensity
+ ⇅   ec_*           error correction (LDPC, one-way: Alice's syndromes, Bob's success flag per
+                    open frame, Alice's next items in each failed frame's public reveal order;
+                    Cascade: Bob's queries with his comparison outcomes, Alice's parities;
+                    Hamming/Winnow: parities, Bob's mismatch bitmaps, syndromes). Leakage is
+                    every content bit either party sent in these messages, read from the
+                    channel's accounting (:func:`ec_leak_by_party`; docs/finite-key.md §12)
 up   ec_done        Bob's error counts of the key events per basis and key class — public, charged
                     by the estimation (⌈log2(n+1)⌉ bits each)
 down verify         Alice's fresh hash key and the tag of her key (ε_cor)
-up   verify_result  match or not: a mismatch discards the block, no key is output
+up   verify_result  match or not: a mismatch discards the block, no key is output (1 bit,
+                    charged to Bob with his EC messages)
 down pa_seed        Alice's Toeplitz seed; both hash to the final length ℓ
 down checkpoint     Alice's final transcript tag
 up   checkpoint     Bob's final transcript tag (sent only after he verified Alice's)
@@ -66,13 +69,15 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import DEFAULT_EC_METHOD
 from ..postprocess import amplification, estimation, verification
 from ..postprocess.authentication import PAD_BITS, AuthenticationError
 from ..postprocess.sifting import count_table, error_table
 from .channel import ChannelError, Endpoint
 from .compress import decode_sorted, encode_sorted, pack_2bit, unpack_2bit
 
-__all__ = ["AliceData", "BobData", "ProtocolOptions", "PartyOutcome", "alice_party", "bob_party"]
+__all__ = ["AliceData", "BobData", "ProtocolOptions", "PartyOutcome", "alice_party", "bob_party", "ec_leak_by_party",
+           "EC_KINDS", "VERIFY_RESULT_BITS"]
 
 #: pool bits the run still consumes once the key length is fixed: the final checkpoint (2 pads)
 #: in transcript mode, or the pads of verify, verify_result, pa_seed (≤ 2 lane pairs) per message
@@ -81,9 +86,20 @@ REMAINING_AUTH_BITS = {"transcript": 2 * PAD_BITS, "each": 4 * PAD_BITS}
 #: transcript mode, or verify, verify_result, pa_seed in each mode
 REMAINING_TAGS = {"transcript": 2, "each": 3}
 KEY_INTENSITY = 0  # the signal state (always part of the key set; the set is ProtocolOptions.key_classes)
-#: LDPC retries: bits revealed per failed frame and per retry (the module's step); 16 retries leave
-#: margin when the QBER estimate is a few percent low at QBER ≥ 3 %
-LDPC_MAX_RETRIES = 16
+#: LDPC retries (items per failed frame and retry: ``ldpc.reveal_step_for``, 300 for 12 retries, then
+#: doubling every 4): 28 retries reveal up to ≈ 40,000 items per frame — enough when the decoy-based
+#: QBER prediction is 30 % low (40 s passes) or half the true QBER (full photon-number splitting: 1.8 %
+#: predicted, 3.7 % true), so the run reaches its statistics instead of dropping every frame
+LDPC_MAX_RETRIES = 28
+#: LDPC frames are planned for this fraction of the predicted QBER: the blind retries add what a
+#: frame lacks, whereas a syndrome planned for too high a QBER cannot be taken back (one-way). The
+#: decoy-based prediction is noisy on short passes (±30 % on 40 s) but low on average (full pass:
+#: 0.996 % for 1.102 %), and 0.8 cost 1 % of f there (measured), so 1.0
+LDPC_PLAN_QBER_FACTOR = 1.0
+#: message kinds of error correction; every content bit of them is charged (ec_leak_by_party)
+EC_KINDS = ("ec_query", "ec_answer", "ec_end", "ec_parities", "ec_mismatch", "ec_syndromes", "ec_failed", "ec_reveal")
+#: Bob's verification reply (match / no match), charged to him with his EC messages
+VERIFY_RESULT_BITS = 1
 #: pool bits of the key-confirmation acknowledgement (one tag; the authenticator takes pads in lane pairs)
 CONFIRM_AUTH_BITS = 2 * PAD_BITS
 KEY_STATES = ("released", "pending", "none")
@@ -120,7 +136,7 @@ class ProtocolOptions:
     intensities: tuple[float, ...] = (0.8, 0.1, 0.0)
     probabilities: tuple[float, ...] = (0.5, 0.25, 0.25)
     intensity_fluctuation: float = 0.05
-    ec_method: str = "cascade"
+    ec_method: str = DEFAULT_EC_METHOD
     finite_key: str = "chernoff"
     epsilon: float = 1e-9
     epsilon_cor: float = 1e-12
@@ -148,6 +164,8 @@ class PartyOutcome:
     sifted_key_bits: int = 0
     qber: float | None = None
     leak_ec_bits: int = 0
+    #: ``{"alice": bits, "bob": bits}``: who disclosed what (sums to ``leak_ec_bits``)
+    leak_ec_bits_by_party: dict = field(default_factory=dict)
     ec_result: object | None = None
     estimate: object | None = None
     verification_tag_bits: int = 0
@@ -285,21 +303,24 @@ def alice_party(
         errs = ep.recv("test_errors")
         m_tab = np.asarray(errs["m"], dtype=np.int64).reshape(2, k)
         qber_est = predicted_key_qber(n_tab, m_tab, np.bincount(a_int, minlength=k), np.asarray(data.emitted), opts)
+        _check_predicted_qber(qber_est, opts)
         key_bits = a_bit[key]
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
         # --- error correction: Alice holds the reference key
-        leak, keep = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng)
+        keep, padded = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng)
         done = ep.recv("ec_done")
         ep.checkpoint()
         m_sig = np.asarray(done["m_signal"], dtype=np.int64).reshape(2, -1)
         if m_sig.shape[1] != len(opts.key_classes):
             raise ProtocolAbort(f"ec_done carries {m_sig.shape[1]} error counts per basis for {len(opts.key_classes)} key classes")
         m_tab[:, list(opts.key_classes)] = m_sig
+        dropped = 0
         if keep is not None:  # frames dropped by LDPC: their bits count as disclosed (chain rule)
-            leak += int(np.count_nonzero(~keep))
+            dropped = int(np.count_nonzero(~keep))
             key_bits = key_bits[keep]
-        out.leak_ec_bits = leak
+        out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded)
+        leak = out.leak_ec_bits = sum(out.leak_ec_bits_by_party.values())
         st.mark("error_correction")
         _finish(out, ep, st, "alice", key_bits, n_tab, m_tab, np.asarray(data.emitted, dtype=np.int64), opts, rng, leak,
                 confirm, keeper)
@@ -308,63 +329,50 @@ def alice_party(
 
 
 def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float, rng):
-    """Alice's side of error correction; returns (leaked bits, keep mask or None)."""
+    """Alice's side of error correction; returns ``(keep mask or None, padded bits)``.
+
+    The keep mask (LDPC) marks the frames that decoded; the padded bits are the syndrome
+    dimensions one-time-padded by her private punctured bits (LDPC: ``Σ rank H_P``, else 0).
+    What is disclosed is not returned: :func:`ec_leak_by_party` reads it from the channel."""
     from ..postprocess import reconciliation as rec
 
     if opts.ec_method == "cascade":
         alice = rec.CascadeAlice(key_bits, rec.CascadeParams(seed=seed))
-        leak = 0
         while True:
             msg = ep.recv(("ec_query", "ec_end"))
             if "queries" not in msg:
-                return leak, None
+                return None, 0
             ans = alice.answer(rec.cascade.decode_queries(msg["queries"]))
-            leak += int(ans.size)
-            ep.send("ec_answer", parities=rec.cascade.encode_answers(ans), m=int(ans.size))
+            ep.send("ec_answer", parities=ans.astype(bool))
     if opts.ec_method == "hamming":
         alice = rec.HammingAlice(key_bits, qber_est, seed)
-        leak = 0
         while not alice.done:
             par = alice.parities()
             ep.send("ec_parities", parities=par.astype(bool))
             mism = np.asarray(ep.recv("ec_mismatch")["mismatch"], dtype=bool)
             syn = alice.syndromes(mism)
-            ep.send("ec_syndromes", syndromes=np.asarray(syn).astype(bool), done=bool(alice.done))
-            leak += int(par.size) + int(np.asarray(syn).size)
-        return leak, None
+            ep.send("ec_syndromes", syndromes=np.asarray(syn).astype(bool))
+        return None, 0
     if opts.ec_method == "ldpc":
-        plans = rec.plan_frames(key_bits.size, qber_est, targeted=True)
+        plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(qber_est, opts), targeted=False)
         alice = rec.LdpcAlice(key_bits, plans, seed, rng)
         syn = alice.syndromes()
         ep.send("ec_syndromes", syndromes=np.concatenate(syn).astype(bool), sizes=np.array([x.size for x in syn]))
-        leak = int(sum(pl.syndrome_leak for pl in plans))
-        step = rec.ldpc.REVEAL_STEP
-        while True:
+        open_ = np.ones(len(plans), dtype=bool)  # frames whose outcome is not yet final (public)
+        for attempt in range(LDPC_MAX_RETRIES + 1):
             failed = np.asarray(ep.recv("ec_failed")["failed"], dtype=bool)
-            if failed.size != len(plans):
-                raise ProtocolAbort(f"failure bitmap of {failed.size} frames for {len(plans)} frames")
-            if not failed.any():
+            if failed.size != int(open_.sum()):
+                raise ProtocolAbort(f"failure flags for {failed.size} frames, {int(open_.sum())} are open")
+            frames = np.flatnonzero(open_)[failed]
+            open_[:] = False
+            open_[frames] = True
+            if not frames.size or attempt == LDPC_MAX_RETRIES:
                 break
-            cont = ep.recv("ec_continue")
-            if not bool(cont["more"]):
-                break
-            frames = np.flatnonzero(failed)
-            # Bob names the items he wants (LdpcBob.requests; an empty request: the public order)
-            req = _split(cont["items"], cont["sizes"], np.int64)
-            if len(req) != frames.size or any(r.size > step for r in req):
-                raise ProtocolAbort(f"reveal requests must name ≤ {step} items for each of the {frames.size} failed frames")
-            vals: list = [None] * frames.size
-            named = [k for k, r in enumerate(req) if r.size]
-            public = [k for k, r in enumerate(req) if not r.size]
-            if named:  # LdpcAlice.reveal refuses items that are out of range, repeated or not allowed
-                for k, v in zip(named, alice.reveal(frames[named], step, items=[req[k] for k in named])):
-                    vals[k] = v
-            if public:
-                for k, v in zip(public, alice.reveal(frames[public], step)):
-                    vals[k] = v
-            leak += int(sum(v.size for v in vals))
-            ep.send("ec_reveal", frames=frames, values=np.concatenate(vals).astype(bool), sizes=np.array([v.size for v in vals]))
-        return leak, _ldpc_keep(plans, alice.perm, ~failed)
+            # the next items of each failed frame in the frame's public reveal order, fixed before
+            # decoding (FramePlan.reveal_order): Bob names nothing
+            vals = alice.reveal(frames, rec.ldpc.reveal_step_for(attempt))
+            ep.send("ec_reveal", values=np.concatenate(vals).astype(bool), sizes=np.array([v.size for v in vals]))
+        return _ldpc_keep(plans, alice.perm, ~open_), _ldpc_padded_bits(plans)
     raise ProtocolAbort(f"unknown error correction {opts.ec_method!r}")
 
 
@@ -414,12 +422,13 @@ def bob_party(
         ep.send("test_errors", m=m_tab.ravel())
         det_per_int = np.bincount(a_int, minlength=k)
         qber_est = predicted_key_qber(n_tab, m_tab, det_per_int, emitted, opts)
+        _check_predicted_qber(qber_est, opts)
         key_bits = data.bit[key]
         key_basis = a_basis[key]
         key_class = a_int[key]
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
-        corrected, leak, keep, ec_res = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est)
+        corrected, keep, ec_res, padded = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est)
         flipped = corrected != key_bits
         if keep is not None:
             # bits of LDPC frames that failed to decode: their error count is unknown, so count
@@ -431,10 +440,12 @@ def bob_party(
         ep.send("ec_done", m_signal=m_sig.ravel())
         ep.checkpoint()
         m_tab[:, list(opts.key_classes)] = m_sig
+        dropped = 0
         if keep is not None:
-            leak += int(np.count_nonzero(~keep))
+            dropped = int(np.count_nonzero(~keep))
             corrected = corrected[keep]
-        out.leak_ec_bits = leak
+        out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded)
+        leak = out.leak_ec_bits = sum(out.leak_ec_bits_by_party.values())
         out.ec_result = ec_res
         out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None  # key-set QBER
         st.mark("error_correction")
@@ -444,72 +455,99 @@ def bob_party(
 
 
 def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float):
-    """Bob's side of error correction; returns (corrected bits, leaked bits, keep mask or None, result)."""
+    """Bob's side of error correction; returns (corrected bits, keep mask or None, result, padded bits)."""
     from ..postprocess import reconciliation as rec
 
     if opts.ec_method == "cascade":
         bob = rec.CascadeBob(key_bits, rec.CascadeParams(seed=seed), qber_est)
 
         def ask(q: np.ndarray) -> np.ndarray:
-            ep.send("ec_query", queries=rec.cascade.encode_queries(q))
-            ans = ep.recv("ec_answer")
-            m = int(ans["m"])
-            if m != q.shape[1]:
-                raise ProtocolAbort(f"Alice answered {m} parities to {q.shape[1]} queries")
-            return rec.cascade.decode_answers(ans["parities"], m)
+            # his queries are a function of public data and of these outcomes (CascadeBob.take_outcomes),
+            # which are sent, hence counted on the wire
+            ep.send("ec_query", queries=rec.cascade.encode_queries(q), outcomes=bob.take_outcomes().astype(bool))
+            ans = np.asarray(ep.recv("ec_answer")["parities"], dtype=np.uint8)
+            if ans.shape != (q.shape[1],):
+                raise ProtocolAbort(f"Alice answered {ans.size} parities to {q.shape[1]} queries")
+            return ans
 
         try:
             res = bob.reconcile(ask)
         except rec.cascade.CascadeError as exc:
             raise ProtocolAbort(f"error correction inconsistent: {exc}") from None
-        ep.send("ec_end")
-        return res.bob_bits, int(res.leak_bits), None, res
+        ep.send("ec_end", outcomes=bob.take_outcomes().astype(bool))
+        return res.bob_bits, None, res, 0
     if opts.ec_method == "hamming":
         bob = rec.HammingBob(key_bits, qber_est, seed)
-        leak, trips = 0, 0
-        while True:
+        trips = 0
+        while not bob.done:  # the schedule is public: both sides know when it ends
             par = np.asarray(ep.recv("ec_parities")["parities"], dtype=np.uint8)
             mism = bob.on_parities(par)
             ep.send("ec_mismatch", mismatch=np.asarray(mism).astype(bool))
-            msg = ep.recv("ec_syndromes")
-            syn = np.asarray(msg["syndromes"], dtype=np.uint8)
-            bob.on_syndromes(syn)
-            leak += int(par.size) + int(syn.size)
+            bob.on_syndromes(np.asarray(ep.recv("ec_syndromes")["syndromes"], dtype=np.uint8))
             trips += 1
-            if msg["done"]:
-                break
-        return bob.bits, leak, None, {"method": "winnow", "round_trips": trips}
+        return bob.bits, None, {"method": "winnow", "round_trips": trips}, 0
     if opts.ec_method == "ldpc":
-        plans = rec.plan_frames(key_bits.size, qber_est, targeted=True)
+        plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(qber_est, opts), targeted=False)
         bob = rec.LdpcBob(key_bits, plans, qber_est, seed)
         msg = ep.recv("ec_syndromes")
         failed = np.asarray(bob.on_syndromes(_split(msg["syndromes"], msg["sizes"])), dtype=bool)
-        leak = int(sum(pl.syndrome_leak for pl in plans))
+        frames = np.arange(len(plans))
         retries = 0
-        while True:
-            ep.send("ec_failed", failed=failed)
-            if not failed.any():
+        for attempt in range(LDPC_MAX_RETRIES + 1):
+            # one success/failure flag per open frame: Bob's only message, charged
+            ep.send("ec_failed", failed=failed[frames])
+            frames = frames[failed[frames]]
+            if not frames.size or attempt == LDPC_MAX_RETRIES:
                 break
-            more = retries < LDPC_MAX_RETRIES
-            if not more:
-                ep.send("ec_continue", more=False)
-                break
-            # targeted requests: functions of the error pattern's syndrome and public data only
-            # (LdpcBob.requests), so they disclose nothing about the key beyond the revealed values
-            frames = np.flatnonzero(failed)
-            req = bob.requests(frames, rec.ldpc.REVEAL_STEP)
-            ep.send("ec_continue", more=True, items=np.concatenate(req).astype(np.int64),
-                    sizes=np.array([x.size for x in req], dtype=np.int64))
             r = ep.recv("ec_reveal")
-            if not np.array_equal(np.asarray(r["frames"], dtype=np.int64), frames):
-                raise ProtocolAbort("Alice revealed items of other frames than the failed ones")
-            vals = _split(r["values"], r["sizes"])
-            leak += int(sum(v.size for v in vals))
-            failed = np.asarray(bob.on_reveal(frames, vals), dtype=bool)
+            failed = np.asarray(bob.on_reveal(frames, _split(r["values"], r["sizes"])), dtype=bool)
             retries += 1
         bits, keep = bob.result_bits()
-        return bits, leak, keep, {"method": "ldpc", "retries": retries, "frames": len(plans)}
+        return bits, keep, {"method": "ldpc", "retries": retries, "frames": len(plans)}, _ldpc_padded_bits(plans)
     raise ProtocolAbort(f"unknown error correction {opts.ec_method!r}")
+
+
+def _check_predicted_qber(qber_est: float, opts: ProtocolOptions) -> None:
+    """One-way LDPC cannot measure a QBER it cannot correct: when the QBER predicted from the
+    disclosed decoy/vacuum bits (public) is already above the abort threshold (e.g. intercept-resend),
+    both parties abort before error correction. Two-way methods measure it on the key instead."""
+    if opts.ec_method == "ldpc" and qber_est > opts.qber_abort:
+        raise ProtocolAbort(f"QBER predicted from the test bits {qber_est:.4f} above the abort threshold {opts.qber_abort}")
+
+
+def _ldpc_plan_qber(qber_est: float, opts: ProtocolOptions) -> float:
+    """QBER the LDPC frames are planned for (public): the prediction, at most the abort threshold —
+    a higher true QBER aborts the run anyway, and a wild prediction (decoys hit by an attack) would
+    otherwise plan codes outside the ensembles' range, so that every frame fails and the run ends
+    before its statistics are even evaluated."""
+    return float(min(LDPC_PLAN_QBER_FACTOR * qber_est, opts.qber_abort))
+
+
+def _ldpc_padded_bits(plans) -> int:
+    """Syndrome dimensions one-time-padded by Alice's private punctured bits: ``Σ rank H_P``.
+
+    For a frame ``S = H_K x + H_P r`` with ``r`` uniform and private: ``H_min(X|E S R_J) ≥
+    H_min(X|E) − (m + |J|) + rank H_P`` for any revealed punctured values ``R_J`` (``H_P`` has full
+    column rank, so ``(S, R_J)`` given ``x`` is uniform on ``2^rank`` values; chain rule), i.e. the
+    leak is the bits sent minus ``rank H_P`` (Martinez-Mateo, Elkouss, Martin, QIC 12, 791 (2012),
+    eqs. (3)–(4))."""
+    return int(sum(pl.code.m - pl.syndrome_leak for pl in plans))
+
+
+def ec_leak_by_party(stats, dropped_bits: int = 0, padded_bits: int = 0) -> dict[str, int]:
+    """Error-correction leakage per party, read from the channel's content-bit accounting.
+
+    ``alice``: every bit of her EC messages (:data:`EC_KINDS`, downlink), less the syndrome
+    dimensions padded by her private random bits (:func:`_ldpc_padded_bits`); ``bob``: every bit of
+    his EC messages (uplink: Cascade outcomes, Winnow mismatch bitmaps, LDPC success flags), his
+    verification reply (:data:`VERIFY_RESULT_BITS`, sent later, charged now) and the bits of
+    frames dropped after his final failure flags (chain rule: discarding bits of the string costs
+    at most their number). Integer fields of those messages (Cascade's query ranges, sizes) are
+    functions of public data and of these bits (``docs/finite-key.md``, "EC leakage")."""
+    return {
+        "alice": stats.bits("down", EC_KINDS) - int(padded_bits),
+        "bob": stats.bits("up", EC_KINDS) + VERIFY_RESULT_BITS + int(dropped_bits),
+    }
 
 
 # ------------------------------------------------------------------------------------------ both

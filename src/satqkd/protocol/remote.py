@@ -58,7 +58,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import MissionConfig
+from ..config import DEFAULT_EC_METHOD, MissionConfig
 from ..ledger import LedgerError, UsageLedger
 from ..postprocess.authentication import PAD_BITS
 from ..quantum.timing import synchronise
@@ -121,7 +121,7 @@ def run_alice(
     endpoint: Endpoint,
     *,
     seed: int | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     confirm: bool = True,
     keeper=None,
@@ -150,7 +150,7 @@ def run_bob(
     endpoint: Endpoint,
     *,
     seed: int | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     confirm: bool = True,
     keeper=None,
@@ -409,7 +409,7 @@ def run_party(
     listen: tuple[str, int] | None = None,
     connect: tuple[str, int] | None = None,
     seed: int | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     timeout_s: float = 120.0,
     message_timeout_s: float = 600.0,

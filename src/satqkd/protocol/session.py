@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import MissionConfig
+from ..config import DEFAULT_EC_METHOD, MissionConfig
 from ..postprocess.authentication import KeyPool
 from ..quantum.timing import synchronise
 from ..records import RawRecords
@@ -59,11 +59,12 @@ class PostprocessResult:
         return self.alice.abort_reason or self.bob.abort_reason
 
     def ec_efficiency(self) -> float | None:
-        """``f = leak / (n · h(QBER))`` with the QBER Bob measured while correcting."""
+        """``f = leak / (n · h(QBER))`` with the total leak (both parties) and the QBER Bob measured
+        while correcting; ``None`` when undefined (no key bits, QBER 0 or ≥ 0.5)."""
         from ..postprocess.reconciliation.result import binary_entropy
 
         b = self.bob
-        if not b.sifted_key_bits or not b.qber:
+        if not b.sifted_key_bits or not b.qber or not 0 < b.qber < 0.5:  # (dropped LDPC frames count as errors)
             return None
         return float(b.leak_ec_bits / (b.sifted_key_bits * binary_entropy(b.qber)))
 
@@ -88,7 +89,7 @@ def split_raw(raw: RawRecords) -> tuple[AliceData, RawRecords]:
     return alice, raw
 
 
-def protocol_options(cfg: MissionConfig, ec: str = "cascade", finite_key: str = "chernoff") -> ProtocolOptions:
+def protocol_options(cfg: MissionConfig, ec: str = DEFAULT_EC_METHOD, finite_key: str = "chernoff") -> ProtocolOptions:
     """The public protocol parameters both parties derive from the mission configuration."""
     if ec not in EC_METHODS:
         raise ValueError(f"ec must be one of {EC_METHODS}, got {ec!r}")
@@ -136,7 +137,7 @@ def postprocess(
     cfg: MissionConfig,
     *,
     seed: int = 0,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     one_way_delay_s: float | None = None,
     tamper=None,

@@ -154,7 +154,9 @@ class CascadeParams:
 class CascadeResult(ECResult):
     """:class:`~.result.ECResult` of a Cascade run plus Cascade counters.
 
-    ``leak_bits`` is the number of parity answers Alice returned; ``round_trips`` the number of
+    ``leak_bits`` is the number of parity answers Alice returned plus the comparison outcomes Bob
+    disclosed (one per answer, :meth:`CascadeBob.take_outcomes`), split in ``leak_by_party``;
+    ``round_trips`` the number of
     answered query batches; ``bytes_up``/``bytes_down`` the sizes of :func:`encode_queries` /
     :func:`encode_answers` of every batch.
     """
@@ -506,9 +508,11 @@ def _bob_round(E, pend, ans, cand):
     """One round of Bob's engine: apply Alice's answers to the pending bisections, advance every
     bisection and every re-opened (odd) known node, and return the new pending set.
 
-    Returns ``(pending (m,3) [pass, block, node], queries (3,m) [pass id, start, stop])`` sorted
-    by ``(pass id, start)``: ``[start, stop)`` is the range whose parity Bob needs next, on the
-    wire (pass order for shuffled passes, natural order for BICONF subsets).
+    Returns ``(pending (m,3) [pass, block, node], queries (3,m) [pass id, start, stop],
+    outcomes)`` with the queries sorted by ``(pass id, start)``: ``[start, stop)`` is the range
+    whose parity Bob needs next, on the wire (pass order for shuffled passes, natural order for
+    BICONF subsets); ``outcomes[i]`` is Bob's comparison of answer ``i`` (Alice's parity XOR his,
+    1 = the left half is odd) — the only way his key enters his next queries.
     """
     st = E.sflat
     qn = np.zeros(1, np.int64)
@@ -517,6 +521,7 @@ def _bob_round(E, pend, ans, cand):
         q = _push(q, qn, cand[i, 0], cand[i, 1], cand[i, 2])
     outn = np.zeros(1, np.int64)
     out = np.empty((max(64, pend.shape[0]), 3), np.int64)
+    outcomes = np.zeros(pend.shape[0], np.uint8)
     # 1) apply the answers: both children become known
     for i in range(pend.shape[0]):
         p = pend[i, 0]
@@ -526,6 +531,7 @@ def _bob_round(E, pend, ans, cand):
         lo, hi = _block_node_range(E, p, b, h)
         mid = lo + (hi - lo + 1) // 2
         ml = ans[i] ^ _range_parity(E.pbits, p, lo, mid)
+        outcomes[i] = ml
         mh = (st[base + h] >> 1) & 1
         mr = ml ^ mh
         st[base + 2 * h] = _KNOWN | (np.uint8(ml) << 1)
@@ -593,7 +599,7 @@ def _bob_round(E, pend, ans, cand):
         queries[0, i] = pid[j]
         queries[1, i] = qlo[j]
         queries[2, i] = qhi[j]
-    return pend_out, queries
+    return pend_out, queries, outcomes
 
 
 @njit(cache=True)
@@ -899,15 +905,43 @@ class CascadeBob:
         self._orig = self.bits.copy()
         self._cnt = np.zeros(4, np.int64)  # flips, known odd nodes, safety sweeps, inconsistent
         self._used = False
-        # accounting
+        # accounting: Alice's answers, and Bob's outcomes (one per answer; see take_outcomes)
         self.leak_bits = 0
+        self.bob_bits_disclosed = 0
+        self._outcomes: list[np.ndarray] = []
+        self._owed = 0
         self.round_trips = 0
         self.bytes_up = 0
         self.bytes_down = 0
 
     # -- plumbing ---------------------------------------------------------------------------
+    def _record_outcomes(self, outc) -> None:
+        o = np.asarray(outc, dtype=np.uint8) & np.uint8(1)
+        self._outcomes.append(o)
+        self._owed -= int(o.size)
+        self.bob_bits_disclosed += int(o.size)
+
+    def take_outcomes(self) -> np.ndarray:
+        """Bob's comparison outcomes since the last call, one per answer, in answer order.
+
+        Bob's queries are a deterministic function of the public parameters (seed, block sizes
+        from the public QBER estimate), Alice's answers and these outcomes (``Alice's parity XOR
+        Bob's parity`` of each answered range, at the time it was answered): they are what his key
+        discloses through his choices (Tupkary & Lütkenhaus, Phys. Rev. Applied 20, 064040 (2023)).
+        The protocol sends them with his next query batch (or his last message), so they are
+        counted on the wire; the helper :func:`reconcile` counts them in ``leak_bits`` too.
+        """
+        if self._owed:
+            raise RuntimeError("outcomes of the last answers are not known yet")
+        out = np.concatenate(self._outcomes) if self._outcomes else np.zeros(0, np.uint8)
+        self._outcomes = []
+        return out
+
     def _ask(self, ask, queries: np.ndarray) -> np.ndarray:
+        if self._owed:
+            raise RuntimeError("outcomes of the previous answers were not recorded")
         ans = np.asarray(ask(queries))
+        self._owed = int(queries.shape[1])
         if ans.shape != (queries.shape[1],):
             raise ValueError(f"ask returned shape {ans.shape}, expected ({queries.shape[1]},)")
         self.round_trips += 1
@@ -959,7 +993,9 @@ class CascadeBob:
         pend = np.zeros((0, 3), np.int64)
         ans = np.zeros(0, np.uint8)
         while True:
-            pend, queries = _bob_round(E, pend, ans, cand)
+            pend, queries, outc = _bob_round(E, pend, ans, cand)
+            if ans.size:
+                self._record_outcomes(outc)
             cand = np.zeros((0, 3), np.int64)
             if self._cnt[3]:
                 raise CascadeError("inconsistent parity answers (a bit would be corrected twice): "
@@ -983,6 +1019,7 @@ class CascadeBob:
         if nq > 0:
             q = np.stack([np.full(nq, p, np.int64), bstart[:nq], bstart[1 : nq + 1]])
             mism[:nq] = self._ask(ask, q) ^ bob_par[:nq]
+            self._record_outcomes(mism[:nq])
         if infer:
             # every known block is even after pass 1, so the total error parity is 0
             mism[nb - 1] = np.bitwise_xor.reduce(mism[: nb - 1]) if nb > 1 else 0
@@ -1000,6 +1037,7 @@ class CascadeBob:
         a = self._ask(ask, q)
         alice_word = int(np.sum(a.astype(np.uint64) << np.arange(s, dtype=np.uint64)))
         self._roots[0] = np.uint32(alice_word ^ bob_word)
+        self._record_outcomes(((alice_word ^ bob_word) >> np.arange(s)) & 1)
         activated = 0
         found = False
         while True:
@@ -1053,7 +1091,8 @@ class CascadeBob:
             method="cascade",
             bob_bits=self.bits,
             keep_mask=None,
-            leak_bits=self.leak_bits,
+            leak_bits=self.leak_bits + self.bob_bits_disclosed,
+            leak_by_party={"alice": int(self.leak_bits), "bob": int(self.bob_bits_disclosed)},
             round_trips=self.round_trips,
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
@@ -1095,7 +1134,7 @@ def reconcile(alice_bits: np.ndarray, bob_bits: np.ndarray, qber_estimate: float
     >>> a = rng.integers(0, 2, 20000, dtype=np.uint8)
     >>> b = a ^ (rng.random(a.size) < 0.02).astype(np.uint8)
     >>> r = reconcile(a, b, 0.02, rng)
-    >>> r.residual_errors, r.leak_bits == r.details["answers"]
+    >>> r.residual_errors, r.leak_by_party["alice"] == r.details["answers"] == r.leak_by_party["bob"]
     (0, True)
     """
     a = as_bits(alice_bits, "alice_bits")
@@ -1135,7 +1174,9 @@ def benchmark_cascade(n_bits: int, qber: float, seed: int, params: CascadeParams
 
     Returns ``bits, seconds, efficiency, frame_errors`` plus ``throughput_bps``, ``cpu_seconds``
     (process CPU time of the fastest run), ``leak_bits``, ``qber_actual``, ``efficiency``
-    (``f = leak / (n h(qber_actual))``), ``efficiency_nominal`` (with ``qber``), ``round_trips``,
+    (``f = leak / (n h(qber_actual))``, both parties' disclosures), ``efficiency_alice_only`` (her
+    parities alone: the figure usually quoted for Cascade, not a sound leak), ``efficiency_nominal``
+    (with ``qber``), ``round_trips``,
     ``bytes_up``, ``bytes_down``, ``jit_seconds`` (compile or cache load of the numba kernels in
     this process), ``block_sizes``.
     """
@@ -1165,6 +1206,8 @@ def benchmark_cascade(n_bits: int, qber: float, seed: int, params: CascadeParams
         "cpu_seconds": cpus[best],
         "throughput_bps": n_bits / sec,
         "efficiency": res.leak_bits / (n_bits * h) if h == h and h > 0 else float("nan"),
+        "efficiency_alice_only": res.leak_by_party["alice"] / (n_bits * h) if h == h and h > 0 else float("nan"),
+        "leak_by_party": dict(res.leak_by_party),
         "efficiency_nominal": res.leak_bits / (n_bits * binary_entropy(qber)),
         "frame_errors": int(res.residual_errors > 0),
         "residual_errors": int(res.residual_errors),

@@ -24,8 +24,9 @@ two are equivalent at best: ``H_min(X_K | E C) ≥ H_min(X | E) − |C| − (n �
 the smooth min-entropy; Renner, PhD thesis, ETH 2005, Lemma 3.2.9 / Tomamichel et al. 2011), so
 deleting bits never buys back what the transcript ``C`` disclosed unless one assumes Eve's
 knowledge is bit-wise independent. Counting is the rigorous choice and gives all methods the same
-interface (``keep_mask = None``). Bob's replies (the mismatch bitmaps) are functions of the error
-pattern only and are counted in bytes, not in leakage, as for Cascade's parity replies.
+interface (``keep_mask = None``). Bob's replies (the mismatch bitmaps) are functions of his
+string, which is correlated with Alice's key, so they are **charged too**, one bit per block
+(Tupkary & Lütkenhaus, Phys. Rev. Applied 20, 064040 (2023); ``docs/finite-key.md``, "EC leakage").
 
 Hot paths are vectorised: one pass handles all blocks at once (XOR reductions over a
 ``(blocks, N)`` array).
@@ -314,7 +315,7 @@ def reconcile(
     Per pass: Alice → Bob parities (``B`` bits, leaked); Bob → Alice mismatch bitmap (``B`` bits,
     one round trip); Alice → Bob syndromes (``k·m`` bits, leaked). Alice's syndromes of pass ``i``
     can ride with her parities of pass ``i+1`` (her key never changes), so a pass costs one round
-    trip. ``leak_bits`` is the number of bits in Alice's messages.
+    trip. ``leak_bits`` is the number of bits in both parties' messages (``leak_by_party``).
 
     Returns an :class:`ECResult` with ``keep_mask=None`` (disclosed bits are counted, not
     discarded; see the module docstring), ``n_frames`` = passes, and the simulation diagnostic
@@ -334,13 +335,14 @@ def reconcile(
     kw = dict(quiet_passes=quiet_passes, max_block_exp=max_block_exp, max_passes=max_passes)
     alice = HammingAlice(a, qber_estimate, seed, **kw)
     bob = HammingBob(b, qber_estimate, seed, **kw)
-    leak = bytes_up = bytes_down = trips = 0
+    leak = leak_bob = bytes_up = bytes_down = trips = 0
     while not alice.done:
         par = alice.parities()
         leak += par.size
         bytes_down += packed_bytes(par.size)
         mism = bob.on_parities(par)
         bytes_up += packed_bytes(mism.size)
+        leak_bob += mism.size
         trips += 1
         syn = alice.syndromes(mism)
         leak += syn.size
@@ -350,7 +352,8 @@ def reconcile(
         method="winnow",
         bob_bits=bob.bits,
         keep_mask=None,
-        leak_bits=int(leak),
+        leak_bits=int(leak + leak_bob),
+        leak_by_party={"alice": int(leak), "bob": int(leak_bob)},
         round_trips=trips,
         bytes_up=int(bytes_up),
         bytes_down=int(bytes_down),

@@ -27,15 +27,20 @@ actually has and no safety margin is needed.
   evolution, splitting the first 25 % of the checks of the rate-0.909 ensemble moves its BP
   threshold from 0.0110 to 0.0140 at ``f* ≈ 1.08`` — whereas a revealed key bit costs one bit for
   ``h(QBER)`` ≈ 0.08 bit of Bob's uncertainty, and random extra checks barely move the threshold.
-  Items come in a public order (punctured, checks in random order, key bits last) or — with
-  :meth:`LdpcBob.requests` — Bob names them: the checks unsatisfied or least reliable under his
-  stuck decoder (Bob's choice depends on the error pattern only, as in Cascade's bisection or
-  the reliability-driven reveals of symmetric blind reconciliation, Kiktenko et al., Phys. Rev.
-  Applied 8, 044017 (2017)); this saves about one step per frame. Bob continues BP from his
-  previous messages (warm start). Frames still failing after ``max_retries`` are dropped by both.
-* Leakage, counted from what is sent: per frame ``m − rank(H_P)`` for the syndrome (punctured
-  random bits pad ``rank(H_P)`` syndrome dimensions — "Blind reconciliation", eqs. (3)–(4)) plus
-  one bit per revealed item. The punctured set is *untainted* (no check has two punctured
+  Items come in a **public order fixed before decoding** (``FramePlan.reveal_order``: punctured,
+  checks in an order drawn from the public code seed, key bits last), so the protocol is one-way:
+  Bob's only messages are the success/failure flags, one per open frame and round, and they are
+  charged (``leak_by_party["bob"]``). The step is a public schedule (:func:`reveal_step_for`).
+  Optionally (``targeted=True``, not used by the protocol) Bob names the items: the checks
+  unsatisfied or least reliable under his stuck decoder (as in the reliability-driven reveals of
+  symmetric blind reconciliation, Kiktenko et al., Phys. Rev. Applied 8, 044017 (2017)). That choice
+  is a function of his decoder state, i.e. of his string, so it is two-way and each named item is
+  charged at its index width (Tupkary & Lütkenhaus, Phys. Rev. Applied 20, 064040 (2023)). Bob
+  continues BP from his previous messages (warm start). Frames still failing after
+  ``max_retries`` are dropped by both.
+* Leakage, counted from what is sent: Alice's share per frame ``m − rank(H_P)`` for the syndrome
+  (punctured random bits pad ``rank(H_P)`` syndrome dimensions — "Blind reconciliation", eqs.
+  (3)–(4)) plus one bit per revealed item; Bob's share one bit per flag. The punctured set is *untainted* (no check has two punctured
   neighbours; Elkouss, Martinez-Mateo, Martin, IEEE Wireless Commun. Lett. 1, 585 (2012)), so
   ``rank(H_P) = p`` by construction (each punctured column owns a private row); it is computed
   anyway.
@@ -104,7 +109,20 @@ round as soon as it fails (no barrier between rounds; ≈ 10 % less decoding wal
 from the iteration counts) and splitting one frame over two threads (changes the schedule, so
 the result would depend on the number of threads).
 
-Measured (this machine, 2 cores; 10^6-bit keys, QBER estimate = true rate, defaults: 2^18-bit
+One-way, public reveal order (the protocol's mode since Bob's disclosures are charged; 2^18-bit
+frames, 300 items per retry doubling after 12, ≤ 20 retries; f counts Bob's flags too):
+``benchmarks/run.py postprocess`` (1e6 bits, seed 1, QBER estimate = true rate) f = 1.113 / 1.051 /
+1.067 at QBER 1 / 2 / 3 %, 0 frame errors, 26 / 6 / 12 flag bits from Bob; default pass
+(``satqkd run --preset micius-2016-12-19 --seed 5``: 1.65 Mbit, QBER 1.102 %, decoy-based estimate
+0.996 %) f = 1.091, 11 retries. The same pass numbers synthesised (``reconcile`` on 1,645,214 bits
+with that estimate): 1.085 with 300-item steps, 1.082 with 150, 1.081 with 100, 1.083 with patience
+30 (iterations ×1.7); 2^20-bit frames 1.074 (decoding ×6, building a 2^20 code ≈ 3 min per length).
+Frames decode at f ≈ 1.07–1.09 at QBER ≈ 1 % whatever the start efficiency (1.05 → 1.076, default
+1.034 → 1.082, 1.07 → 1.080 at QBER 1 %): the finite-length code with public check splitting is
+the limit, not the schedule. Throughput measured at load average ≈ 9 on the 2 cores: 0.16–0.25 Mbit/s.
+
+Earlier, with Bob-chosen ("targeted") requests counted as free (not sound, see above) — measured
+(this machine, 2 cores; 10^6-bit keys, QBER estimate = true rate, defaults: 2^18-bit
 frames, 300 targeted items per retry, ≤ 8 retries). Speed: what ``satqkd bench postprocess --ec
 ldpc --bits 1000000 --qber Q --seed S --json`` runs (``benchmark.bench_postprocess``), called
 4 times in one process, best of the last 3, runs during which other processes used the CPU
@@ -1163,10 +1181,30 @@ def gf2_rank(M: sp.spmatrix | np.ndarray) -> int:
 # --------------------------------------------------------------------------------------------
 #: Default mother-code length (bits per frame). Longer frames decode closer to the threshold.
 FRAME_LENGTH = 2**18
-#: Reveal items per failed frame and retry, and the retry limit (``parties.LDPC_REVEAL_STEP`` /
-#: ``LDPC_MAX_RETRIES`` use the same values).
+#: Reveal items per failed frame and retry (first step of :func:`reveal_step_for`), and the retry
+#: limit of :func:`reconcile` (the protocol's is ``parties.LDPC_MAX_RETRIES``, the same).
 REVEAL_STEP = 300
-MAX_RETRIES = 8
+MAX_RETRIES = 20
+#: Retries assumed by the start-efficiency rule (:func:`_start_efficiency`), kept at the value the
+#: rule was tuned with when the retry limit became 20 (same frame plans as before)
+_PLAN_RETRIES = 8
+#: The reveal step doubles every this many retries (public schedule, :func:`reveal_step_for`): a
+#: QBER estimate 30 % low (short passes: few decoy errors) costs a few thousand items per frame.
+#: Measured on the default pass' numbers (1.65 Mbit, QBER 1.10 %, estimate 0.996 %, 2^18-bit
+#: frames needing 9–11 steps of 300): doubling every 4 / 8 retries gave f = 1.098 / 1.098, never
+#: (within 16 retries) 1.085, hence 12.
+STEP_DOUBLING = 12
+
+
+def reveal_step_for(retry: int, base: int = REVEAL_STEP) -> int:
+    """Items revealed per failed frame at retry ``retry`` (0-based): ``base`` for the first
+    :data:`STEP_DOUBLING` retries, then doubling every 4 retries (``base · 2^(1 + ⌊(retry −
+    STEP_DOUBLING)/4⌋)``), so that a QBER prediction off by 2× (decoys hit by an attack) still
+    ends in decoded frames within 28 retries (≈ 40,000 items per frame).
+
+    A public schedule (both parties compute it from the retry counter), so it discloses nothing."""
+    r = int(retry)
+    return int(base) if r < STEP_DOUBLING else int(base) << (1 + (r - STEP_DOUBLING) // 4)
 #: A mother code is used unmodified when that starts a frame at most this much above the code's
 #: start efficiency (rather than shortening a higher-rate code more).
 START_SLACK = 0.012
@@ -1232,12 +1270,12 @@ def _start_efficiency(name: str, key_len: int, h: float, targeted: bool) -> floa
     ``Δ = REVEAL_STEP/(K h)`` in efficiency) is a small part of the frame's leak, so that a typical
     frame (decoding at about ``f₀ + 0.02`` with targeted requests) needs ~2 steps; with the public
     order (less efficient, occasional frames need up to ``f ≈ f₀ + 0.06``) also so that such a
-    frame decodes within ``MAX_RETRIES − 2`` steps."""
+    frame decodes within ``_PLAN_RETRIES − 2`` steps."""
     step_f = REVEAL_STEP / (max(key_len, 1) * h)
     f0 = START_EFFICIENCY[name]
     out = max(f0, f0 + 0.02 - 2.0 * step_f)
     if not targeted:
-        out = max(out, f0 + 0.06 - (MAX_RETRIES - 2) * step_f)
+        out = max(out, f0 + 0.06 - (_PLAN_RETRIES - 2) * step_f)
     return out
 
 
@@ -1624,7 +1662,10 @@ class LdpcBob:
 
 def _decode_with_ldpc_package(code, parts, g, rows, max_iter):
     """Same job with ``ldpc.BpDecoder`` (Roffe; product-sum, flooding, from scratch each call)."""
-    from ldpc import BpDecoder
+    try:
+        from ldpc import BpDecoder
+    except ImportError:
+        raise ImportError("decoder='ldpc' needs the ldpc package (optional extra: pip install -e '.[baseline]')") from None
 
     conv = np.zeros(len(rows), dtype=bool)
     its = np.zeros(len(rows), dtype=np.int64)
@@ -1671,18 +1712,19 @@ def reconcile(
     patience: int = 12,
     code_seed: int = 0,
     decoder: str = "layered",
-    targeted: bool = True,
+    targeted: bool = False,
     threads: int | None = None,
 ) -> ECResult:
     """Blind rate-adaptive LDPC reconciliation between an in-memory Alice and Bob.
 
-    Messages (as in :mod:`satqkd.protocol.parties`): Alice → Bob all syndromes; Bob → Alice the
-    bitmap of failed frames (one round trip, needed even with ``max_retries = 0`` so both drop the
-    same frames); per retry, Alice → Bob ``reveal_step`` reveal items of each failed frame, Bob →
-    Alice the new bitmap. With ``targeted`` Bob also names the items he wants
-    (:meth:`LdpcBob.requests`: checks that are unsatisfied or least reliable) instead of taking
-    them in the public order. ``leak_bits = Σ_frames (m − rank H_P) + Σ revealed`` counted from those
-    messages.
+    Messages (as in :mod:`satqkd.protocol.parties`, one-way): Alice → Bob all syndromes; Bob →
+    Alice one success/failure flag per frame (one round trip, needed even with ``max_retries = 0``
+    so both drop the same frames); per retry, Alice → Bob the next ``reveal_step`` items of each
+    failed frame in its public order (fixed before decoding), Bob → Alice a flag per such frame.
+    ``leak_by_party = {"alice": Σ_frames (m − rank H_P) + Σ revealed, "bob": Σ flags}``, counted
+    from those messages; ``leak_bits`` is their sum. With ``targeted`` (two-way, not used by the
+    protocol) Bob also names the items he wants (:meth:`LdpcBob.requests`: chosen from his
+    decoder state, hence charged too, ``⌈log2(n + m)⌉`` bits per named item).
 
     ``rng`` is Alice's private randomness for punctured positions (default: fresh OS entropy).
     ``efficiency`` overrides the start efficiency ``f₀`` of :func:`plan_frames`. ``threads``:
@@ -1711,34 +1753,42 @@ def reconcile(
     leak = sum(pl.syndrome_leak for pl in plans)
     bytes_down = sum(packed_bytes(s.size) for s in syn)
     failed = bob.on_syndromes(syn)
-    bytes_up = packed_bytes(failed.size)
+    # Bob → Alice: one success/failure flag per open frame per round (charged: his only message
+    # in the one-way protocol); named requests (targeted) are charged at their index width
+    open_ = np.arange(len(plans))
+    leak_bob = open_.size
+    bytes_up = packed_bytes(open_.size)
     trips = 1
     revealed = 0
     retries = 0
     steps = np.zeros(len(plans), dtype=np.int64)
     while failed.any() and retries < max_retries:
         frames = np.flatnonzero(failed)
+        step = reveal_step_for(retries, reveal_step)
         if targeted:
-            req = bob.requests(frames, reveal_step)
-            bytes_up += sum(packed_bytes(r.size * _index_bits(plans[f].code)) for r, f in zip(req, frames))
+            req = bob.requests(frames, step)
+            named_bits = sum(r.size * _index_bits(plans[f].code) for r, f in zip(req, frames))
+            bytes_up += packed_bytes(named_bits)
+            leak_bob += named_bits
             vals = [None] * frames.size
             named = [k for k, r in enumerate(req) if r.size]
             public = [k for k, r in enumerate(req) if not r.size]
             if named:
-                for k, v in zip(named, alice.reveal(frames[named], reveal_step, items=[req[k] for k in named])):
+                for k, v in zip(named, alice.reveal(frames[named], step, items=[req[k] for k in named])):
                     vals[k] = v
             if public:
-                for k, v in zip(public, alice.reveal(frames[public], reveal_step)):
+                for k, v in zip(public, alice.reveal(frames[public], step)):
                     vals[k] = v
         else:
-            vals = alice.reveal(frames, reveal_step)
+            vals = alice.reveal(frames, step)
         if sum(v.size for v in vals) == 0:
             break
         steps[frames] += 1
         revealed += sum(v.size for v in vals)
         bytes_down += sum(packed_bytes(v.size) for v in vals)
         failed = bob.on_reveal(frames, vals)
-        bytes_up += packed_bytes(failed.size)
+        bytes_up += packed_bytes(frames.size)
+        leak_bob += frames.size
         trips += 1
         retries += 1
     leak += revealed
@@ -1751,7 +1801,8 @@ def reconcile(
         method="ldpc",
         bob_bits=bits,
         keep_mask=keep,
-        leak_bits=int(leak),
+        leak_bits=int(leak + leak_bob),
+        leak_by_party={"alice": int(leak), "bob": int(leak_bob)},
         round_trips=trips,
         bytes_up=int(bytes_up),
         bytes_down=int(bytes_down),

@@ -55,9 +55,15 @@ class ECResult:
         Boolean mask of positions both parties keep, or ``None`` if all are kept. LDPC frames that
         failed to decode are dropped here (Alice and Bob drop the same, publicly known, frames).
     leak_bits
-        Bits disclosed about Alice's key, counted from the messages actually sent (to be subtracted
-        in privacy amplification). It includes the disclosure made in frames that were then dropped
-        (conservative).
+        Bits disclosed about Alice's key by **both** parties, counted from the messages actually
+        sent (to be subtracted in privacy amplification): ``leak_by_party["alice"] +
+        leak_by_party["bob"]``. Bob's messages are functions of his string, which is correlated
+        with Alice's (Tupkary & Lütkenhaus, Phys. Rev. Applied 20, 064040 (2023)): his comparison
+        outcomes (Cascade), mismatch bitmaps (Winnow) and frame success flags (LDPC) are charged
+        one bit each. It includes the disclosure made in frames that were then dropped
+        (conservative), but not the dropped bits themselves (the protocol charges those).
+    leak_by_party
+        ``{"alice": bits, "bob": bits}`` (empty for results made before the split).
     round_trips
         Number of Bob→Alice replies (each costs one classical-channel round trip).
     bytes_up, bytes_down
@@ -86,6 +92,7 @@ class ECResult:
     residual_errors: int | None = None
     undetected_frames: int | None = None
     details: dict = field(default_factory=dict)
+    leak_by_party: dict = field(default_factory=dict)
 
     @property
     def n_key_bits(self) -> int:
