@@ -244,6 +244,10 @@ def _cfg(kind, fraction=1.0):
     cfg = CFG.model_copy(deep=True)
     cfg.attack.kind = kind
     cfg.attack.fraction = fraction
+    # key from signal bits only: the decoy bits are then disclosed before error correction, so the
+    # one-way LDPC plans for the QBER the attack causes and the run reaches its statistics, which is
+    # what these tests examine (the default key set is checked in test_default_settings_give_no_key_*)
+    cfg.security.key_intensities = "signal"
     return cfg
 
 
@@ -300,6 +304,20 @@ def test_intercept_resend_gives_quarter_qber_and_no_key(geometry, honest):
     r = postprocess(sim.raw, _cfg("intercept_resend"), seed=SEED, ec="cascade")
     assert 0.245 < r.bob.qber < 0.262  # 1/4 + e_d/2 + background
     assert not r.ok and r.final_key_bits == 0 and "QBER" in r.abort_reason
+    assert r.alice.key is None and r.bob.key is None
+
+
+@pytest.mark.parametrize("kind", ["intercept_resend", "pns"])
+def test_default_settings_give_no_key_under_a_full_attack(geometry, kind):
+    """With the default key set (signal and decoy bits; no decoy errors disclosed before error
+    correction) a full attack ends without a key at either end, whatever step stops it."""
+    cfg = CFG.model_copy(deep=True)
+    cfg.attack.kind, cfg.attack.fraction = kind, 1.0
+    assert cfg.security.key_intensities == "signal+decoy"
+    sim = satqkd.simulate(cfg, seed=SEED, geometry=geometry)
+    r = postprocess(sim.raw, cfg, seed=SEED)
+    assert not r.ok and r.final_key_bits == 0, r.abort_reason
+    assert any(w in r.abort_reason for w in ("QBER", "single-photon", "no key")), r.abort_reason
     assert r.alice.key is None and r.bob.key is None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from . import report
 from .rawio import save_raw
 
@@ -67,6 +69,7 @@ def postprocess_summary(res) -> dict:
         "leak_ec_bits": b.leak_ec_bits,
         "leak_ec_bits_by_party": dict(b.leak_ec_bits_by_party),
         "ec_efficiency": f,
+        "ec_efficiency_given_classes": ec_efficiency_given_classes(b.leak_ec_bits, b.counts, res.options.key_classes),
         "ec_method": res.options.ec_method,
         "finite_key_method": res.options.finite_key,
         "verification_tag_bits": b.verification_tag_bits,
@@ -80,6 +83,23 @@ def postprocess_summary(res) -> dict:
         "counts": b.counts,
         "stage_seconds": stage,
     }
+
+
+def ec_efficiency_given_classes(leak_bits: int, counts: dict | None, key_classes) -> float | None:
+    """``leak / Σ_c n_c h(q_c)``: efficiency against the conditional entropy of the key given the
+    public intensity class of each key bit (Slepian–Wolf with side information), ``n_c`` and ``q_c`` the
+    key bits and their measured QBER per key class. ``ec_efficiency`` uses ``n h(q)`` of the whole key
+    set instead; with key bits of several classes the decoder's per-class priors make that one lower
+    (docs/finite-key.md §12). ``None`` when undefined."""
+    from .postprocess.reconciliation.result import binary_entropy
+
+    if not counts or "n" not in counts or "m" not in counts or not leak_bits:
+        return None
+    n, m = np.asarray(counts["n"], dtype=float), np.asarray(counts["m"], dtype=float)
+    kc = list(key_classes)
+    nk, mk = n[:, kc].sum(axis=0), m[:, kc].sum(axis=0)
+    ent = float(sum(nc * binary_entropy(mc / nc) for nc, mc in zip(nk, mk) if nc > 0))
+    return float(leak_bits / ent) if ent > 0 else None
 
 
 def key_budget(res) -> dict[str, int]:

@@ -251,14 +251,32 @@ def predicted_key_qber(n_tab, m_tab, detections, emitted, opts: "ProtocolOptions
     class (Ma et al. 2005), weighted by the class's sifted counts.
     """
     kc = list(opts.key_classes)
-    if 1 not in kc:
-        return predicted_signal_qber(n_tab, m_tab, detections, emitted)
-    q = detections / np.maximum(emitted, 1)
-    y0 = q[-1] if len(q) >= 3 and opts.intensities[-1] == 0 else 0.0
-    e_k = np.array([(y0 / 2 + opts.misalignment_prior * max(q[k] - y0, 0.0)) / max(q[k], 1e-30) for k in kc])
+    e_k = predicted_class_qbers(n_tab, m_tab, detections, emitted, opts)
     w = np.asarray(n_tab, dtype=float)[:, kc].sum(axis=0)
     e = float((e_k * w).sum() / max(w.sum(), 1.0))
     return float(min(max(e, 1e-4), 0.2))
+
+
+def predicted_class_qbers(n_tab, m_tab, detections, emitted, opts: "ProtocolOptions") -> np.ndarray:
+    """QBER expected for each key class (``opts.key_classes`` order), from public data only: a
+    parameter of error correction (the LDPC decoder's prior per key bit), never of the key length.
+
+    Signal-only key: :func:`predicted_signal_qber`. Otherwise ``E_k = (Y0/2 + e_d (Q_k − Y0))/Q_k`` with
+    ``Y0`` from the vacuum gain and ``e_d`` from ``opts.misalignment_prior`` (Ma et al. 2005)."""
+    kc = list(opts.key_classes)
+    if 1 not in kc:
+        return np.full(len(kc), predicted_signal_qber(n_tab, m_tab, detections, emitted))
+    q = detections / np.maximum(emitted, 1)
+    y0 = q[-1] if len(q) >= 3 and opts.intensities[-1] == 0 else 0.0
+    e_k = np.array([(y0 / 2 + opts.misalignment_prior * max(q[k] - y0, 0.0)) / max(q[k], 1e-30) for k in kc])
+    return np.clip(e_k, 1e-4, 0.2)
+
+
+def key_bit_qbers(class_qbers: np.ndarray, key_class: np.ndarray, opts: "ProtocolOptions") -> np.ndarray:
+    """Per key bit: the predicted QBER of its (public) intensity class."""
+    lut = np.zeros(max(opts.key_classes) + 1)
+    lut[list(opts.key_classes)] = class_qbers
+    return lut[np.asarray(key_class, dtype=np.int64)]
 
 
 # ------------------------------------------------------------------------------------------ Alice
@@ -302,13 +320,15 @@ def alice_party(
         n_tab = count_table(a_int[sifted], a_basis[sifted], k)
         errs = ep.recv("test_errors")
         m_tab = np.asarray(errs["m"], dtype=np.int64).reshape(2, k)
-        qber_est = predicted_key_qber(n_tab, m_tab, np.bincount(a_int, minlength=k), np.asarray(data.emitted), opts)
+        det_per_int = np.bincount(a_int, minlength=k)
+        qber_est = predicted_key_qber(n_tab, m_tab, det_per_int, np.asarray(data.emitted), opts)
         _check_predicted_qber(qber_est, opts)
+        q_bits = key_bit_qbers(predicted_class_qbers(n_tab, m_tab, det_per_int, np.asarray(data.emitted), opts), a_int[key], opts)
         key_bits = a_bit[key]
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
         # --- error correction: Alice holds the reference key
-        keep, padded = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng)
+        keep, padded = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng, q_bits)
         done = ep.recv("ec_done")
         ep.checkpoint()
         m_sig = np.asarray(done["m_signal"], dtype=np.int64).reshape(2, -1)
@@ -321,6 +341,7 @@ def alice_party(
             key_bits = key_bits[keep]
         out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded)
         leak = out.leak_ec_bits = sum(out.leak_ec_bits_by_party.values())
+        _abort_if_every_frame_failed(keep)
         st.mark("error_correction")
         _finish(out, ep, st, "alice", key_bits, n_tab, m_tab, np.asarray(data.emitted, dtype=np.int64), opts, rng, leak,
                 confirm, keeper)
@@ -328,7 +349,8 @@ def alice_party(
     return _run("alice", ep, body)
 
 
-def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float, rng):
+def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float, rng,
+              q_bits: np.ndarray | None = None):
     """Alice's side of error correction; returns ``(keep mask or None, padded bits)``.
 
     The keep mask (LDPC) marks the frames that decoded; the padded bits are the syndrome
@@ -354,7 +376,7 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
             ep.send("ec_syndromes", syndromes=np.asarray(syn).astype(bool))
         return None, 0
     if opts.ec_method == "ldpc":
-        plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(qber_est, opts), targeted=False)
+        plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(_ldpc_qber(qber_est, q_bits), opts), targeted=False)
         alice = rec.LdpcAlice(key_bits, plans, seed, rng)
         syn = alice.syndromes()
         ep.send("ec_syndromes", syndromes=np.concatenate(syn).astype(bool), sizes=np.array([x.size for x in syn]))
@@ -426,9 +448,10 @@ def bob_party(
         key_bits = data.bit[key]
         key_basis = a_basis[key]
         key_class = a_int[key]
+        q_bits = key_bit_qbers(predicted_class_qbers(n_tab, m_tab, det_per_int, emitted, opts), key_class, opts)
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
-        corrected, keep, ec_res, padded = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est)
+        corrected, keep, ec_res, padded = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est, q_bits)
         flipped = corrected != key_bits
         if keep is not None:
             # bits of LDPC frames that failed to decode: their error count is unknown, so count
@@ -446,6 +469,7 @@ def bob_party(
             corrected = corrected[keep]
         out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded)
         leak = out.leak_ec_bits = sum(out.leak_ec_bits_by_party.values())
+        _abort_if_every_frame_failed(keep)
         out.ec_result = ec_res
         out.qber = float(m_sig.sum() / key_bits.size) if key_bits.size else None  # key-set QBER
         st.mark("error_correction")
@@ -454,7 +478,8 @@ def bob_party(
     return _run("bob", ep, body)
 
 
-def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float):
+def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float,
+            q_bits: np.ndarray | None = None):
     """Bob's side of error correction; returns (corrected bits, keep mask or None, result, padded bits)."""
     from ..postprocess import reconciliation as rec
 
@@ -487,8 +512,8 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
             trips += 1
         return bob.bits, None, {"method": "winnow", "round_trips": trips}, 0
     if opts.ec_method == "ldpc":
-        plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(qber_est, opts), targeted=False)
-        bob = rec.LdpcBob(key_bits, plans, qber_est, seed)
+        plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(_ldpc_qber(qber_est, q_bits), opts), targeted=False)
+        bob = rec.LdpcBob(key_bits, plans, _ldpc_prior(qber_est, q_bits, opts), seed)
         msg = ep.recv("ec_syndromes")
         failed = np.asarray(bob.on_syndromes(_split(msg["syndromes"], msg["sizes"])), dtype=bool)
         frames = np.arange(len(plans))
@@ -507,12 +532,38 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
     raise ProtocolAbort(f"unknown error correction {opts.ec_method!r}")
 
 
+def _abort_if_every_frame_failed(keep) -> None:
+    """No LDPC frame decoded: the key's QBER is far above what public data predicted (an attack, or a
+    pass much worse than the calibrated contrast when decoy bits are key and no decoy errors are
+    disclosed before error correction); say so rather than "no sifted key bits"."""
+    if keep is not None and keep.size and not keep.any():
+        raise ProtocolAbort("every LDPC frame failed to decode: the key's QBER is far above the public "
+                            "prediction (above the abort threshold, or a prediction far off); no key")
+
+
 def _check_predicted_qber(qber_est: float, opts: ProtocolOptions) -> None:
     """One-way LDPC cannot measure a QBER it cannot correct: when the QBER predicted from the
     disclosed decoy/vacuum bits (public) is already above the abort threshold (e.g. intercept-resend),
     both parties abort before error correction. Two-way methods measure it on the key instead."""
     if opts.ec_method == "ldpc" and qber_est > opts.qber_abort:
         raise ProtocolAbort(f"QBER predicted from the test bits {qber_est:.4f} above the abort threshold {opts.qber_abort}")
+
+
+def _ldpc_qber(qber_est: float, q_bits: np.ndarray | None) -> float:
+    """The QBER LDPC frames are sized for: with per-bit predictions (key bits of several intensity
+    classes, their labels public) the BSC of equal conditional entropy, else the key-set prediction."""
+    from ..postprocess.reconciliation.ldpc import equivalent_qber
+
+    if q_bits is None or q_bits.size == 0 or np.all(q_bits == q_bits[0]):
+        return qber_est
+    return equivalent_qber(q_bits)
+
+
+def _ldpc_prior(qber_est: float, q_bits: np.ndarray | None, opts: ProtocolOptions):
+    """The decoder's prior: each key bit's class QBER (capped like the plan), or one value."""
+    if q_bits is None or q_bits.size == 0 or np.all(q_bits == q_bits[0]):
+        return qber_est
+    return np.minimum(q_bits, opts.qber_abort)
 
 
 def _ldpc_plan_qber(qber_est: float, opts: ProtocolOptions) -> float:

@@ -1285,6 +1285,21 @@ def _choose_code(R: float) -> str:
     return above[-1] if above else MOTHER_CODES[0]
 
 
+def equivalent_qber(qber_bits: np.ndarray) -> float:
+    """The QBER of a binary symmetric channel with the same conditional entropy as bits of known,
+    differing QBERs: ``h(q_eq) = mean_i h(q_i)`` (the bits' labels are public side information, so
+    ``H(X|Y, labels) = Σ h(q_i)``; Slepian–Wolf). Frames are planned for ``q_eq``."""
+    target = float(np.mean(binary_entropy(np.asarray(qber_bits, dtype=float))))
+    lo, hi = 1e-9, 0.5
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if binary_entropy(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
 def plan_frames(n_bits: int, qber_estimate: float, *, efficiency: float | None = None,
                 frame_length: int = FRAME_LENGTH, code_seed: int = 0,
                 max_puncture: float = 0.04, targeted: bool = False) -> list[FramePlan]:
@@ -1495,14 +1510,17 @@ class LdpcBob:
                  decoder: str = "layered", threads: int | None = None):
         if decoder not in ("layered", "ldpc"):
             raise ValueError(f"decoder must be 'layered' or 'ldpc', got {decoder!r}")
-        if not 0.0 < qber_estimate < 0.5:
-            raise ValueError(f"qber_estimate must be in (0, 0.5), got {qber_estimate}")
+        q_arr = np.asarray(qber_estimate, dtype=float)
+        if q_arr.ndim > 1 or not np.all((q_arr > 0.0) & (q_arr < 0.5)):
+            raise ValueError(f"qber_estimate must be in (0, 0.5) (one value, or one per bit), got {qber_estimate}")
         if max_iter < 1 or retry_iter < 1 or patience < 1:
             raise ValueError(f"max_iter, retry_iter, patience must be ≥ 1, got {max_iter}, {retry_iter}, {patience}")
         self.bits_in = _as_bits(bits, "bob_bits")
         self.plans = plans
         if sum(p.key_len for p in plans) != self.bits_in.size:
             raise ValueError("frame plans do not cover bob_bits exactly")
+        if q_arr.ndim == 1 and q_arr.size != self.bits_in.size:
+            raise ValueError(f"{q_arr.size} per-bit QBERs for {self.bits_in.size} bits")
         self.q = qber_estimate
         if threads is not None and threads < 1:
             raise ValueError(f"threads must be ≥ 1, got {threads}")
@@ -1518,14 +1536,19 @@ class LdpcBob:
         for g in self._groups:
             for i, f in enumerate(g.frames):
                 self._where[f] = (g, i)
-        llr_key = np.float32(np.log((1 - qber_estimate) / qber_estimate))
+        # prior LLR of each key bit: one value, or one per bit when the bits' QBERs differ by a
+        # public label (the intensity class of each key bit: side information the decoder may use)
+        if q_arr.ndim == 0:
+            llr_frames = [np.float32(np.log((1 - q_arr) / q_arr))] * len(plans)
+        else:
+            llr_frames = _frames_of(np.log((1 - q_arr) / q_arr).astype(np.float32), plans, self.perm)
         self._y = []
         for f, (pl, y) in enumerate(zip(plans, _frames_of(self.bits_in, plans, self.perm))):
             g, i = self._where[f]
             w = np.zeros(pl.code.n, dtype=np.uint8)
             w[pl.key_pos] = y
             self._y.append(w)
-            g.prior[i, pl.key_pos] = llr_key
+            g.prior[i, pl.key_pos] = llr_frames[f]
             g.prior[i, pl.shortened] = _LLR_MAX  # known value 0 = Alice's: e = 0
             g.prior[i, pl.punctured] = 0.0
         self._state = [_RevealState(pl) for pl in plans]
