@@ -28,7 +28,7 @@ FIELDS = [
     ("detectors", "dark_count_hz"), ("detectors", "dead_time_ns"), ("simulation", "slice_s"), ("apt", "fine_rate_hz"),
     ("apt", "coarse_rate_hz"), ("transmitter", "divergence_urad"), ("atmosphere", "zenith_loss_db"),
     ("station", "latitude_deg"), ("station", "altitude_m"), ("polarization", "intrinsic_contrast"), ("attack", "kind"),
-    ("attack", "fraction"), ("receiver", "no_such_field"),
+    ("attack", "fraction"), ("receiver", "no_such_field"), ("orbit", "tle_line1"), ("orbit", "tle_line2"),
 ]
 
 floats = st.one_of(
@@ -77,6 +77,9 @@ def near_preset(draw, table: str, field: str):
         return float(v) * k
     if isinstance(v, list):
         return [float(x) * k for x in v]
+    if isinstance(v, str):  # a TLE line with one character changed
+        i = draw(st.integers(0, len(v) - 1))
+        return v[:i] + draw(st.sampled_from(list("0123456789 .-+xE"))) + v[i + 1:]
     return draw(values)
 
 

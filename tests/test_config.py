@@ -175,3 +175,14 @@ def test_endless_or_huge_config_is_refused_without_reading_it_all(tmp_path):
         load_config(big)
     with pytest.raises(ConfigError, match="cannot read configuration"):
         load_config(tmp_path)
+
+
+@pytest.mark.parametrize("cols, text, needle", [((52, 63), " 0.00000000", "mean motion 0 rev/day"),
+                                                ((52, 63), "xx.xxxxxxxx", "must be numbers"),
+                                                ((8, 16), "197.3699", "inclination 197.37")])
+def test_tle_fields_are_checked(cols, text, needle):
+    d = _preset_dict()
+    l2 = d["orbit"]["tle_line2"]
+    d["orbit"]["tle_line2"] = l2[: cols[0]] + text + l2[cols[1]:]
+    with pytest.raises(ConfigError, match=needle):
+        config_from_dict(d)

@@ -115,6 +115,18 @@ class OrbitConfig(_Model):
                 line = getattr(self, name)
                 if not line or len(line.strip()) < 69 or line.strip()[0] != name[-1]:
                     raise ValueError(f"{name} must be a 69-character TLE line starting with '{name[-1]}'")
+            l1, l2 = self.tle_line1.strip(), self.tle_line2.strip()
+            try:  # the fixed columns the orbit and the work predictor read
+                float(l1[18:32])
+                inc, n = float(l2[8:16]), float(l2[52:63])
+                float("0." + l2[26:33].strip())
+            except ValueError:
+                raise ValueError("TLE fields must be numbers: tle_line1 epoch (columns 19–32), tle_line2 inclination (9–16), "
+                                 "eccentricity (27–33) and mean motion (53–63)") from None
+            if not 0.0 <= inc <= 180.0:
+                raise ValueError(f"tle_line2 inclination {inc:g}° must lie in [0, 180]")
+            if not 0.05 <= n <= 17.0:
+                raise ValueError(f"tle_line2 mean motion {n:g} rev/day must lie in [0.05, 17] (an orbit above ~150 km)")
         else:
             for name in ("altitude_km", "inclination_deg", "epoch_utc"):
                 if getattr(self, name) is None:
