@@ -37,18 +37,19 @@ __all__ = ["EC_EFFICIENCY", "AUTH_KEY_BITS", "ec_efficiency", "expected_pass", "
 #: Measured error-correction efficiency ``f = leak / (n · h(QBER))`` of each method, as leakage is
 #: counted by the protocol (every bit disclosed by either party; for LDPC the discarded bits of
 #: failed frames are added, as :mod:`satqkd.protocol.parties` does). Rows: sifted key length n,
-#: columns: QBER. Measured by ``python scripts/calibrate_ec.py`` (``postprocess.benchmark.bench_postprocess``
-#: on a binary symmetric channel, 2 seeds per cell, mean; 2026-12-01, before any EC change). Re-run
+#: columns: QBER. Measured by ``python scripts/calibrate_ec.py --ec cascade --seeds 2``
+#: (``postprocess.benchmark.bench_postprocess`` on a binary symmetric channel, mean of 2 seeds per cell;
+#: 2026-12-01, cascade as on main at ddc924e; the preset pass itself gave f = 1.031). Re-run
 #: the script after changing error correction and paste its output here.
 EC_EFFICIENCY: dict[str, dict] = {
     "cascade": {
-        "n": (1e4, 1e5, 1e6, 4e6),
+        "n": (10000.0, 100000.0, 1000000.0, 3000000.0),
         "qber": (0.005, 0.01, 0.02, 0.04),
         "f": (
-            (1.20, 1.10, 1.07, 1.06),
-            (1.08, 1.05, 1.04, 1.04),
-            (1.05, 1.03, 1.03, 1.03),
-            (1.05, 1.03, 1.03, 1.03),
+            (1.258, 1.091, 1.119, 1.092),
+            (1.047, 1.038, 1.041, 1.042),
+            (1.027, 1.03, 1.035, 1.043),
+            (1.027, 1.03, 1.034, 1.042),
         ),
     },
 }
