@@ -514,7 +514,8 @@ def plan(
     expected key per pass (fast model), relayed key per station pair; plan.json, tables, figures, plan.html."""
     from datetime import datetime
 
-    from .jobs.plan import PlanInputError, plan_network, write_plan_outputs
+    from .jobs.plan import plan_network, write_plan_outputs
+    from .sky.constellation import ConstellationError
 
     cfg = _load(preset, config)
     _check_out(out)
@@ -535,15 +536,14 @@ def plan(
             res = plan_network(satellites=satellites, walker=walker, stations=stations, days=days, seed=seed, start_utc=t0,
                                config=cfg, ec=ec, finite_key=finite_key, workers=workers, scheduler=scheduler,
                                event_level_sample=event_level_sample, progress=tick)
-        except PlanInputError as exc:
+        except ConstellationError as exc:  # bad TLE file, Walker constellation, station or plan field
             msg = str(exc)
-            for a, b in (("satellites:", "--satellites:"), ("walker", "--walker"), ("stations:", "--stations:")):
-                if msg.startswith(a) or (a == "walker" and msg.startswith("walker")):
-                    msg = b + msg[len(a):]
-                    break
-            else:
-                if satellites is not None and str(satellites) in msg:
-                    msg = f"--satellites: {msg}"
+            if msg.startswith("walker"):
+                msg = "--walker: " + msg
+            elif msg.startswith("stations"):
+                msg = "--" + msg
+            elif satellites is not None and (msg.startswith("satellites") or str(satellites) in msg):
+                msg = "--satellites: " + msg.removeprefix("satellites: ")
             _fail_input(msg)
         except OSError as exc:
             _error(f"plan failed: {exc}")
