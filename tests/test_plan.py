@@ -222,3 +222,17 @@ def test_cli_plan_bad_input_exits_2_naming_the_field(tmp_path, args, needle):
     assert r.returncode == 2, r.stderr[-2000:]
     assert needle in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_event_level_sample_runs_the_full_pipeline_on_sampled_passes():
+    """--event-level-sample: a clear pass re-run through simulation + protocol inside the plan; the fast
+    model's key is within 10 % of that single event-level run (the ≥ 10-seed check is benchmarks/run.py plan-agreement)."""
+    r = jp.plan_network(stations="xinglong", days=4.0, seed=2, event_level_sample=1)
+    assert len(r.event_level) == 1
+    e = r.event_level[0]
+    assert e["event_sifted_bits"] > 0
+    assert abs(e["fast_sifted_bits"] / e["event_sifted_bits"] - 1) < 0.03
+    if e["event_final_key_bits"] > 0:
+        assert abs(e["fast_final_key_bits"] / e["event_final_key_bits"] - 1) < 0.10
+    assert r.to_json()["event_level_sample"] == r.event_level

@@ -642,8 +642,9 @@ def _event_level_sample(records, sats, sts, cfg, origin, seed, n, ec, finite_key
         r = records[i]
         st = by_st[r["station"]]
         t0 = datetime.fromisoformat(r["start_utc"])
-        found = find_network_passes([by_sat[r["satellite"]]], [station_site(cfg, st)], t0 - timedelta(seconds=1), 2.0 / 86400,
-                                    grid_origin_utc=origin)
+        found = find_network_passes([by_sat[r["satellite"]]], [station_site(cfg, st)], t0 - timedelta(minutes=20),
+                                    40.0 / 1440, grid_origin_utc=origin)
+        found = [f for f in found if f.start_utc == t0]
         if not found:
             continue
         g = found[0].geometry
