@@ -52,6 +52,17 @@ EC_EFFICIENCY: dict[str, dict] = {
             (1.027, 1.03, 1.034, 1.042),
         ),
     },
+    # python scripts/calibrate_ec.py --ec ldpc --seeds 1 (same day; main's LDPC before the two-party change)
+    "ldpc": {
+        "n": (10000.0, 100000.0, 1000000.0, 3000000.0),
+        "qber": (0.005, 0.01, 0.02, 0.04),
+        "f": (
+            (1.552, 1.244, 1.155, 1.223),
+            (1.216, 1.102, 1.083, 1.066),
+            (1.176, 1.061, 1.055, 1.06),
+            (1.163, 1.066, 1.055, 1.058),
+        ),
+    },
 }
 
 #: Authentication key (bits) the post-processing consumes per pass and method, charged against the
