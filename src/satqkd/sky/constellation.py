@@ -11,7 +11,7 @@
   with the GMST-1982 rotation (the definition of TEME; Vallado et al., AIAA 2006-6753, App. C;
   UT1 = UTC), then all stations' elevations at once (a (stations × times) matrix product). Each
   visibility run is resampled at the rules' ``time_step_s`` and the operating rules of its station
-  are applied: start/end elevation (linear interpolation of the crossing), maximum range (the
+  are applied: start/end elevation (the first/last sample at or above the threshold), maximum range (the
   contiguous part around the range minimum), night (Sun altitude below ``max_sun_altitude_deg`` at
   every sample) and optionally "satellite in Earth's shadow" (cylindrical shadow).
 
