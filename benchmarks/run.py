@@ -203,6 +203,7 @@ def bench_plan_agreement(seeds: int = 10, passes: int = _AGREEMENT_PASSES) -> li
     from satqkd.jobs.plan import planning_link
 
     seeds = int(os.environ.get("SATQKD_AGREEMENT_SEEDS", seeds))
+    passes = int(os.environ.get("SATQKD_AGREEMENT_PASSES", passes))
     cfg = satqkd.load_preset("micius-2016-12-19")
     print(f"plan agreement: expected-key model vs event level ({seeds} seeds per pass, cascade, chernoff)")
     rows = []
