@@ -275,7 +275,7 @@ def bench_plan() -> list[dict]:
         return rows
     walls = {}
     for n in (1, 2):
-        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as lc, \
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
                 distributed.Client(lc) as client:
             plan_network(stations="xinglong,graz", days=2, seed=1, scheduler=client)  # warm the workers (imports, JIT)
             t0 = time.perf_counter()
