@@ -569,6 +569,14 @@ def plan(
             sto = f"{v['storage_hours_mean']:.0f} / {v['storage_hours_max']:.0f}" if v["relays"] else "—"
             t2.add_row(k, str(v["relays"]), f"{v['relayed_key_bits'] / 1e6:.2f}", sto)
         out_console.print(t2)
+    if res.event_level:
+        t3 = Table(title="event-level check of sampled passes (simulation + protocol vs the fast model)")
+        for c in ("pass", "station", "max el (°)", "fast key", "event key", "fast sifted", "event sifted"):
+            t3.add_column(c, justify="right")
+        for e in res.event_level:
+            t3.add_row(e["start_utc"][:16], e["station"], f"{e['max_elevation_deg']:.1f}", f"{e['fast_final_key_bits']:,}",
+                       f"{e['event_final_key_bits']:,}", f"{e['fast_sifted_bits']:,.0f}", f"{e['event_sifted_bits']:,}")
+        out_console.print(t3)
     out_console.print(f"{res.settings['executor']}, {res.wall_seconds:.1f} s wall; wrote {', '.join(str(f) for f in files)}")
 
 
