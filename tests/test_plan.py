@@ -132,7 +132,8 @@ def test_relay_rule_equal_split_fifo_and_storage_time():
     t = START
     recs = [_rec("S", "A", t, 100_000), _rec("S", "C", t + timedelta(hours=1), 50_000),
             _rec("S", "B", t + timedelta(hours=10), 60_000), _rec("T", "B", t + timedelta(hours=11), 1_000_000)]
-    rel = jp.replay_relays(recs, ["A", "B", "C"])
+    left: dict = {}
+    rel = jp.replay_relays(recs, ["A", "B", "C"], left)
     # A–C relays at C's pass (1 h): pools A→C = 50,000 and C→A = 25,000
     first = rel[0]
     assert first["pair"] == "A–C" and first["length_bits"] == relay_length_bits(50_000, 25_000)
@@ -146,6 +147,10 @@ def test_relay_rule_equal_split_fifo_and_storage_time():
     # conservation: a station never relays more than it deposited for that pair
     for r in rel:
         assert r["length_bits"] + AUTH_BITS_PER_LINK <= 50_000
+    # deposited = relayed + authentication + left on board, for satellite S (T's key is all left on board)
+    deposited = 2 * (50_000 + 25_000 + 30_000) + 2 * 500_000
+    used = sum(2 * (r["length_bits"] + AUTH_BITS_PER_LINK) for r in rel)
+    assert used + sum(left.values()) == deposited
 
 
 # ----------------------------------------------------------------------------------------- plans

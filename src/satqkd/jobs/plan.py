@@ -398,12 +398,13 @@ def pair_name(a: str, b: str) -> str:
     return f"{a}–{b}"
 
 
-def replay_relays(passes: Sequence[dict], stations: Sequence[str]) -> list[dict]:
+def replay_relays(passes: Sequence[dict], stations: Sequence[str], leftover: dict | None = None) -> list[dict]:
     """Relays under the module's sharing rule, replayed in time order; one dict per relay.
 
     ``passes``: records with ``satellite``, ``station``, ``end_utc`` (ISO), ``final_key_bits``.
     Returns ``{satellite, pair, a, b, time_utc, trigger_station, length_bits, storage_hours_mean,
-    storage_hours_max}`` per relay.
+    storage_hours_max}`` per relay. If ``leftover`` is a dict it receives, per pair name, the key bits
+    still on board at the end (both directions, all satellites): deposited for the pair but never relayed.
     """
     from ..relay_job import AUTH_BITS_PER_LINK, relay_length_bits
 
@@ -448,6 +449,11 @@ def replay_relays(passes: Sequence[dict], stations: Sequence[str]) -> list[dict]
             out.append(dict(satellite=sat, pair=pair_name(a, b), a=a, b=b, time_utc=t.isoformat(), trigger_station=x,
                             length_bits=int(L), storage_hours_mean=round(sum(a_ * h for a_, h in ages) / w, 3),
                             storage_hours_max=round(max(h for _, h in ages), 3)))
+    if leftover is not None:
+        for (sat, x, y), pool in pools.items():
+            a, b = sorted((x, y), key=order.get)
+            k = pair_name(a, b)
+            leftover[k] = leftover.get(k, 0) + int(sum(c[0] for c in pool))
     return out
 
 
@@ -611,8 +617,11 @@ def plan_network(
     records = [r for res in results for r in res]
     job_seconds = [r.pop("_job_seconds") for r in records if "_job_seconds" in r]
     records.sort(key=lambda r: (r["start_utc"], r["satellite"], r["station"]))
-    relays = replay_relays(records, [s.name for s in sts])
+    left: dict[str, int] = {}
+    relays = replay_relays(records, [s.name for s in sts], left)
     passes, rel, sm, pm, st_sum, pr_sum = _tables(records, relays, sts, _months(start, days), float(days))
+    for k, v in pr_sum.items():
+        v["left_on_board_bits"] = int(left.get(k, 0))
     ev = _event_level_sample(records, sats, sts, cfg, start, seed, event_level_sample, ec, finite_key) if event_level_sample else []
     settings = {
         "satellites": [s.name for s in sats], "walker": walker, "stations": [s.name for s in sts], "days": float(days),
