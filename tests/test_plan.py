@@ -186,10 +186,9 @@ def test_plan_is_identical_on_a_process_pool_and_on_dask(small_plan, monkeypatch
     assert pool.settings["executor"].startswith("process pool")
     pd.testing.assert_frame_equal(pool.passes, small_plan.passes)
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
-            distributed.Client(lc) as client:
-        dk = jp.plan_network(stations="xinglong,nanshan,ngari", days=6.0, seed=3, scheduler=client)
-    assert dk.settings["executor"].startswith("dask")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc:
+        dk = jp.plan_network(stations="xinglong,nanshan,ngari", days=6.0, seed=3, scheduler=lc.scheduler_address)  # as --scheduler tcp://…
+    assert dk.settings["executor"] == f"dask ({lc.scheduler_address})"
     pd.testing.assert_frame_equal(dk.passes, small_plan.passes)
     pd.testing.assert_frame_equal(dk.relays, small_plan.relays)
 
