@@ -107,3 +107,21 @@ def test_one_setting_for_a_campaign_sums_the_passes(cfg):
     assert r.baseline_key_bits == sum(_key(cfg, [lk], r.baseline, "cascade", "chernoff", 3, 1.0) for lk in links)
     assert r.key_bits >= r.baseline_key_bits
     assert r.key_bits == sum(_key(cfg, [lk], r.settings, "cascade", "chernoff", 3, 1.0) for lk in links)
+
+
+@pytest.mark.slow
+def test_fast_final_key_agrees_with_event_level_runs_on_a_short_pass(cfg):
+    """Cheap version of benchmarks/run.py plan-agreement: 100 s of the preset pass, 3 seeds through the
+    simulator and the two-party protocol (cascade); the fast model on the planner's link within 5 % of their
+    mean key and 2 % of their mean sifted bits."""
+    from satqkd.jobs.plan import planning_link
+    from satqkd.relay_job import run_pass
+
+    g = truncate_geometry(satqkd.find_pass(cfg), 100.0)
+    runs = [run_pass(cfg, g, 50 + s).summary for s in range(3)]
+    key = np.mean([r["final_key_bits"] for r in runs])
+    sifted = np.mean([r["sifted_bits"] for r in runs])
+    fast = expected_pass(cfg, planning_link(cfg, g, np.random.default_rng(0)), grid_points=5, slice_s=0.25)
+    assert key > 1e5
+    assert abs(fast.final_key_bits / key - 1) < 0.05, (fast.final_key_bits, key)
+    assert abs(fast.sifted_bits / sifted - 1) < 0.02, (fast.sifted_bits, sifted)
