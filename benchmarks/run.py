@@ -7,7 +7,10 @@ Sections: ``simulation`` (whole pass vs a per-pulse loop scaled up), ``postproce
 and privacy amplification throughput, whole post-processing of the default pass), ``pa-large`` (Toeplitz
 PA on 1e7 and 1e8-bit keys, spot-checked), ``campaign`` (passes
 per minute on 1 and 2 worker processes), ``kme`` (ETSI 014 load: 50 SAEs for 10 s — requests/s, p50/p99, errors, duplicates — beside the goal),
-``ingest`` (PTU → tags in M tags/s beside the raw ``ptufile`` read; whole ingest of a simulated 30 s slice, with and without beacon). Results are printed
+``ingest`` (PTU → tags in M tags/s beside the raw ``ptufile`` read; whole ingest of a simulated 30 s slice, with and without beacon),
+``plan`` (network plans: fast model per pass, a year of 10 stations; ``SATQKD_BENCH_BIG=1`` adds 20 stations x 24 satellites),
+``plan-agreement`` (the fast model against event-level runs: 6 passes x ``SATQKD_AGREEMENT_SEEDS`` (default 10) seeds; ~20 min, so
+only when named: ``benchmarks/run.py plan-agreement``), ``optimise`` (decoy settings on the paper's pass). Results are printed
 as a table and written to ``out/bench/results.json``.
 Nothing here is a test: numbers depend on the machine.
 """
@@ -286,12 +289,151 @@ def bench_ingest() -> list[dict]:
     return rows
 
 
+_AGREEMENT_PASSES = 6  # Xinglong passes of Dec 2016 – Jan 2017 spanning ~20°–85° maximum elevation
+
+
+def _agreement_passes(cfg, n: int):
+    """``n`` night passes over the preset station from its search start, spread over maximum elevation."""
+    from satqkd.sky.orbit import find_passes
+
+    found = find_passes(cfg.orbit, cfg.station, cfg.passes.model_copy(update={"search_days": 30.0}), satellite_name=cfg.satellite)
+    found = sorted(found, key=lambda g: float(np.max(g.elevation_deg)))
+    idx = np.unique(np.linspace(0, len(found) - 1, n).round().astype(int))
+    return [found[i] for i in idx]
+
+
+def _event_run(args):
+    from satqkd.relay_job import run_pass
+
+    cfg, g, seed = args
+    o = run_pass(cfg, g, seed)
+    return int(o.summary.get("final_key_bits") or 0), int(o.summary.get("sifted_bits") or 0), o.seconds
+
+
+def bench_plan_agreement(seeds: int = 10, passes: int = _AGREEMENT_PASSES) -> list[dict]:
+    """Fast expected-key model vs the mean of event-level runs (simulation + two-party protocol, cascade)."""
+    import satqkd
+    from satqkd.jobs.fastkey import expected_pass
+    from satqkd.jobs.plan import planning_link
+
+    seeds = int(os.environ.get("SATQKD_AGREEMENT_SEEDS", seeds))
+    passes = int(os.environ.get("SATQKD_AGREEMENT_PASSES", passes))
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    print(f"plan agreement: expected-key model vs event level ({seeds} seeds per pass, cascade, chernoff)")
+    rows = []
+    for g in _agreement_passes(cfg, passes):
+        t0 = time.perf_counter()
+        ev = [_event_run((cfg, g, 1000 + s)) for s in range(seeds)]
+        ev_s = time.perf_counter() - t0
+        key = np.array([e[0] for e in ev], float)
+        sif = np.array([e[1] for e in ev], float)
+        t1 = time.process_time()
+        fast = expected_pass(cfg, planning_link(cfg, g, np.random.default_rng(0)), grid_points=5, slice_s=0.25)
+        fast_ms = (time.process_time() - t1) * 1e3
+        dk = fast.final_key_bits / key.mean() - 1 if key.mean() > 0 else float("nan")
+        ds = fast.sifted_bits / sif.mean() - 1
+        el = float(np.max(g.elevation_deg))
+        rows.append(_row(f"pass {g.start_utc:%Y-%m-%d %H:%M} max el {el:.1f}°", f"key {100 * dk:+.1f} %, sifted {100 * ds:+.2f} %",
+                         f"event {key.mean():,.0f} ± {key.std(ddof=1) / np.sqrt(seeds):,.0f}",
+                         f"fast {fast.final_key_bits:,} bits / {fast.sifted_bits:,.0f} sifted in {fast_ms:.1f} ms CPU; "
+                         f"event {ev_s / seeds:.1f} s/run"))
+        rows[-1].update(max_elevation_deg=el, fast_key=fast.final_key_bits, event_key_mean=float(key.mean()),
+                        event_key_sem=float(key.std(ddof=1) / np.sqrt(seeds)), fast_sifted=fast.sifted_bits,
+                        event_sifted_mean=float(sif.mean()), key_rel=dk, sifted_rel=ds)
+    return rows
+
+
+def _twenty_stations(names: str):
+    """The 12 catalogue stations plus 8 made-up ones (0.5 clear-sky fraction) spread over latitudes 10°–60°."""
+    from satqkd.jobs.plan import CatalogueStation, load_stations
+
+    extra = [CatalogueStation(f"Bench-{k}", 10.0 + 6.0 * k, -120.0 + 35.0 * k, 500.0, (0.5,) * 12, "benchmark: made up")
+             for k in range(8)]
+    return load_stations(names) + extra
+
+
+def _warm_plan_worker() -> bool:
+    from satqkd.jobs.plan import plan_network
+
+    plan_network(stations="xinglong", days=3, seed=1)
+    return True
+
+
+def bench_plan() -> list[dict]:
+    """Plan throughput: a year over 10 stations with 1 satellite; cost per pass of the fast model."""
+    import satqkd
+    from satqkd.jobs.fastkey import expected_pass
+    from satqkd.jobs.plan import plan_network, planning_link
+
+    rows = []
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    g = satqkd.find_pass(cfg)
+    link = planning_link(cfg, g, np.random.default_rng(0))
+    expected_pass(cfg, link, grid_points=5, slice_s=0.25)
+    c, w = time.process_time(), time.perf_counter()
+    for _ in range(20):
+        expected_pass(cfg, planning_link(cfg, g, np.random.default_rng(0)), grid_points=5, slice_s=0.25)
+    rows.append(_row("fast model per pass (link + key)", f"{(time.process_time() - c) / 20 * 1e3:.1f} ms CPU",
+                     f"{(time.perf_counter() - w) / 20 * 1e3:.1f} ms wall", f"load {os.getloadavg()[0]:.1f}"))
+    ten = "xinglong,nanshan,delingha,lijiang,ngari,graz,tenerife,matera,hanle,table mountain"
+    for label, kw in (("1 year x 10 stations x 1 satellite", dict(stations=ten)),
+                      ("1 year x 20 stations x Walker 24/6/1 (550 km, 53°)",
+                       dict(stations=_twenty_stations(ten + ",mount stromlo,sutherland"), walker="550:53:24/6/1"))):
+        if "Walker" in label and not os.environ.get("SATQKD_BENCH_BIG"):
+            rows.append(_row(label, "skipped", "", "set SATQKD_BENCH_BIG=1"))
+            continue
+        t0 = time.perf_counter()
+        res = plan_network(days=365, seed=1, workers=2, **kw)
+        wall = time.perf_counter() - t0
+        tot = res.to_json()["totals"]
+        rows.append(_row(label, f"{wall:.0f} s wall", "bar 120 s" if "1 satellite" in label else "bar 900 s",
+                         f"{tot['passes']} passes, {tot['final_key_bits'] / 1e6:.0f} Mbit; {res.settings['executor']}; "
+                         f"load {os.getloadavg()[0]:.1f}"))
+    try:
+        import distributed
+    except ImportError:
+        rows.append(_row("Dask LocalCluster 1 vs 2 workers", "skipped", "", "pip install 'satqkd[dask]'"))
+        return rows
+    walls = {}
+    for n in (1, 2):
+        with distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+                distributed.Client(lc) as client:
+            client.run(_warm_plan_worker)  # every worker: imports, JIT caches, ephemeris (not part of the plan's cost)
+            t0 = time.perf_counter()
+            res = plan_network(stations="xinglong,nanshan,delingha,lijiang,ngari,graz", days=120, seed=1, scheduler=client)
+            walls[n] = time.perf_counter() - t0
+    rows.append(_row("Dask LocalCluster speed-up, 2 vs 1 workers", f"{walls[1] / walls[2]:.2f}x",
+                     f"1 worker {walls[1]:.0f} s", f"2 workers {walls[2]:.0f} s; 120 days x 6 stations, {res.settings['jobs']} jobs; "
+                                                  f"load {os.getloadavg()[0]:.1f}"))
+    return rows
+
+
+def bench_optimise() -> list[dict]:
+    """Decoy optimisation on the paper's pass: key with the preset's settings vs the optimum, cost per pass."""
+    import satqkd
+    from satqkd.jobs.optimise import optimise_source
+    from satqkd.jobs.plan import planning_link
+
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    link = planning_link(cfg, satqkd.find_pass(cfg), np.random.default_rng(0))
+    rows = []
+    for ev in (40, 200):
+        r = optimise_source(cfg, [link], max_evaluations=ev)
+        s = r.settings
+        rows.append(_row(f"optimised source, {ev} evaluations", f"{r.key_bits:,} bits ({100 * r.gain:+.1f} %)",
+                         f"preset {r.baseline_key_bits:,}",
+                         f"mu={tuple(round(x, 3) for x in s.intensities[:2])} p={tuple(round(x, 3) for x in s.probabilities)} "
+                         f"pZ={s.p_z_alice:.2f}; {r.cpu_seconds:.2f} s CPU, {r.seconds:.2f} s wall, load {os.getloadavg()[0]:.1f}"))
+    return rows
+
+
 SECTIONS = {"simulation": bench_simulation, "postprocess": bench_postprocess, "pa-large": bench_pa_large,
-            "campaign": bench_campaign, "kme": bench_kme, "ingest": bench_ingest}
+            "campaign": bench_campaign, "kme": bench_kme, "ingest": bench_ingest,
+            "plan": bench_plan, "plan-agreement": bench_plan_agreement, "optimise": bench_optimise}
 
 
 def main(argv: list[str]) -> None:
-    names = argv or list(SECTIONS)
+    names = argv or [n for n in SECTIONS if n != "plan-agreement"]  # the agreement check is long: ask for it by name
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         sys.exit(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")

@@ -35,6 +35,8 @@ _LAZY = {
     "CampaignResult": ("satqkd.campaign", "CampaignResult"),
     "run_relay_campaign": ("satqkd.relay_campaign", "run_relay_campaign"),
     "RelayCampaignResult": ("satqkd.relay_campaign", "RelayCampaignResult"),
+    "plan_network": ("satqkd.jobs.plan", "plan_network"),
+    "PlanResult": ("satqkd.jobs.plan", "PlanResult"),
 }
 
 __all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", *_LAZY]

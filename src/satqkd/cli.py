@@ -721,6 +721,97 @@ def _print_relay_campaign(res, files) -> None:
     out_console.print(f"wrote {', '.join(str(f) for f in files)}")
 
 
+@app.command()
+def plan(
+    satellites: Optional[Path] = typer.Option(None, "--satellites", help="file of TLEs (2- or 3-line sets)"),
+    walker: Optional[str] = typer.Option(None, "--walker", help="Walker-delta constellation ALT_KM:INC_DEG:T/P/F, e.g. 550:53:24/6/1"),
+    stations: str = typer.Option("xinglong,nanshan", "--stations",
+                                 help="catalogue names, comma-separated (case-insensitive), or a stations TOML file"),
+    days: float = typer.Option(365.0, min=0.01, max=366, help="plan length from --start"),
+    seed: int = typer.Option(0, min=0, help="plan seed (weather per station-night, polarization draws per pass)"),
+    start: Optional[str] = typer.Option(None, help="start, ISO UTC (default: the preset's pass search start)"),
+    preset: Optional[str] = typer.Option(None, help="mission preset for the terminal, source, detectors and rules (default micius-2016-12-19)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file instead of --preset"),
+    out: Path = typer.Option(Path("out/plan"), help="output directory"),
+    workers: int = typer.Option(1, min=1, max=1024, help="local worker processes (1: this process)"),
+    scheduler: Optional[str] = typer.Option(None, help="Dask scheduler address, e.g. tcp://host:8786"),
+    event_level_sample: int = typer.Option(0, "--event-level-sample", min=0, max=1000,
+                                           help="re-run N clear passes event by event as a check of the fast model"),
+    ec: str = typer.Option("cascade", help="error correction whose calibrated leakage the fast model uses"),
+    finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+    figures: bool = typer.Option(True, help="write coverage.png, map.png and plan.html"),
+    json_out: bool = typer.Option(False, "--json", help="print plan.json to stdout instead of the table"),
+) -> None:
+    """Plan a satellite QKD network: passes of every satellite over every station for a year, weather,
+    expected key per pass (fast model), relayed key per station pair; plan.json, tables, figures, plan.html."""
+    from datetime import datetime
+
+    from .jobs.plan import plan_network, write_plan_outputs
+    from .sky.constellation import ConstellationError
+
+    cfg = _load(preset, config)
+    _check_out(out)
+    _check_choice("ec", ec, EC_CHOICES)
+    _check_choice("finite-key", finite_key, FK_CHOICES)
+    if satellites is not None and walker is not None:
+        _fail_input("give either --satellites or --walker, not both")
+    t0 = None
+    if start is not None:
+        try:
+            t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        except ValueError:
+            _fail_input(f"--start must be an ISO date/time (UTC), got {start!r}")
+    with _progress() as prog:
+        task = prog.add_task("plan", total=None)
+        tick = lambda d, t: prog.update(task, completed=d, total=t, description=f"job {d}/{t}")  # noqa: E731
+        try:
+            res = plan_network(satellites=satellites, walker=walker, stations=stations, days=days, seed=seed, start_utc=t0,
+                               config=cfg, ec=ec, finite_key=finite_key, workers=workers, scheduler=scheduler,
+                               event_level_sample=event_level_sample, progress=tick)
+        except ConstellationError as exc:  # bad TLE file, Walker constellation, station or plan field
+            msg = str(exc)
+            if msg.startswith("walker"):
+                msg = "--walker: " + msg
+            elif msg.startswith("stations"):
+                msg = "--" + msg
+            elif satellites is not None and (msg.startswith("satellites") or str(satellites) in msg):
+                msg = "--satellites: " + msg.removeprefix("satellites: ")
+            _fail_input(msg)
+        except OSError as exc:
+            _error(f"plan failed: {exc}")
+            raise typer.Exit(1)
+    files = write_plan_outputs(res, out, figures=figures)
+    if json_out:
+        typer.echo(json.dumps(res.to_json(), default=str))
+        return
+    t = Table(title=f"{len(res.settings['satellites'])} satellite(s) × {len(res.stations)} stations, {res.settings['days']:g} days "
+                    f"from {res.settings['start_utc'][:16]} UTC (seed {seed})")
+    for c in ("station", "passes", "clear", "with key", "final key (Mbit)", "per day (kbit)"):
+        t.add_column(c, justify="right")
+    for name, v in res.stations.items():
+        t.add_row(name, str(v["passes"]), str(v["clear_passes"]), str(v["passes_with_key"]), f"{v['final_key_bits'] / 1e6:.2f}",
+                  f"{v['final_key_bits_per_day'] / 1e3:.1f}")
+    out_console.print(t)
+    best = sorted(res.pairs.items(), key=lambda kv: -kv[1]["relayed_key_bits"])[:10]
+    if best:
+        t2 = Table(title="relayed key per station pair (top 10)")
+        for c in ("pair", "relays", "relayed (Mbit)", "storage mean / max (h)"):
+            t2.add_column(c, justify="right")
+        for k, v in best:
+            sto = f"{v['storage_hours_mean']:.0f} / {v['storage_hours_max']:.0f}" if v["relays"] else "—"
+            t2.add_row(k, str(v["relays"]), f"{v['relayed_key_bits'] / 1e6:.2f}", sto)
+        out_console.print(t2)
+    if res.event_level:
+        t3 = Table(title="event-level check of sampled passes (simulation + protocol vs the fast model)")
+        for c in ("pass", "station", "max el (°)", "fast key", "event key", "fast sifted", "event sifted"):
+            t3.add_column(c, justify="right")
+        for e in res.event_level:
+            t3.add_row(e["start_utc"][:16], e["station"], f"{e['max_elevation_deg']:.1f}", f"{e['fast_final_key_bits']:,}",
+                       f"{e['event_final_key_bits']:,}", f"{e['fast_sifted_bits']:,.0f}", f"{e['event_sifted_bits']:,}")
+        out_console.print(t3)
+    out_console.print(f"{res.settings['executor']}, {res.wall_seconds:.1f} s wall; wrote {', '.join(str(f) for f in files)}")
+
+
 bench_app = typer.Typer(help="Quick measurements (the full suite: `make bench`).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 

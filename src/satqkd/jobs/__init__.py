@@ -1,0 +1,1 @@
+"""Jobs a user runs, composed from the stages (network plans: :mod:`.plan`)."""
