@@ -77,6 +77,19 @@ def _progress() -> Progress:
     )
 
 
+def _announce_compilation(ec: Optional[str], simulate: bool = True) -> None:
+    """Say so before a run that will compile numba kernels (a fresh install without the warm-up)."""
+    from .warmup import cold_kernels, kernel_modules
+
+    cold = cold_kernels(kernel_modules(ec, simulate=simulate))
+    if cold:
+        console.print(
+            f"compiling kernels, once ({len(cold)} not in the cache; ~1-2 min on 2 cores, later runs load them; "
+            "`python -m satqkd.warmup` does this ahead)",
+            highlight=False,
+        )
+
+
 def _stage_callback(prog: Progress):
     tasks: dict[str, int] = {}
 
@@ -88,12 +101,28 @@ def _stage_callback(prog: Progress):
     return cb
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"satqkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="print the version and exit"),
+) -> None:
+    """Satellite decoy-state BB84 QKD, end to end (after Micius, 2017)."""
+
+
 @app.command()
 def presets(show: Optional[str] = typer.Option(None, "--show", help="print this preset's TOML")) -> None:
     """List the shipped mission presets (or print one)."""
     if show:
         try:
-            out_console.print(preset_text(show), highlight=False, markup=False)
+            # raw text: rich would wrap long lines at the terminal width and break `> mission.toml`
+            sys.stdout.write(preset_text(show))
         except ConfigError as exc:
             _fail_input(str(exc))
         return
@@ -118,6 +147,8 @@ def simulate(
     _check_out(out)
     from .pass_simulation import simulate as run_sim
     from .outputs import write_simulation
+
+    _announce_compilation(None)
 
     t0 = time.perf_counter()
     with _progress() as prog:
@@ -323,6 +354,7 @@ def run(
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
+    _announce_compilation(ec)
     t0 = time.perf_counter()
     with _progress() as prog:
         try:
@@ -363,6 +395,7 @@ def postprocess_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail_input(str(exc))
     out.mkdir(parents=True, exist_ok=True)
+    _announce_compilation(ec, simulate=False)
     with _progress() as prog:
         s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog, store, sat_store)
     _print_key_summary(s)
