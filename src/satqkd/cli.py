@@ -306,7 +306,8 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     report.write_json(summary, out / "summary.json")
     write_keys(res, out)
     if res.ok:
-        report.plot_key_budget(pp["key_budget"], out / "key_budget.png", title=f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits")
+        title = f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits"
+        report.save_figure(report.plot_key_budget(pp["key_budget"], title=title), out / "key_budget.png", bbox_inches="tight")
     if (out / "fig3_pass.png").is_file() or res.ok:
         from .outputs import write_html_report
 
@@ -887,6 +888,10 @@ party_app.command("bob")(_party_command("bob"))
 
 
 def main() -> None:
+    import os
+
+    # the CLI writes PNGs and shows no windows: a non-interactive backend unless the user chose one
+    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         app()
     except KeyboardInterrupt:

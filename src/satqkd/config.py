@@ -268,6 +268,14 @@ class MissionConfig(_Model):
     second_station: GroundStationConfig | None = Field(None, description="relay presets: the far ground station")
     attack: AttackConfig = Field(AttackConfig(), description="eavesdropper on the quantum channel (security demonstrations)")
 
+    def __repr__(self) -> str:
+        # one short line (pydantic's default prints every field: ~3 KB); the fields: .model_dump()
+        far = f" + {self.second_station.name}" if self.second_station is not None else ""
+        attack = f", attack={self.attack.kind}" if self.attack.kind != "none" else ""
+        return f"MissionConfig(name={self.name!r}, satellite={self.satellite!r}, station={self.station.name!r}{far}{attack})"
+
+    __str__ = __repr__
+
 
 def _describe(err: ValidationError, source: str) -> str:
     lines = [f"invalid configuration {source}:"]

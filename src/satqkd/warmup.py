@@ -116,7 +116,7 @@ def warm_up(
     short = _slice_geometry(geo, sl)
     sim = step("simulate", simulate, cfg, seed=1, geometry=short)
     sim.summary()
-    sim._timeseries_arrays() if hasattr(sim, "_timeseries_arrays") else sim.timeseries()
+    sim._timeseries_arrays()
     for ec in ec_methods:
         step(f"postprocess ({ec})", postprocess, sim.raw, cfg, seed=1, ec=ec)
     return took
