@@ -35,7 +35,11 @@ _LAZY = {
     "CampaignResult": ("satqkd.campaign", "CampaignResult"),
     "run_relay_campaign": ("satqkd.relay_campaign", "run_relay_campaign"),
     "RelayCampaignResult": ("satqkd.relay_campaign", "RelayCampaignResult"),
+    "progress_bar": ("satqkd.progress", "progress_bar"),
 }
+
+#: sub-modules reachable as attributes without an import (``satqkd.report.plot_pass(...)``)
+_SUBMODULES = ("report", "warmup", "progress")
 
 __all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", *_LAZY]
 
@@ -46,4 +50,6 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(mod), attr)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"satqkd.{name}")
     raise AttributeError(f"module 'satqkd' has no attribute {name!r}")
