@@ -121,10 +121,11 @@ def test_py_typed_marker_is_shipped():
 
 
 def test_cold_kernels_sees_the_numba_cache(tmp_path, monkeypatch):
-    from satqkd.warmup import cold_kernels
+    from satqkd.warmup import cold_kernels, record_used
 
     (tmp_path / "ux_kernel_mod.py").write_text(
-        "import numba\n\n@numba.njit(cache=True)\ndef twice(x):\n    return 2 * x\n\ndef not_a_kernel():\n    pass\n"
+        "import numba\n\n@numba.njit(cache=True)\ndef twice(x):\n    return 2 * x\n\n"
+        "@numba.njit(cache=True)\ndef never_called(x):\n    return x\n\ndef not_a_kernel():\n    pass\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
@@ -132,9 +133,13 @@ def test_cold_kernels_sees_the_numba_cache(tmp_path, monkeypatch):
 
     mod = importlib.import_module("ux_kernel_mod")
     try:
-        assert cold_kernels(["ux_kernel_mod"]) == ["ux_kernel_mod.twice"]
+        assert sorted(cold_kernels(["ux_kernel_mod"])) == ["ux_kernel_mod.never_called", "ux_kernel_mod.twice"]
         assert mod.twice(3) == 6  # compiles and writes the cache
-        assert cold_kernels(["ux_kernel_mod"]) == []
+        assert cold_kernels(["ux_kernel_mod"]) == ["ux_kernel_mod.never_called"]  # nothing noted yet
+        record_used(["ux_kernel_mod"])  # what a run / the warm-up notes afterwards
+        assert cold_kernels(["ux_kernel_mod"]) == []  # the kernel no run calls no longer counts
+        next(tmp_path.rglob("*twice*.nbi")).unlink()  # cache wiped: cold again
+        assert cold_kernels(["ux_kernel_mod"]) == ["ux_kernel_mod.twice"]
     finally:
         sys.modules.pop("ux_kernel_mod", None)
 

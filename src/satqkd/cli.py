@@ -77,17 +77,22 @@ def _progress() -> Progress:
     )
 
 
-def _announce_compilation(ec: Optional[str], simulate: bool = True) -> None:
-    """Say so before a run that will compile numba kernels (a fresh install without the warm-up)."""
-    from .warmup import cold_kernels, kernel_modules
+def _announce_compilation(ec: Optional[str], simulate: bool = True):
+    """Say so before a run that will compile numba kernels (a fresh install without the warm-up).
 
-    cold = cold_kernels(kernel_modules(ec, simulate=simulate))
+    Returns a function to call after the run: it notes which kernels the run compiled."""
+    from .warmup import cold_kernels, kernel_modules, record_used
+
+    mods = kernel_modules(ec, simulate=simulate)
+    cold = cold_kernels(mods)
     if cold:
         console.print(
             f"compiling kernels, once ({len(cold)} not in the cache; ~1-2 min on 2 cores, later runs load them; "
             "`python -m satqkd.warmup` does this ahead)",
             highlight=False,
         )
+        return lambda: record_used(mods)
+    return lambda: None
 
 
 def _stage_callback(prog: Progress):
@@ -148,7 +153,7 @@ def simulate(
     from .pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
-    _announce_compilation(None)
+    compiled = _announce_compilation(None)
 
     t0 = time.perf_counter()
     with _progress() as prog:
@@ -158,6 +163,7 @@ def simulate(
             _error(str(exc))
             raise typer.Exit(1)
     files = write_simulation(sim, out, figures=figures)
+    compiled()
     s = sim.summary()
     _print_pass_summary(s, time.perf_counter() - t0)
     out_console.print(f"wrote {', '.join(str(f) for f in files)}")
@@ -355,7 +361,7 @@ def run(
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
-    _announce_compilation(ec)
+    compiled = _announce_compilation(ec)
     t0 = time.perf_counter()
     with _progress() as prog:
         try:
@@ -365,6 +371,7 @@ def run(
             raise typer.Exit(1)
         write_simulation(sim, out, figures=figures)
         s = _postprocess_and_write(sim.raw, cfg, seed, ec, finite_key, out, sim.summary(), prog, store, sat_store)
+    compiled()
     _print_pass_summary(s, time.perf_counter() - t0)
     _print_key_summary(s)
     out_console.print(f"wrote {out}/summary.json, {out}/timeseries.csv, {out}/raw.npz, figures and {out}/keys/")
@@ -396,9 +403,10 @@ def postprocess_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail_input(str(exc))
     out.mkdir(parents=True, exist_ok=True)
-    _announce_compilation(ec, simulate=False)
+    compiled = _announce_compilation(ec, simulate=False)
     with _progress() as prog:
         s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog, store, sat_store)
+    compiled()
     _print_key_summary(s)
     if s["aborted"]:
         raise typer.Exit(1)

@@ -9,8 +9,10 @@ therefore spends about two minutes compiling; later runs load the cache in a sec
 real pipeline on a short stretch of the Micius pass for each error-correction method, so that the
 kernels are compiled for exactly the argument types a run uses.
 
-:func:`cold_kernels` lists the kernels of the imported modules that have no cache entry yet; the
-CLI uses it to print "compiling kernels, once" before a run that will compile.
+:func:`cold_kernels` lists the kernels of given modules that a run will compile (no cache entry
+yet); the CLI uses it to print "compiling kernels, once" before such a run. A module holds some
+kernels a run never calls; after the warm-up (or a run) :func:`record_used` notes beside numba's
+cache which kernels got compiled, and only those count from then on.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-__all__ = ["cold_kernels", "kernel_modules", "warm_up"]
+__all__ = ["cold_kernels", "kernel_modules", "record_used", "warm_up"]
 
 #: the modules a run of ``satqkd run`` / ``satqkd simulate`` calls kernels from (by EC method)
 _SIM_MODULES = (
@@ -73,10 +75,43 @@ def _is_cached(disp) -> bool:
     return Path(index).is_file()
 
 
+def _used_file(disp) -> Path | None:
+    path = getattr(getattr(disp, "_cache", None), "_cache_path", None)
+    return None if path is None else Path(path) / f"{disp.__module__}.satqkd-used"
+
+
+def _by_module(modules: Iterable[str]) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for d in _dispatchers(modules):
+        out.setdefault(d.__module__, []).append(d)
+    return out
+
+
 def cold_kernels(modules: Iterable[str] | None = None) -> list[str]:
-    """``module.function`` of each kernel in ``modules`` (default: a cascade run's) with no cache entry."""
+    """``module.function`` of each kernel in ``modules`` (default: a cascade run's) that a run will
+    compile: of the kernels :func:`record_used` noted, those without a cache entry; of a module
+    never noted, every kernel without one."""
     mods = kernel_modules() if modules is None else tuple(modules)
-    return [f"{d.__module__}.{d.__name__}" for d in _dispatchers(mods) if not _is_cached(d)]
+    cold = []
+    for name, disps in _by_module(mods).items():
+        used = None
+        f = _used_file(disps[0])
+        if f is not None and f.is_file():
+            used = set(f.read_text(encoding="utf-8").split())
+        cold += [f"{name}.{d.__name__}" for d in disps if (used is None or d.__name__ in used) and not _is_cached(d)]
+    return cold
+
+
+def record_used(modules: Iterable[str]) -> None:
+    """Note, beside numba's cache, which kernels of ``modules`` are compiled now (best effort)."""
+    for name, disps in _by_module(modules).items():
+        f = _used_file(disps[0])
+        if f is None:
+            continue
+        try:
+            f.write_text("\n".join(sorted(d.__name__ for d in disps if _is_cached(d))) + "\n", encoding="utf-8")
+        except OSError:
+            pass
 
 
 def warm_up(
@@ -146,10 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     print("satqkd: compiling kernels, once (about 2 minutes on 2 cores; later runs load them from the cache)", file=sys.stderr, flush=True)
     took = warm_up(methods, progress=lambda s: print(f"  {s} ...", file=sys.stderr, flush=True))
-    left = cold_kernels(dict.fromkeys(m for ec in methods for m in kernel_modules(ec)))
+    record_used(dict.fromkeys(m for ec in methods for m in kernel_modules(ec)))
     print(f"satqkd: kernels compiled in {time.perf_counter() - t0:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in took.items())})", file=sys.stderr)
-    if left:
-        print(f"satqkd: not compiled by the warm-up (compiled on first use): {', '.join(left)}", file=sys.stderr)
     return 0
 
 
