@@ -205,3 +205,19 @@ def test_submodules_are_attributes_of_the_face():
     assert satqkd.report.plot_pass is report.plot_pass
     with pytest.raises(AttributeError):
         satqkd.no_such_thing  # noqa: B018
+
+
+def test_campaign_to_frame_has_the_passes_csv_columns(tmp_path):
+    from satqkd.campaign import CampaignResult, PassRecord, _write_csv
+
+    recs = [PassRecord(index=i, night="2016-12-19", start_utc="2016-12-19T17:00:00", end_utc="2016-12-19T17:05:00",
+                       duration_s=273.0, max_elevation_deg=50.0 + i, min_range_km=645.0, seed=i, clear_sky=True,
+                       simulated=True, final_key_bits=1000 * i, aborted=False) for i in range(3)]
+    res = CampaignResult(preset="p", satellite="Micius", station="Xinglong", search_start_utc="2016-12-19T00:00:00",
+                         days=1.0, seed=1, clear_sky_probability=1.0, ec="cascade", finite_key="chernoff",
+                         records=recs, nights=[])
+    df = res.to_frame()
+    with open(_write_csv(res, tmp_path / "passes.csv"), newline="") as fh:
+        header = next(csv.reader(fh))
+    assert list(df.columns) == header
+    assert df["final_key_bits"].tolist() == [0, 1000, 2000]
