@@ -46,7 +46,8 @@ def test_timeseries_is_a_dataframe_with_the_csv_columns(short_sim, tmp_path):
     with open(tmp_path / "timeseries.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert list(df.columns) == rows[0]
-    assert len(df) == len(rows) - 1 > 0
+    assert len(df) == len(rows) - 1
+    assert 15 <= len(df) <= 21  # the 20 s slice: one row per whole second
     np.testing.assert_allclose(df["range_km"].to_numpy(), [float(r[1]) for r in rows[1:]], atol=1e-3)
     assert df["sifted_bits"].tolist() == [int(r[6]) for r in rows[1:]]
     assert short_sim.to_frame().equals(df)
@@ -221,3 +222,19 @@ def test_campaign_to_frame_has_the_passes_csv_columns(tmp_path):
         header = next(csv.reader(fh))
     assert list(df.columns) == header
     assert df["final_key_bits"].tolist() == [0, 1000, 2000]
+
+
+def test_cli_announces_a_compilation_only_when_kernels_are_cold(monkeypatch, capsys):
+    from satqkd import cli, warmup
+
+    recorded = []
+    monkeypatch.setattr(warmup, "record_used", lambda mods: recorded.append(tuple(mods)))
+    monkeypatch.setattr(warmup, "cold_kernels", lambda mods: ["satqkd.quantum.sampler._route_kernel"])
+    done = cli._announce_compilation("ldpc")
+    assert "compiling kernels, once" in capsys.readouterr().err
+    done()
+    assert recorded and "satqkd.postprocess.reconciliation.ldpc" in recorded[0]
+    monkeypatch.setattr(warmup, "cold_kernels", lambda mods: [])
+    recorded.clear()
+    cli._announce_compilation("cascade")()
+    assert "compiling" not in capsys.readouterr().err and not recorded
