@@ -37,7 +37,11 @@ _LAZY = {
     "RelayCampaignResult": ("satqkd.relay_campaign", "RelayCampaignResult"),
     "plan_network": ("satqkd.jobs.plan", "plan_network"),
     "PlanResult": ("satqkd.jobs.plan", "PlanResult"),
+    "progress_bar": ("satqkd.progress", "progress_bar"),
 }
+
+#: sub-modules reachable as attributes without an import (``satqkd.report.plot_pass(...)``)
+_SUBMODULES = ("report", "warmup", "progress")
 
 __all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", *_LAZY]
 
@@ -48,4 +52,6 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(mod), attr)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"satqkd.{name}")
     raise AttributeError(f"module 'satqkd' has no attribute {name!r}")

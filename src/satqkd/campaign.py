@@ -390,6 +390,12 @@ class CampaignResult:
                                 "add their epsilons",
                 "totals": self.totals(), "nights": self.nights, "passes": [r.to_json() for r in self.records]}
 
+    def to_frame(self):
+        """The passes as a :class:`pandas.DataFrame`, one row per pass, the columns of ``passes.csv``."""
+        import pandas as pd
+
+        return pd.DataFrame([[getattr(r, c) for c in PASS_COLUMNS] for r in self.records], columns=list(PASS_COLUMNS))
+
     def __repr__(self) -> str:
         eps = self.max_epsilon_per_pass
         return (f"CampaignResult({self.preset}: {self.satellite} over {self.station}, {self.days:g} d from "

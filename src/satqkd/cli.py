@@ -254,6 +254,24 @@ def _progress() -> Progress:
     )
 
 
+def _announce_compilation(ec: Optional[str], simulate: bool = True):
+    """Say so before a run that will compile numba kernels (a fresh install without the warm-up).
+
+    Returns a function to call after the run: it notes which kernels the run compiled."""
+    from .warmup import cold_kernels, kernel_modules, record_used
+
+    mods = kernel_modules(ec, simulate=simulate)
+    cold = cold_kernels(mods)
+    if cold:
+        console.print(
+            f"compiling kernels, once ({len(cold)} not in the cache; ~1-2 min on 2 cores, later runs load them; "
+            "`python -m satqkd.warmup` does this ahead)",
+            highlight=False,
+        )
+        return lambda: record_used(mods)
+    return lambda: None
+
+
 def _stage_callback(prog: Progress):
     tasks: dict[str, int] = {}
 
@@ -265,12 +283,28 @@ def _stage_callback(prog: Progress):
     return cb
 
 
+def _version_callback(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"satqkd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="print the version and exit"),
+) -> None:
+    """Satellite decoy-state BB84 QKD, end to end (after Micius, 2017)."""
+
+
 @app.command()
 def presets(show: Optional[str] = typer.Option(None, "--show", help="print this preset's TOML")) -> None:
     """List the shipped mission presets (or print one)."""
     if show:
         try:
-            out_console.print(preset_text(show), highlight=False, markup=False)
+            # raw text: rich would wrap long lines at the terminal width and break `> mission.toml`
+            sys.stdout.write(preset_text(show))
         except ConfigError as exc:
             _fail_input(str(exc))
         return
@@ -297,6 +331,8 @@ def simulate(
     from .pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
+    compiled = _announce_compilation(None)
+
     t0 = time.perf_counter()
     with _progress() as prog:
         try:
@@ -305,6 +341,7 @@ def simulate(
             _error(str(exc))
             raise typer.Exit(1)
     files = write_simulation(sim, out, figures=figures)
+    compiled()
     s = sim.summary()
     _print_pass_summary(s, time.perf_counter() - t0)
     out_console.print(f"wrote {', '.join(str(f) for f in files)}")
@@ -495,7 +532,8 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     report.write_json(summary, out / "summary.json")
     write_keys(res, out)
     if res.ok:
-        report.plot_key_budget(pp["key_budget"], out / "key_budget.png", title=f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits")
+        title = f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits"
+        report.save_figure(report.plot_key_budget(pp["key_budget"], title=title), out / "key_budget.png", bbox_inches="tight")
     if (out / "fig3_pass.png").is_file() or res.ok:
         from .outputs import write_html_report
 
@@ -547,6 +585,7 @@ def run(
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
+    compiled = _announce_compilation(ec)
     t0 = time.perf_counter()
     with _progress() as prog:
         try:
@@ -556,6 +595,7 @@ def run(
             raise typer.Exit(1)
         write_simulation(sim, out, figures=figures)
         s = _postprocess_and_write(sim.raw, cfg, seed, ec, finite_key, out, sim.summary(), prog, store, sat_store)
+    compiled()
     _print_pass_summary(s, time.perf_counter() - t0)
     _print_key_summary(s)
     out_console.print(f"wrote {out}/summary.json, {out}/timeseries.csv, {out}/raw.npz, figures and {out}/keys/")
@@ -594,8 +634,10 @@ def postprocess_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail_input(str(exc))
     out.mkdir(parents=True, exist_ok=True)
+    compiled = _announce_compilation(ec, simulate=False)
     with _progress() as prog:
         s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog, store, sat_store)
+    compiled()
     _print_key_summary(s)
     if s["aborted"]:
         raise typer.Exit(1)
@@ -1410,6 +1452,10 @@ def party_confirm(
 
 
 def main() -> None:
+    import os
+
+    # the CLI writes PNGs and shows no windows: a non-interactive backend unless the user chose one
+    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         app()
     except KeyboardInterrupt:

@@ -426,6 +426,15 @@ class MissionConfig(_Model):
             raise ValueError(f"timing.beacon_rate_hz = {self.timing.beacon_rate_hz:g} must be ≤ source.rep_rate_hz = {self.source.rep_rate_hz:g}")
         return self
 
+    def __repr__(self) -> str:
+        # one short line (pydantic's default prints every field: ~3 KB); the fields: .model_dump()
+        far = f" + {self.second_station.name}" if self.second_station is not None else ""
+        attack = f", attack={self.attack.kind}" if self.attack.kind != "none" else ""
+        return f"MissionConfig(name={self.name!r}, satellite={self.satellite!r}, station={self.station.name!r}{far}{attack})"
+
+    __str__ = __repr__
+
+
 
 def _describe(err: ValidationError, source: str, prefix: str = "") -> str:
     lines = [f"invalid configuration {source}:"]

@@ -18,7 +18,7 @@ def write_simulation(sim, out: str | Path, *, figures: bool = True) -> list[Path
     """Write summary.json, timeseries.csv, raw.npz (and the figures) of a :class:`PassSimulation`."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
-    ts = sim.timeseries()
+    ts = sim._timeseries_arrays()
     files = [
         report.write_json(sim.summary(), d / "summary.json"),
         report.write_timeseries_csv(ts, d / "timeseries.csv"),
@@ -27,13 +27,13 @@ def write_simulation(sim, out: str | Path, *, figures: bool = True) -> list[Path
     if figures:
         g = sim.geometry
         title = f"{g.satellite} → {g.station}, {g.start_utc:%Y-%m-%d %H:%M} UTC (simulated, seed {sim.seed})"
-        files.append(report.plot_pass(ts, d / "fig3_pass.png", title=title))
-        files.append(
-            report.plot_link_efficiency(ts["range_km"], ts["link_efficiency_observed"], FIBER_LOSS_DB_PER_KM, d / "fig4_link_efficiency.png")
-        )
+        files.append(report.save_figure(report.plot_pass(ts, title=title), d / "fig3_pass.png"))
+        fig4 = report.plot_link_efficiency(ts["range_km"], ts["link_efficiency_observed"], FIBER_LOSS_DB_PER_KM)
+        files.append(report.save_figure(fig4, d / "fig4_link_efficiency.png"))
         link = sim.link
         if link.contrast_compensated is not None and link.contrast_uncompensated is not None:
-            files.append(report.plot_polarization(link.t_s, link.contrast_compensated, link.contrast_uncompensated, d / "fig2c_polarization.png"))
+            fig2c = report.plot_polarization(link.t_s, link.contrast_compensated, link.contrast_uncompensated)
+            files.append(report.save_figure(fig2c, d / "fig2c_polarization.png"))
         files.append(write_html_report(d))
     return files
 

@@ -112,8 +112,26 @@ class PassSimulation:
             "stage_seconds": {k_: round(v, 4) for k_, v in self.stage_seconds.items()},
         }
 
-    def timeseries(self) -> dict[str, np.ndarray]:
-        """One row per whole second of the pass: counts in [t, t+1) and the link at t + 0.5 s."""
+    def timeseries(self):
+        """One row per whole second of the pass, as a :class:`pandas.DataFrame` with the columns of
+        ``timeseries.csv`` (units in the names: ``t_s, range_km, elevation_deg, link_loss_db,
+        transmittance, detections, sifted_bits, qber``): counts in [t, t+1) and the link at t + 0.5 s.
+
+        >>> sim.timeseries().plot(x="t_s", y="sifted_bits")    # doctest: +SKIP
+        """
+        import pandas as pd
+
+        from .report import TIMESERIES_COLUMNS
+
+        arrays = self._timeseries_arrays()
+        return pd.DataFrame({c: arrays[c] for c in TIMESERIES_COLUMNS})
+
+    def to_frame(self):
+        """The per-second table of the pass: :meth:`timeseries`."""
+        return self.timeseries()
+
+    def _timeseries_arrays(self) -> dict[str, np.ndarray]:
+        """:meth:`timeseries` as a dict of arrays, plus ``link_efficiency_observed`` (Fig. 4)."""
         g, link = self.geometry, self.link
         n_rows = int(np.floor(g.duration_s + 1e-9))
         edges = np.arange(n_rows + 1, dtype=float)

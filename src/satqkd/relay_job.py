@@ -301,7 +301,7 @@ def run_pass(
     sim = simulate(cfg, seed, geometry=geometry)
     pass_id = _pass_id(geometry, seed, window_s)
     sim_summary = sim.summary()
-    ts = sim.timeseries()
+    ts = sim._timeseries_arrays()  # arrays: no pandas import in campaign workers
     res = postprocess(sim.raw, cfg, seed=seed, ec=ec, finite_key=finite_key)
     del sim
     pp = postprocess_summary(res)
