@@ -52,7 +52,8 @@ def _check_ledger(led, first, second):
     """Invariants every replay must keep."""
     assert led.balance_ok()
     for s, recs in zip(ST, (first, second)):
-        assert led.pass_key_bits[s] == led.relayed_bits + led.auth_bits[s] + led.left_bits[s] + led.truncated_bits[s]
+        assert led.pass_key_bits[s] == (led.relayed_bits + led.auth_bits[s] + led.left_bits[s] + led.truncated_bits[s]
+                                        + led.station_stream_bits.get(s, 0))
         assert led.auth_bits[s] == A * len(led.events)
         assert sum(r.final_key_bits for r in recs) == led.pass_key_bits[s]
     for _, level in led.timeline:
@@ -76,7 +77,7 @@ def _check_ledger(led, first, second):
 # ------------------------------------------------------------------------------------------ replay arithmetic
 def test_two_passes_give_one_relay_with_relay_jobs_rule():
     first, second = [rec(0, 0.0, 352_105)], [rec(0, 1.57, 624_751)]
-    led = replay_relays(first, second, stations=ST, satellite="Micius")
+    led = replay_relays(first, second, stations=ST, directional=False, satellite="Micius")
     (e,) = led.events
     stored_x, stored_n = 352_104, 624_744  # whole bytes, as a key store keeps them
     L = min(stored_x, stored_n) - A
@@ -96,7 +97,7 @@ def test_two_passes_give_one_relay_with_relay_jobs_rule():
 def test_unequal_keys_leave_the_right_leftover():
     first = [rec(0, 0.0, 500_000), rec(1, 24.0, 40_000)]
     second = [rec(0, 1.5, 100_000)]
-    led = replay_relays(first, second, stations=ST)
+    led = replay_relays(first, second, stations=ST, directional=False)
     (e,) = led.events  # the second Xinglong pass cannot relay: Nanshan's pool is empty
     assert e.length_bits == 100_000 - A and e.pool_after == {"Xinglong": 500_000 - 100_000, "Nanshan": 0}
     assert led.left_bits == {"Xinglong": 400_000 + 40_000, "Nanshan": 0}
@@ -107,7 +108,7 @@ def test_unequal_keys_leave_the_right_leftover():
 def test_leftover_is_relayed_later_oldest_first():
     first = [rec(0, 0.0, 500_000)]
     second = [rec(0, 1.5, 100_000), rec(1, 25.5, 300_000)]
-    led = replay_relays(first, second, stations=ST)
+    led = replay_relays(first, second, stations=ST, directional=False)
     e0, e1 = led.events
     assert e0.pool_after["Xinglong"] == 500_000 - A - (100_000 - A) == 400_000
     assert e1.pool_before == {"Xinglong": 400_000, "Nanshan": 300_000}
@@ -123,12 +124,12 @@ def test_leftover_is_relayed_later_oldest_first():
 
 def test_a_pass_too_short_to_relay():
     # A + 7 bits: L = 7 < 8, nothing relayed (relay_job: "pass keys too short to relay")
-    led = replay_relays([rec(0, 0.0, A + 7)], [rec(0, 1.5, 100_000)], stations=ST)
+    led = replay_relays([rec(0, 0.0, A + 7)], [rec(0, 1.5, 100_000)], stations=ST, directional=False)
     assert led.events == [] and led.relayed_bits == 0
     assert led.left_bits == {"Xinglong": A, "Nanshan": 100_000} and led.truncated_bits["Xinglong"] == 7
     assert relay_length_bits(A + 7, 100_000) == 0
     # A + 8 bits: one byte is relayed
-    led = replay_relays([rec(0, 0.0, A + 8)], [rec(0, 1.5, 100_000)], stations=ST)
+    led = replay_relays([rec(0, 0.0, A + 8)], [rec(0, 1.5, 100_000)], stations=ST, directional=False)
     assert [e.length_bits for e in led.events] == [8]
     assert led.left_bits == {"Xinglong": 0, "Nanshan": 100_000 - A - 8}
 
@@ -136,7 +137,7 @@ def test_a_pass_too_short_to_relay():
 def test_several_short_passes_accumulate_into_one_relay():
     first = [rec(0, 0.0, 600), rec(1, 24.0, 600), rec(2, 48.0, 600)]  # each alone < A
     second = [rec(0, 49.5, 50_000)]
-    led = replay_relays(first, second, stations=ST)
+    led = replay_relays(first, second, stations=ST, directional=False)
     (e,) = led.events
     assert e.pool_before["Xinglong"] == 1800 and e.length_bits == 1800 - A
     xs = [d for d in e.draws if d.station == "Xinglong"]
@@ -151,16 +152,16 @@ def test_several_short_passes_accumulate_into_one_relay():
 def test_nothing_is_relayed_when_one_station_never_gets_key():
     first = [rec(i, 24.0 * i, 300_000) for i in range(4)]
     second = [rec(i, 24.0 * i + 1.5, 0) for i in range(4)]  # every Nanshan pass aborted
-    led = replay_relays(first, second, stations=ST)
+    led = replay_relays(first, second, stations=ST, directional=False)
     assert led.events == [] and led.relayed_bits == 0
     assert led.left_bits == {"Xinglong": 1_200_000, "Nanshan": 0}
     assert led.totals(4.0)["storage_hours_mean"] is None and led.totals(4.0)["max_relay_epsilon"] is None
-    assert replay_relays([], [], stations=ST).events == []
+    assert replay_relays([], [], stations=ST, directional=False).events == []
     _check_ledger(led, first, second)
 
 
 def test_same_end_time_and_equal_names():
-    led = replay_relays([rec(0, 0.0, 10_000)], [rec(0, 0.0, 10_000)], stations=ST)
+    led = replay_relays([rec(0, 0.0, 10_000)], [rec(0, 0.0, 10_000)], stations=ST, directional=False)
     (e,) = led.events
     assert e.trigger_station == "Nanshan" and e.length_bits == 10_000 - A  # ties: first station deposits first
     with pytest.raises(ValueError, match="different names"):
@@ -168,7 +169,7 @@ def test_same_end_time_and_equal_names():
 
 
 def test_unknown_pass_epsilon_gives_no_relay_epsilon():
-    led = replay_relays([rec(0, 0.0, 10_000, eps=None)], [rec(0, 1.0, 10_000)], stations=ST)
+    led = replay_relays([rec(0, 0.0, 10_000, eps=None)], [rec(0, 1.0, 10_000)], stations=ST, directional=False)
     (e,) = led.events
     assert e.epsilon is None and e.pass_epsilon_sum is None and led.totals(1.0)["max_relay_epsilon"] is None
 
@@ -184,7 +185,7 @@ def test_random_sequences_keep_the_invariants():
             bits = rng.choice([0, 5, 700, 900, 2000, 50_000, 333_333], n) + rng.integers(0, 8, n)
             seqs.append([rec(i, float(h), int(b) if b > 7 else 0, eps=float(rng.uniform(1e-10, 1e-9)))
                          for i, (h, b) in enumerate(zip(hours, bits))])
-        led = replay_relays(*seqs, stations=ST)
+        led = replay_relays(*seqs, stations=ST, directional=False)
         _check_ledger(led, *seqs)
         n_relays += len(led.events)
         # one relay at most per pass, and only right after a pass with key
@@ -216,8 +217,9 @@ def test_replay_matches_relay_job_on_key_stores(tmp_path, bits):
         (e,) = led.events
         assert e.length_bits == rj.length_bits
         assert e.epsilon == rj.epsilon  # same pass ε and same announcement size, hence same forgery bound
-        assert sat.available_bits("Xinglong") == led.left_bits["Xinglong"]
-        assert sat.available_bits("Nanshan") == led.left_bits["Nanshan"]
+        for s in ST:  # the satellite's store also holds each station's own stream (not relayable)
+            assert sat.available_bits(s) == led.left_bits[s] + led.station_stream_bits[s]
+        assert led.balance_ok()
     else:
         assert "too short" in rj.reason and led.events == []
     for st in (sat, *stores.values()):
@@ -305,7 +307,9 @@ def test_no_key_at_one_station_means_no_relay(rcfg, fast, monkeypatch):
     res = run_relay_campaign(rcfg, days=3, seed=1)
     assert res.first.passes_with_key == res.first.passes_found > 0 and res.second.passes_with_key == 0
     assert res.relays == [] and res.relayed_bits_total == 0
-    assert res.totals()["left_on_board_bits"] == {"Xinglong": res.first.total_final_key_bits, "Nanshan": 0}
+    left, stream = res.totals()["left_on_board_bits"], res.ledger.station_stream_bits
+    assert left["Nanshan"] == 0 and 0 < stream["Xinglong"] and abs(stream["Xinglong"] - left["Xinglong"]) <= 8 * 3  # halves
+    assert left["Xinglong"] + stream["Xinglong"] + res.ledger.truncated_bits["Xinglong"] == res.first.total_final_key_bits
 
 
 def test_a_failing_pass_is_recorded_and_the_relays_go_on(rcfg, fast, monkeypatch):
@@ -417,7 +421,11 @@ def test_real_day_gives_one_relay(real):
     assert a.passes_with_key == b.passes_with_key == 1 and a.passes_found == b.passes_found == 1
     (e,) = real.relays
     kx, kn = a.records[0].final_key_bits, b.records[0].final_key_bits
-    assert e.length_bits == relay_length_bits(8 * (kx // 8), 8 * (kn // 8)) > 200_000
+    from satqkd.keys.store import direction_window
+
+    sat = real.first.satellite
+    own = [hi - lo for lo, hi in (direction_window(sat, s, 8 * (k // 8)) for s, k in zip(ST, (kx, kn)))]
+    assert e.length_bits == relay_length_bits(*own) > 100_000  # the satellite's own streams only
     assert e.time_utc == b.records[0].end_utc and e.storage_hours == pytest.approx(1.57, abs=0.02)
     assert 2e-9 <= e.epsilon <= 2e-9 * (1 + 1e-9)
     _check_ledger(real.ledger, a.records, b.records)

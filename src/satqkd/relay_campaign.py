@@ -18,8 +18,10 @@ The replay is *accounting over the simulated pass keys' lengths*: the passes are
 and post-processed, but no key store is filled and no announcement is authenticated per relay
 (``relay_job.run_relay`` runs that protocol for one pair; its rule and constants are used here):
 
-* the satellite holds a pool of available key per station: each pass with key adds its final key,
-  in whole bytes (a key store keeps whole bytes; the 0–7 bit tail is counted as ``truncated``);
+* the satellite holds a pool of available key per station: each pass with key adds the satellite's
+  own directional stream of its final key (``keys.store.direction_window``: about half; the
+  station → satellite stream is never relayed, see docs/key-delivery.md), in whole bytes (a key store
+  keeps whole bytes; the 0–7 bit tail is counted as ``truncated``);
 * right after each pass (at its end time), if both pools allow it, the satellite relays
   ``L = min(pool_1, pool_2) − AUTH_BITS_PER_LINK`` bits, rounded down to whole bytes, nothing if
   ``L < 8`` (:func:`satqkd.relay_job.relay_length_bits`). Each link first gives
@@ -81,7 +83,7 @@ from .campaign import (
 )
 from .config import DEFAULT_EC_METHOD, MissionConfig
 from .keys.relay import RelayAnnouncement
-from .keys.store import Segment, key_id_for
+from .keys.store import Segment, direction_window, key_id_for
 from .relay_job import AUTH_BITS_PER_LINK, announcement_bytes, relay_forgery_bound, relay_length_bits
 
 __all__ = [
@@ -213,11 +215,15 @@ class RelayLedger:
     left_oldest_end_utc: dict
     #: pools after every change: (time UTC ISO, {station: bits}) — deposits and relays, in time order
     timeline: list = field(default_factory=list, repr=False)
+    #: bits of each pass key in the station → satellite direction (``keys.store.direction_window``):
+    #: one-time pad for what that station sends the satellite, never relayed (a pad the station may
+    #: already have used must never appear in a published announcement)
+    station_stream_bits: dict = field(default_factory=dict)
 
     def balance_ok(self) -> bool:
-        """Σ pass keys = relayed + authentication + left on board + truncated, at each station."""
+        """Σ pass keys = relayed + authentication + left on board + station streams + truncated."""
         return all(self.pass_key_bits[s] == self.relayed_bits + self.auth_bits[s] + self.left_bits[s]
-                   + self.truncated_bits[s] for s in self.stations)
+                   + self.station_stream_bits.get(s, 0) + self.truncated_bits[s] for s in self.stations)
 
     def totals(self, days: float, end_utc: datetime | None = None) -> dict:
         st = [e.storage_hours for e in self.events]
@@ -261,8 +267,11 @@ def _take(pool: deque, n: int) -> list[tuple[_Held, int, int]]:
 
 
 def replay_relays(first: Sequence[PassRecord], second: Sequence[PassRecord], *, stations: tuple[str, str] = ("first", "second"),
-                  satellite: str = "satellite") -> RelayLedger:
+                  satellite: str = "satellite", directional: bool = True) -> RelayLedger:
     """Replay the satellite's key budget over two stations' pass records, in time order (module docstring).
+
+    ``directional=False`` treats every pass key as relayable (the pool arithmetic alone, for tests of the
+    rule); the default keeps the station → satellite stream of each key out of the relay, as ``relay_job``.
 
     After every pass with key (ordered by end time; ties: first station first), the pass's key
     (whole bytes) joins its station's pool, then a relay happens if
@@ -279,10 +288,15 @@ def replay_relays(first: Sequence[PassRecord], second: Sequence[PassRecord], *, 
     timeline: list = []
     auth = {a: 0, b: 0}
     relayed = 0
+    stream = {a: 0, b: 0}
     for end, _, _, s, r in order:
         n = _stored_bits(r)
         if n == 0:
             continue
+        if directional:  # the satellite's own stream of the pass key is what it may relay
+            lo, hi = direction_window(satellite, s, n)
+            stream[s] += n - (hi - lo)
+            n = hi - lo
         pools[s].append(_Held(r.index, end, n, r.epsilon))
         level[s] += n
         timeline.append((end.isoformat(), dict(level)))
@@ -322,7 +336,7 @@ def replay_relays(first: Sequence[PassRecord], second: Sequence[PassRecord], *, 
     return RelayLedger(
         stations=(a, b), events=events, pass_key_bits=key, truncated_bits=trunc, auth_bits=auth, relayed_bits=relayed,
         left_bits=dict(level), left_oldest_end_utc={st: (pools[st][0].end.isoformat() if pools[st] else None) for st in (a, b)},
-        timeline=timeline,
+        timeline=timeline, station_stream_bits=stream,
     )
 
 

@@ -263,6 +263,7 @@ def _pass_summary(sim_summary: dict, pp: dict | None, g: PassGeometry, pass_id: 
         "max_range_km": s["max_range_km"],
         "sifted_bits": s["sifted_bits"],
         "qber": s["qber"],
+        "sifted_key_bits": int(pp["sifted_key_bits"] or 0) if pp else 0,
         "final_key_bits": int(pp["final_key_bits"]) if pp else 0,
         "epsilon": pp["epsilon"] if pp and not pp["aborted"] else None,
         "aborted": bool(pp["aborted"]) if pp else True,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import DEFAULT_EC_METHOD
 from .fastkey import expected_pass
 
 __all__ = ["SourceSettings", "OptimisedSource", "optimise_source"]
@@ -87,7 +88,7 @@ def _key(cfg, links, s: SourceSettings, ec, finite_key, grid_points, slice_s) ->
     return total
 
 
-def optimise_source(cfg, links: Sequence, *, ec: str = "cascade", finite_key: str = "chernoff", max_evaluations: int = 30,
+def optimise_source(cfg, links: Sequence, *, ec: str = DEFAULT_EC_METHOD, finite_key: str = "chernoff", max_evaluations: int = 30,
                     grid_points: int = 3, slice_s: float = 1.0) -> OptimisedSource:
     """Maximise the summed expected key of ``links`` (one :class:`~satqkd.records.LinkSeries` per pass) over the source settings."""
     from scipy.optimize import minimize

@@ -5,7 +5,7 @@ pair of stations through the satellites as trusted relays, month by month?":
 
 1. **satellites** — a TLE file (:func:`satqkd.sky.constellation.read_tle_file`), a Walker-delta
    constellation (:func:`satqkd.sky.constellation.walker_delta`) or the mission preset's orbit;
-2. **stations** — catalogue names (``presets/stations.toml``, case-insensitive) or the user's TOML
+2. **stations** — catalogue names (``catalogue/stations.toml``, case-insensitive) or the user's TOML
    in the same format (:func:`load_stations`). Each station is the preset's ground terminal placed
    at the station's coordinates, with its own background (city light dome if the catalogue gives
    one) and the preset's operating rules unless the station overrides them;
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import MissionConfig, load_preset
+from ..config import DEFAULT_EC_METHOD, MissionConfig, load_preset
 from ..records import LinkSeries, PassGeometry
 from ..sky.constellation import (
     ConstellationError,
@@ -167,8 +167,8 @@ def _stations_from_toml(text: str, where: str) -> list[CatalogueStation]:
 
 
 def station_catalogue() -> dict[str, CatalogueStation]:
-    """The shipped catalogue (``presets/stations.toml``), keyed by lower-case name."""
-    text = resources.files("satqkd").joinpath("presets/stations.toml").read_text(encoding="utf-8")
+    """The shipped catalogue (``catalogue/stations.toml``), keyed by lower-case name."""
+    text = resources.files("satqkd").joinpath("catalogue/stations.toml").read_text(encoding="utf-8")
     return {s.name.lower(): s for s in _stations_from_toml(text, "stations catalogue")}
 
 
@@ -558,7 +558,7 @@ def plan_network(
     seed: int = 0,
     start_utc: datetime | None = None,
     config: MissionConfig | None = None,
-    ec: str = "cascade",
+    ec: str = DEFAULT_EC_METHOD,
     finite_key: str = "chernoff",
     workers: int = 1,
     scheduler=None,
@@ -662,7 +662,7 @@ def _event_level_sample(records, sats, sts, cfg, origin, seed, n, ec, finite_key
         out.append({"satellite": r["satellite"], "station": r["station"], "start_utc": r["start_utc"],
                     "max_elevation_deg": r["max_elevation_deg"], "fast_final_key_bits": r["final_key_bits"],
                     "event_final_key_bits": int(o.summary.get("final_key_bits", 0) or 0),
-                    "fast_sifted_bits": r["sifted_bits"], "event_sifted_bits": int(o.summary.get("sifted_bits", 0) or 0),
+                    "fast_sifted_bits": r["sifted_bits"], "event_sifted_bits": int(o.summary.get("sifted_key_bits", 0) or 0),
                     "event_seed": s, "event_seconds": round(o.seconds, 2)})
     return out
 
