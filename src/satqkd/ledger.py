@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-__all__ = ["Claim", "LedgerConflict", "LedgerError", "UsageLedger"]
+__all__ = ["Claim", "LedgerConflict", "LedgerError", "UsageLedger", "fsync_dir"]
 
 
 class LedgerError(ValueError):
@@ -201,7 +201,7 @@ class UsageLedger:
             try:
                 if new:
                     os.fchmod(fh.fileno(), 0o600)
-                    _fsync_dir(self.path.parent)
+                    fsync_dir(self.path.parent)
                 yield fh
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
@@ -216,7 +216,8 @@ def _check_range(start: int, stop: int) -> None:
         raise LedgerError(f"a claim needs 0 <= start < stop, got [{start}, {stop})")
 
 
-def _fsync_dir(d: Path) -> None:
+def fsync_dir(d: Path) -> None:
+    """``fsync`` a directory, so that a file created or renamed in it survives a crash (best effort)."""
     try:
         dfd = os.open(d, os.O_RDONLY)
     except OSError:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ledger import fsync_dir
+
 __all__ = ["KeyFiles", "key_bytes", "key_sha256"]
 
 
@@ -72,8 +74,8 @@ class KeyFiles:
         if dst.exists():
             raise FileExistsError(f"{dst} exists: a key file is never overwritten")
         os.replace(src, dst)
-        _fsync_dir(dst.parent)
-        _fsync_dir(src.parent)
+        fsync_dir(dst.parent)
+        fsync_dir(src.parent)
         self.sha256, self.state = sha, "released"
         return dst
 
@@ -83,7 +85,7 @@ class KeyFiles:
         p = self.pending_path(sha)
         if p.exists():
             p.unlink()
-            _fsync_dir(p.parent)
+            fsync_dir(p.parent)
         self.state = "none"
 
     def pending(self) -> list[str]:
@@ -100,17 +102,4 @@ def _atomic_write(p: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, p)
-    _fsync_dir(p.parent)
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        dfd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    fsync_dir(p.parent)

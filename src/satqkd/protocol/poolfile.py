@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ledger import fsync_dir
 from ..postprocess.authentication import HASH_KEY_BITS, P127, KeyPool
 
 __all__ = [
@@ -188,13 +189,4 @@ def write_pool(pf: PoolFile, path: str | Path) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
-    try:
-        dfd = os.open(p.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    fsync_dir(p.parent)
