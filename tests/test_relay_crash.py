@@ -32,6 +32,16 @@ NBYTES = {FIRST: 2000, SECOND: 2500}
 L_BITS = min(8 * nb // 16 * 8 for nb in NBYTES.values()) - AUTH_BITS_PER_LINK
 
 
+def _sqlite_copy(src, dst) -> None:
+    """A consistent copy of the SQLite database ``src`` into ``dst`` (an operator's backup or restore)."""
+    import sqlite3
+
+    con, out = sqlite3.connect(src), sqlite3.connect(dst)
+    con.backup(out)
+    con.close()
+    out.close()
+
+
 def synthetic_passes(seed: int = 5) -> tuple[PassOutcome, PassOutcome]:
     """Two passes' final keys: uniform stand-in bits (NOT a QKD result), identical at both ends."""
     rng = np.random.default_rng(seed)
@@ -145,8 +155,6 @@ def test_restored_satellite_store_cannot_relay_again(tmp_path):
     """Restore the satellite's store from a backup taken before the relay and run it again: the usage
     ledger (beside the store) refuses the announcement's keys, so no second announcement is made with
     them. (A real backup of the same store, so it is refused by the ledger's ranges, not by the binding.)"""
-    import sqlite3
-
     from satqkd.relay_job import deposit_pass
 
     sat, x, n = _open(tmp_path)
@@ -155,17 +163,11 @@ def test_restored_satellite_store_cannot_relay_again(tmp_path):
     deposit_pass(sat, n, p2)
     sat.close()
     backup = tmp_path / "micius-backup.db"
-    con, dst = sqlite3.connect(tmp_path / "micius.db"), sqlite3.connect(backup)
-    con.backup(dst)
-    con.close()
-    dst.close()
+    _sqlite_copy(tmp_path / "micius.db", backup)
     sat = KeyStore(tmp_path / "micius.db", SAT)
     relay_id = relay_passes(p1, p2, sat, x, n).relay_id
     sat.close()
-    con, dst = sqlite3.connect(backup), sqlite3.connect(tmp_path / "micius.db")
-    con.backup(dst)
-    con.close()
-    dst.close()
+    _sqlite_copy(backup, tmp_path / "micius.db")
     sat = KeyStore(tmp_path / "micius.db", SAT)
     assert sat.get_op(relay_id) is None and sat.verify()["ledger"] == "ok"
     with pytest.raises(KeyStoreError, match="already used"):
@@ -251,7 +253,6 @@ def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
     taken before the relay (its ledger stays) and hand it another announcement over the same segment: the
     usage ledger refuses it (the station used to claim only its authentication key there)."""
     import dataclasses
-    import sqlite3
     import uuid
 
     from satqkd.keys.relay import station_apply
@@ -264,18 +265,12 @@ def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
     deposit_pass(sat, n, p2)
     x.close()
     backup = tmp_path / "x-backup.db"
-    con, dst = sqlite3.connect(tmp_path / "xinglong.db"), sqlite3.connect(backup)
-    con.backup(dst)
-    con.close()
-    dst.close()
+    _sqlite_copy(tmp_path / "xinglong.db", backup)
     x = KeyStore(tmp_path / "xinglong.db", FIRST)
     rec = relay_passes(p1, p2, sat, x, n)
     assert rec.ok
     x.close()
-    con, dst = sqlite3.connect(backup), sqlite3.connect(tmp_path / "xinglong.db")
-    con.backup(dst)
-    con.close()
-    dst.close()
+    _sqlite_copy(backup, tmp_path / "xinglong.db")
     x = KeyStore(tmp_path / "xinglong.db", FIRST)
     g = rec.announcement.first_segments[0]
     again = dataclasses.replace(rec.announcement, relay_id=str(uuid.uuid4()),
