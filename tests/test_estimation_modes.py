@@ -120,11 +120,12 @@ def test_weight_bounds_hand_case_and_poisson_limit_equals_lim():
     assert s1l - t[1] * y1 == pytest.approx(gain, rel=1e-6)
 
 
-def _slice_attack_counts():
-    """Expected detections of an Eve who knows each slice's intensities (two kinds of slices at opposite
-    corners of the ±5 % band) and chooses photon-number yields per kind (found by a random search)."""
+def _slice_attack_counts(yields=([0.0, 0.1, 0.8, 0.7], [1.0, 0.1, 0.1, 0.1])):
+    """Expected detections (per class) and single-photon detections of an Eve who knows each slice's
+    intensities (two kinds of slices at opposite corners of the ±5 % band) and chooses photon-number
+    yields per kind (the defaults found by a random search)."""
     corners = [np.array([0.76, 0.105, 0.0]), np.array([0.84, 0.095, 0.0])]
-    yields = [np.array([0.0, 0.1, 0.8, 0.7]), np.array([1.0, 0.1, 0.1, 0.1])]
+    yields = [np.asarray(y, dtype=float) for y in yields]
     nk = np.zeros(3)
     s1 = 0.0
     for x, y in zip(corners, yields):
@@ -149,15 +150,7 @@ def test_fixed_offset_fails_against_a_slice_aware_eve_per_pulse_holds():
     """A fixed unknown offset is not what per-slice fluctuations are: an Eve who knows which slices
     sit at which corner of the band makes the fixed-offset single-photon bound (minimum over the whole
     box, no statistics) exceed the truth by ≈ 10 %, while the per-pulse bound stays below it."""
-    corners = [np.array([0.76, 0.105, 0.0]), np.array([0.84, 0.095, 0.0])]
-    yields = [np.array([0.0, 0.6, 0.8, 0.3]), np.array([0.9, 0.1, 0.2, 0.2])]
-    nk = np.zeros(3)
-    s1 = 0.0
-    for x, y in zip(corners, yields):
-        for k in range(3):
-            d = np.array(P)[k] * stats.poisson.pmf(np.arange(4), x[k]) * y
-            nk[k] += d.sum()
-            s1 += d[1]
+    nk, s1 = _slice_attack_counts(([0.0, 0.6, 0.8, 0.3], [0.9, 0.1, 0.2, 0.2]))
     g = np.array([[a, b, 0.0] for a in np.linspace(0.76, 0.84, 41) for b in np.linspace(0.095, 0.105, 41)])
     _, y1, _ = decoy_yield_bounds(g, nk, nk, scale=1 / np.array(P))
     tau1 = (np.array(P) * np.exp(-g) * g).sum(axis=1)

@@ -41,6 +41,18 @@ def _fail_input(msg: str) -> None:
     raise typer.Exit(2)
 
 
+def _peer_address(listen: Optional[str], connect: Optional[str]) -> tuple[str, int]:
+    """The one of ``--listen HOST:PORT`` / ``--connect HOST:PORT`` given, parsed (exit 2 otherwise)."""
+    from .protocol.remote import parse_address
+
+    if (listen is None) == (connect is None):
+        _fail_input("give exactly one of --listen HOST:PORT or --connect HOST:PORT")
+    try:
+        return parse_address(listen if listen is not None else connect)
+    except ValueError as exc:
+        _fail_input(f"--{'listen' if listen is not None else 'connect'}: {exc}")
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """The exceptions that mean bad input (exit 2), not a bug: each says what is wrong and where."""
     from .keys.store import KeyStoreError
@@ -1206,15 +1218,10 @@ def _party(role: str, raw_dir: Path, listen: Optional[str], connect: Optional[st
     from .outputs import party_summary
     from . import report
     from .protocol.poolfile import PoolFileError
-    from .protocol.remote import check_pool, load_party_view, parse_address, run_party
+    from .protocol.remote import check_pool, load_party_view, run_party
     from .rawio import check_records_match
 
-    if (listen is None) == (connect is None):
-        _fail_input("give exactly one of --listen HOST:PORT or --connect HOST:PORT")
-    try:
-        addr = parse_address(listen if listen is not None else connect)
-    except ValueError as exc:
-        _fail_input(f"--{'listen' if listen is not None else 'connect'}: {exc}")
+    addr = _peer_address(listen, connect)
     if connect is not None and addr[1] == 0:
         _fail_input("--connect: port 0 is not a peer's port")
     cfg = _load(preset, config)
@@ -1413,16 +1420,11 @@ def party_confirm(
     """Release or discard an earlier run's pending key with the peer (one authenticated exchange)."""
     from . import report
     from .protocol.poolfile import PoolFileError
-    from .protocol.remote import parse_address, run_confirm
+    from .protocol.remote import run_confirm
 
     if role not in ("alice", "bob"):
         _fail_input(f"ROLE must be alice or bob, got {role!r}")
-    if (listen is None) == (connect is None):
-        _fail_input("give exactly one of --listen HOST:PORT or --connect HOST:PORT")
-    try:
-        addr = parse_address(listen if listen is not None else connect)
-    except ValueError as exc:
-        _fail_input(f"--{'listen' if listen is not None else 'connect'}: {exc}")
+    addr = _peer_address(listen, connect)
 
     def listening(port: int) -> None:
         console.print(f"{role}: listening on {addr[0]}:{port} (up to {timeout_s:g} s)")
