@@ -361,6 +361,12 @@ class SecurityConfig(_Model):
         description="per_count: every count widened on its own; joint: also one Bernstein bound on the single-photon "
         "combination of counts (needs a vacuum third intensity) (docs/finite-key.md §3)",
     )
+    ec_bob_accounting: Literal["sent", "enumerative"] = Field(
+        "sent",
+        description="how Bob's error-correction bitmaps (Cascade outcomes, Winnow mismatches, LDPC failure flags) are "
+        "charged: every bit sent, or their enumerative description length (sound and tighter for Cascade and Winnow; "
+        "docs/finite-key.md §12)",
+    )
 
     @model_validator(mode="after")
     def _check_split(self) -> "SecurityConfig":

@@ -71,6 +71,7 @@ def postprocess_summary(res) -> dict:
         "ec_efficiency": f,
         "ec_efficiency_given_classes": ec_efficiency_given_classes(b.leak_ec_bits, b.counts, res.options.key_classes),
         "ec_method": res.options.ec_method,
+        "ec_bob_accounting": res.options.ec_bob_accounting,
         "finite_key_method": res.options.finite_key,
         "verification_tag_bits": b.verification_tag_bits,
         "auth_key_bits": b.auth_key_bits,

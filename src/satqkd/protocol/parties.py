@@ -73,6 +73,7 @@ from ..config import DEFAULT_EC_METHOD
 from ..postprocess import amplification, estimation, verification
 from ..postprocess.authentication import PAD_BITS, AuthenticationError
 from ..postprocess.sifting import count_table, error_table
+from .disclosure import DisclosureMeter
 from .channel import ChannelError, Endpoint
 from .compress import decode_sorted, encode_sorted, pack_2bit, unpack_2bit
 
@@ -144,6 +145,9 @@ class ProtocolOptions:
     key_intensities: str = "signal"
     intensity_model: str = "fixed_offset"
     decoy_statistics: str = "per_count"
+    #: how Bob's error-correction bitmaps are charged: every bit sent, or their enumerative
+    #: description length (protocol/disclosure.py; docs/finite-key.md §12)
+    ec_bob_accounting: str = "sent"
     #: pre-pass calibration of the misalignment error (1/(1+contrast)); only sets error-correction
     #: parameters when no decoy bits are disclosed (key set with decoy bits), never the key length
     misalignment_prior: float = 0.003
@@ -328,7 +332,8 @@ def alice_party(
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
         # --- error correction: Alice holds the reference key
-        keep, padded = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng, q_bits)
+        meter = DisclosureMeter(opts.ec_bob_accounting)
+        keep, padded = _alice_ec(ep, key_bits, opts, ec_seed, qber_est, rng, q_bits, meter)
         done = ep.recv("ec_done")
         ep.checkpoint()
         m_sig = np.asarray(done["m_signal"], dtype=np.int64).reshape(2, -1)
@@ -339,7 +344,7 @@ def alice_party(
         if keep is not None:  # frames dropped by LDPC: their bits count as disclosed (chain rule)
             dropped = int(np.count_nonzero(~keep))
             key_bits = key_bits[keep]
-        out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded)
+        out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded, meter)
         leak = out.leak_ec_bits = sum(out.leak_ec_bits_by_party.values())
         _abort_if_every_frame_failed(keep)
         st.mark("error_correction")
@@ -350,8 +355,9 @@ def alice_party(
 
 
 def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float, rng,
-              q_bits: np.ndarray | None = None):
-    """Alice's side of error correction; returns ``(keep mask or None, padded bits)``.
+              q_bits: np.ndarray | None, meter: DisclosureMeter):
+    """Alice's side of error correction; returns ``(keep mask or None, padded bits)``; every bitmap
+    Bob sends is added to ``meter``.
 
     The keep mask (LDPC) marks the frames that decoded; the padded bits are the syndrome
     dimensions one-time-padded by her private punctured bits (LDPC: ``Σ rank H_P``, else 0).
@@ -362,6 +368,7 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
         alice = rec.CascadeAlice(key_bits, rec.CascadeParams(seed=seed))
         while True:
             msg = ep.recv(("ec_query", "ec_end"))
+            meter.add(msg["outcomes"])
             if "queries" not in msg:
                 return None, 0
             ans = alice.answer(rec.cascade.decode_queries(msg["queries"]))
@@ -372,6 +379,7 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
             par = alice.parities()
             ep.send("ec_parities", parities=par.astype(bool))
             mism = np.asarray(ep.recv("ec_mismatch")["mismatch"], dtype=bool)
+            meter.add(mism)
             syn = alice.syndromes(mism)
             ep.send("ec_syndromes", syndromes=np.asarray(syn).astype(bool))
         return None, 0
@@ -383,6 +391,7 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
         open_ = np.ones(len(plans), dtype=bool)  # frames whose outcome is not yet final (public)
         for attempt in range(LDPC_MAX_RETRIES + 1):
             failed = np.asarray(ep.recv("ec_failed")["failed"], dtype=bool)
+            meter.add(failed)
             if failed.size != int(open_.sum()):
                 raise ProtocolAbort(f"failure flags for {failed.size} frames, {int(open_.sum())} are open")
             frames = np.flatnonzero(open_)[failed]
@@ -451,7 +460,8 @@ def bob_party(
         q_bits = key_bit_qbers(predicted_class_qbers(n_tab, m_tab, det_per_int, emitted, opts), key_class, opts)
         out.sifted_key_bits = int(key_bits.size)
         st.mark("estimation")
-        corrected, keep, ec_res, padded = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est, q_bits)
+        meter = DisclosureMeter(opts.ec_bob_accounting)
+        corrected, keep, ec_res, padded = _bob_ec(ep, key_bits, opts, int(msg["ec_seed"]), qber_est, q_bits, meter)
         flipped = corrected != key_bits
         if keep is not None:
             # bits of LDPC frames that failed to decode: their error count is unknown, so count
@@ -467,7 +477,7 @@ def bob_party(
         if keep is not None:
             dropped = int(np.count_nonzero(~keep))
             corrected = corrected[keep]
-        out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded)
+        out.leak_ec_bits_by_party = ec_leak_by_party(ep.stats, dropped, padded, meter)
         leak = out.leak_ec_bits = sum(out.leak_ec_bits_by_party.values())
         _abort_if_every_frame_failed(keep)
         out.ec_result = ec_res
@@ -479,8 +489,15 @@ def bob_party(
 
 
 def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int, qber_est: float,
-            q_bits: np.ndarray | None = None):
-    """Bob's side of error correction; returns (corrected bits, keep mask or None, result, padded bits)."""
+            q_bits: np.ndarray | None, meter: DisclosureMeter):
+    """Bob's side of error correction; returns (corrected bits, keep mask or None, result, padded
+    bits); every bitmap he sends is added to ``meter`` (and sent: the channel counts it too)."""
+
+    def send(kind: str, field: str, bitmap: np.ndarray, **rest) -> None:
+        bitmap = np.asarray(bitmap).astype(bool)
+        meter.add(bitmap)
+        ep.send(kind, **rest, **{field: bitmap})
+
     from ..postprocess import reconciliation as rec
 
     if opts.ec_method == "cascade":
@@ -489,7 +506,7 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
         def ask(q: np.ndarray) -> np.ndarray:
             # his queries are a function of public data and of these outcomes (CascadeBob.take_outcomes),
             # which are sent, hence counted on the wire
-            ep.send("ec_query", queries=rec.cascade.encode_queries(q), outcomes=bob.take_outcomes().astype(bool))
+            send("ec_query", "outcomes", bob.take_outcomes(), queries=rec.cascade.encode_queries(q))
             ans = np.asarray(ep.recv("ec_answer")["parities"], dtype=np.uint8)
             if ans.shape != (q.shape[1],):
                 raise ProtocolAbort(f"Alice answered {ans.size} parities to {q.shape[1]} queries")
@@ -499,7 +516,7 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
             res = bob.reconcile(ask)
         except rec.cascade.CascadeError as exc:
             raise ProtocolAbort(f"error correction inconsistent: {exc}") from None
-        ep.send("ec_end", outcomes=bob.take_outcomes().astype(bool))
+        send("ec_end", "outcomes", bob.take_outcomes())
         return res.bob_bits, None, res, 0
     if opts.ec_method == "hamming":
         bob = rec.HammingBob(key_bits, qber_est, seed)
@@ -507,7 +524,7 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
         while not bob.done:  # the schedule is public: both sides know when it ends
             par = np.asarray(ep.recv("ec_parities")["parities"], dtype=np.uint8)
             mism = bob.on_parities(par)
-            ep.send("ec_mismatch", mismatch=np.asarray(mism).astype(bool))
+            send("ec_mismatch", "mismatch", mism)
             bob.on_syndromes(np.asarray(ep.recv("ec_syndromes")["syndromes"], dtype=np.uint8))
             trips += 1
         return bob.bits, None, {"method": "winnow", "round_trips": trips}, 0
@@ -520,7 +537,7 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
         retries = 0
         for attempt in range(LDPC_MAX_RETRIES + 1):
             # one success/failure flag per open frame: Bob's only message, charged
-            ep.send("ec_failed", failed=failed[frames])
+            send("ec_failed", "failed", failed[frames])
             frames = frames[failed[frames]]
             if not frames.size or attempt == LDPC_MAX_RETRIES:
                 break
@@ -585,7 +602,7 @@ def _ldpc_padded_bits(plans) -> int:
     return int(sum(pl.code.m - pl.syndrome_leak for pl in plans))
 
 
-def ec_leak_by_party(stats, dropped_bits: int = 0, padded_bits: int = 0) -> dict[str, int]:
+def ec_leak_by_party(stats, dropped_bits: int = 0, padded_bits: int = 0, meter: DisclosureMeter | None = None) -> dict[str, int]:
     """Error-correction leakage per party, read from the channel's content-bit accounting.
 
     ``alice``: every bit of her EC messages (:data:`EC_KINDS`, downlink), less the syndrome
@@ -594,10 +611,19 @@ def ec_leak_by_party(stats, dropped_bits: int = 0, padded_bits: int = 0) -> dict
     verification reply (:data:`VERIFY_RESULT_BITS`, sent later, charged now) and the bits of
     frames dropped after his final failure flags (chain rule: discarding bits of the string costs
     at most their number). Integer fields of those messages (Cascade's query ranges, sizes) are
-    functions of public data and of these bits (``docs/finite-key.md``, "EC leakage")."""
+    functions of public data and of these bits (``docs/finite-key.md``, "EC leakage").
+
+    With a ``meter`` in ``enumerative`` mode, Bob's bitmaps (the ``meter``'s raw bits, all of them
+    also counted on the channel) are charged at their enumerative description length instead
+    (:mod:`satqkd.protocol.disclosure`); any other content of his messages stays charged bit for bit."""
+    bob_sent = stats.bits("up", EC_KINDS)
+    if meter is not None and meter.mode == "enumerative":
+        if meter.raw_bits > bob_sent:
+            raise ProtocolAbort(f"disclosure meter saw {meter.raw_bits} bitmap bits, the channel {bob_sent}")
+        bob_sent += meter.bits - meter.raw_bits
     return {
         "alice": stats.bits("down", EC_KINDS) - int(padded_bits),
-        "bob": stats.bits("up", EC_KINDS) + VERIFY_RESULT_BITS + int(dropped_bits),
+        "bob": bob_sent + VERIFY_RESULT_BITS + int(dropped_bits),
     }
 
 

@@ -120,6 +120,7 @@ def protocol_options(cfg: MissionConfig, ec: str = DEFAULT_EC_METHOD, finite_key
         key_intensities=sec.key_intensities if finite_key != "paper2017" else "signal",
         intensity_model=sec.intensity_model if chernoff else "fixed_offset",
         decoy_statistics=sec.decoy_statistics if chernoff else "per_count",
+        ec_bob_accounting=sec.ec_bob_accounting,
         misalignment_prior=1.0 / (1.0 + float(cfg.polarization.intrinsic_contrast)),
     )
 
