@@ -38,7 +38,7 @@ def _row(name: str, value: str, baseline: str = "", note: str = "") -> dict:
 def bench_simulation() -> list[dict]:
     import satqkd
     from satqkd.quantum.sampler import sample_slice_per_pulse
-    from satqkd.pass_simulation import stage_rngs
+    from satqkd.jobs.pass_simulation import stage_rngs
     from satqkd.sky.link import link_series
 
     print("simulation (Micius preset, 2016-12-19 pass)")
@@ -303,7 +303,7 @@ def _agreement_passes(cfg, n: int):
 
 
 def _event_run(args):
-    from satqkd.relay_job import run_pass
+    from satqkd.jobs.one_pass import run_pass
 
     cfg, g, seed = args
     o = run_pass(cfg, g, seed)

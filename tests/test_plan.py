@@ -13,7 +13,7 @@ import pytest
 
 import satqkd
 from satqkd.jobs import plan as jp
-from satqkd.relay_job import AUTH_BITS_PER_LINK, relay_length_bits
+from satqkd.jobs.relay import AUTH_BITS_PER_LINK, relay_length_bits
 from satqkd.sky import constellation as sc
 from satqkd.sky.orbit import find_passes
 
