@@ -128,3 +128,14 @@ def test_fast_final_key_agrees_with_event_level_runs_on_a_short_pass(cfg):
     assert key > 1e5
     assert abs(fast.final_key_bits / key - 1) < 0.05, (fast.final_key_bits, key)
     assert abs(fast.sifted_bits / sifted - 1) < 0.02, (fast.sifted_bits, sifted)
+
+
+def test_ldpc_equivalent_qber_of_the_fast_model_is_the_protocols():
+    """The fast model sizes LDPC leakage for the BSC of equal entropy as the protocol's frame planning does."""
+    from satqkd.jobs.fastkey import _bsc_of_entropy
+    from satqkd.postprocess.estimation import binary_entropy
+    from satqkd.postprocess.reconciliation.ldpc import equivalent_qber
+
+    for qs in ([0.01, 0.03], [0.005, 0.02, 0.04], [0.2, 0.001]):
+        q = np.array(qs)
+        assert _bsc_of_entropy(float(np.mean(binary_entropy(q)))) == pytest.approx(equivalent_qber(q), rel=1e-12)

@@ -82,7 +82,8 @@ __all__ = [
 PLAN_WEATHER_STREAM = 0x504C414E
 _LINK_STREAM = 0x4C494E4B
 _SAMPLE_STREAM = 0x53414D50
-CHUNK_DAYS = 30.0
+#: Days of one job (one satellite): short enough that a few months give several jobs per worker (balance)
+CHUNK_DAYS = 10.0
 _MONTHS = 12
 
 
