@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import satqkd
-from satqkd import campaign, relay_job
-from satqkd.campaign import (
+from satqkd.jobs import campaign
+from satqkd.jobs.campaign import (
     PASS_COLUMNS,
     CampaignResult,
     check_campaign_args,
@@ -157,7 +157,7 @@ def test_dask_scheduler_gives_identical_records(cfg, serial):
 # ------------------------------------------------------------------------------------------ weather, failures
 def test_no_clear_night_means_nothing_simulated(cfg, monkeypatch):
     calls = []
-    monkeypatch.setattr(relay_job, "run_pass", lambda *a, **k: calls.append(a) or _fake_outcome())
+    monkeypatch.setattr(campaign, "run_pass", lambda *a, **k: calls.append(a) or _fake_outcome())
     res = run_campaign(cfg, days=5, seed=1, clear_sky_probability=0.0)
     assert calls == [] and res.passes_found >= 5
     assert res.passes_simulated == res.passes_with_key == res.total_final_key_bits == 0
@@ -168,7 +168,7 @@ def test_no_clear_night_means_nothing_simulated(cfg, monkeypatch):
 
 
 def test_weather_is_drawn_per_night_from_the_seed(cfg, monkeypatch):
-    monkeypatch.setattr(relay_job, "run_pass", lambda *a, **k: _fake_outcome())
+    monkeypatch.setattr(campaign, "run_pass", lambda *a, **k: _fake_outcome())
     geoms = plan_campaign(cfg, days=30)
     start = cfg.passes.search_start_utc
     monkeypatch.setattr(campaign, "plan_campaign",
@@ -203,7 +203,7 @@ def test_a_failing_pass_is_recorded_and_the_campaign_goes_on(cfg, monkeypatch):
             raise RuntimeError("detector on fire")
         return _fake_outcome()
 
-    monkeypatch.setattr(relay_job, "run_pass", run_pass)
+    monkeypatch.setattr(campaign, "run_pass", run_pass)
     res = run_campaign(cfg, days=3, seed=7)
     assert res.passes_found == 3 and res.passes_error == 1
     r = res.records[1]
@@ -310,6 +310,6 @@ def test_peak_sifted_rate_of_the_paper_pass(tmp_path):
     assert 10_000 < r.peak_sifted_rate_bps < 15_000
     assert 640 < r.range_km_at_peak_rate < 660
     # the figure puts every simulated pass beside the paper's quoted peaks
-    from satqkd.campaign import plot_peak_rate_vs_range
+    from satqkd.jobs.campaign import plot_peak_rate_vs_range
 
     assert plot_peak_rate_vs_range(res, tmp_path / "p.png").stat().st_size > 10_000

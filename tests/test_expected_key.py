@@ -13,9 +13,9 @@ import pytest
 import satqkd
 from satqkd.config import DEFAULT_EC_METHOD
 from satqkd.jobs.fastkey import EC_EFFICIENCY, ec_efficiency, expected_pass
-from satqkd.pass_simulation import _sift_tables, simulate
+from satqkd.jobs.pass_simulation import _sift_tables, simulate
 from satqkd.quantum.expected import expected_tables
-from satqkd.relay_job import truncate_geometry
+from satqkd.jobs.one_pass import truncate_geometry
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_fast_final_key_agrees_with_event_level_runs_on_a_short_pass(cfg):
     simulator and the two-party protocol (cascade); the fast model on the planner's link within 5 % of their
     mean key and 2 % of their mean sifted bits."""
     from satqkd.jobs.plan import planning_link
-    from satqkd.relay_job import run_pass
+    from satqkd.jobs.one_pass import run_pass
 
     g = truncate_geometry(satqkd.find_pass(cfg), 100.0)
     runs = [run_pass(cfg, g, 50 + s).summary for s in range(3)]
@@ -128,3 +128,14 @@ def test_fast_final_key_agrees_with_event_level_runs_on_a_short_pass(cfg):
     assert key > 1e5
     assert abs(fast.final_key_bits / key - 1) < 0.05, (fast.final_key_bits, key)
     assert abs(fast.sifted_bits / sifted - 1) < 0.02, (fast.sifted_bits, sifted)
+
+
+def test_ldpc_equivalent_qber_of_the_fast_model_is_the_protocols():
+    """The fast model sizes LDPC leakage for the BSC of equal entropy as the protocol's frame planning does."""
+    from satqkd.jobs.fastkey import _bsc_of_entropy
+    from satqkd.postprocess.estimation import binary_entropy
+    from satqkd.postprocess.reconciliation.ldpc import equivalent_qber
+
+    for qs in ([0.01, 0.03], [0.005, 0.02, 0.04], [0.2, 0.001]):
+        q = np.array(qs)
+        assert _bsc_of_entropy(float(np.mean(binary_entropy(q)))) == pytest.approx(equivalent_qber(q), rel=1e-12)

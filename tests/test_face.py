@@ -4,7 +4,7 @@ import satqkd
 
 
 def test_face_names_are_callables():
-    import satqkd.pass_simulation  # noqa: F401 - importing the module must not shadow the function
+    import satqkd.jobs.pass_simulation  # noqa: F401 - importing the module must not shadow the function
     import satqkd.postprocess.sifting  # noqa: F401
     import satqkd.protocol.session  # noqa: F401
 

@@ -209,7 +209,7 @@ def test_submodules_are_attributes_of_the_face():
 
 
 def test_campaign_to_frame_has_the_passes_csv_columns(tmp_path):
-    from satqkd.campaign import CampaignResult, PassRecord, _write_csv
+    from satqkd.jobs.campaign import CampaignResult, PassRecord, _write_csv
 
     recs = [PassRecord(index=i, night="2016-12-19", start_utc="2016-12-19T17:00:00", end_utc="2016-12-19T17:05:00",
                        duration_s=273.0, max_elevation_deg=50.0 + i, min_range_km=645.0, seed=i, clear_sky=True,

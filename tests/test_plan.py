@@ -13,7 +13,7 @@ import pytest
 
 import satqkd
 from satqkd.jobs import plan as jp
-from satqkd.relay_job import AUTH_BITS_PER_LINK, relay_length_bits
+from satqkd.jobs.relay import AUTH_BITS_PER_LINK, relay_length_bits
 from satqkd.sky import constellation as sc
 from satqkd.sky.orbit import find_passes
 
@@ -214,13 +214,27 @@ def test_cli_plan_writes_plan_json_tables_and_html(tmp_path):
     (("--stations", "xinglong,atlantis"), "unknown station 'atlantis'"),
     (("--walker", "550:53:24/5/1"), "walker P"),
     (("--walker", "550:53"), "--walker"),
+    (("--walker", "50:53:24/6/1"), "walker altitude_km"),
+    (("--walker", "550:200:24/6/1"), "walker inclination_deg"),
     (("--satellites", "BAD"), "--satellites"),
+    (("--satellites", "BAD-INCLINATION"), "TLE inclination must lie in [0, 180]"),
+    (("--stations", "BAD-FILE"), "latitude_deg must be a number in [-90, 90]"),
 ])
 def test_cli_plan_bad_input_exits_2_naming_the_field(tmp_path, args, needle):
-    if args[0] == "--satellites":
+    if args == ("--satellites", "BAD"):  # line 1's checksum
         f = tmp_path / "bad.tle"
         f.write_text(f"MICIUS\n{L1[:-1]}0\n{L2}\n")
         args = ("--satellites", str(f))
+    elif args[1] == "BAD-INCLINATION":  # a field out of range on a line whose checksum is right
+        line2 = L2[:8] + "197.3699" + L2[16:68]
+        line2 += str(sum(int(c) if c.isdigit() else c == "-" for c in line2) % 10)
+        f = tmp_path / "inc.tle"
+        f.write_text(f"MICIUS\n{L1}\n{line2}\n")
+        args = ("--satellites", str(f))
+    elif args[1] == "BAD-FILE":
+        f = tmp_path / "st.toml"
+        f.write_text('[[station]]\nname = "A"\nlatitude_deg = 95.0\nlongitude_deg = 0.0\nclear_sky_monthly = [0.5]\n')
+        args = ("--stations", str(f))
     out = tmp_path / "out"
     r = run("plan", *args, "--days", "1", "--out", str(out))
     assert r.returncode == 2, r.stderr[-2000:]

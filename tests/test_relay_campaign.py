@@ -1,6 +1,6 @@
 """Relay campaigns: both stations' passes, the satellite's key budget replayed in time order.
 
-The replay's arithmetic runs on hand-made pass records (and is checked against ``relay_job``'s own
+The replay's arithmetic runs on hand-made pass records (and is checked against ``jobs.relay``'s own
 relay on key stores for single pairs). Seeds, weather, failures and the CLI use a stand-in
 ``run_pass``. Real passes only where the fact needs them: one module-scoped 1-day relay campaign (the
 paper's Xinglong pass and the Nanshan pass 1.6 h later, ~7 s), the same on two worker processes, and
@@ -19,9 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 import satqkd
-from satqkd import campaign, relay_job
-from satqkd.campaign import PASS_COLUMNS, PassRecord, pass_seed, run_campaign, weather
-from satqkd.relay_campaign import (
+from satqkd.jobs import campaign
+from satqkd.jobs.campaign import PASS_COLUMNS, PassRecord, pass_seed, run_campaign, weather
+from satqkd.jobs.relay_campaign import (
     SECOND_STATION_STREAM,
     RelayCampaignResult,
     relay_columns,
@@ -31,7 +31,7 @@ from satqkd.relay_campaign import (
     second_station_weather,
     write_relay_campaign_outputs,
 )
-from satqkd.relay_job import AUTH_BITS_PER_LINK, RELAY_PRESET, relay_length_bits
+from satqkd.jobs.relay import AUTH_BITS_PER_LINK, RELAY_PRESET, relay_length_bits
 
 SEED = 5
 ST = ("Xinglong", "Nanshan")
@@ -75,7 +75,7 @@ def _check_ledger(led, first, second):
 
 
 # ------------------------------------------------------------------------------------------ replay arithmetic
-def test_two_passes_give_one_relay_with_relay_jobs_rule():
+def test_two_passes_give_one_relay_with_the_relay_jobs_rule():
     first, second = [rec(0, 0.0, 352_105)], [rec(0, 1.57, 624_751)]
     led = replay_relays(first, second, stations=ST, directional=False, satellite="Micius")
     (e,) = led.events
@@ -123,7 +123,7 @@ def test_leftover_is_relayed_later_oldest_first():
 
 
 def test_a_pass_too_short_to_relay():
-    # A + 7 bits: L = 7 < 8, nothing relayed (relay_job: "pass keys too short to relay")
+    # A + 7 bits: L = 7 < 8, nothing relayed (jobs.relay: "pass keys too short to relay")
     led = replay_relays([rec(0, 0.0, A + 7)], [rec(0, 1.5, 100_000)], stations=ST, directional=False)
     assert led.events == [] and led.relayed_bits == 0
     assert led.left_bits == {"Xinglong": A, "Nanshan": 100_000} and led.truncated_bits["Xinglong"] == 7
@@ -196,10 +196,11 @@ def test_random_sequences_keep_the_invariants():
 
 
 @pytest.mark.parametrize("bits", [(352_105, 624_751), (2000, 1003), (A + 7, 5000), (A + 8, A + 8)])
-def test_replay_matches_relay_job_on_key_stores(tmp_path, bits):
-    """The campaign's rule, length and ε equal those of relay_job's relay on real key stores, pair by pair."""
+def test_replay_matches_the_relay_job_on_key_stores(tmp_path, bits):
+    """The campaign's rule, length and ε equal those of jobs.relay's relay on real key stores, pair by pair."""
     from satqkd.keys.store import KeyStore
-    from satqkd.relay_job import PassOutcome, deposit_pass, relay_deposited
+    from satqkd.jobs.one_pass import PassOutcome
+    from satqkd.jobs.relay import deposit_pass, relay_deposited
 
     sat = KeyStore(tmp_path / "m.db", "Micius")
     stores = {s: KeyStore(tmp_path / f"{s}.db", s) for s in ST}
@@ -242,7 +243,7 @@ def rcfg():
 @pytest.fixture(scope="module")
 def windows(rcfg):
     """Each station's windows of 12 days, planned once (later tests cut them to their span)."""
-    from satqkd.relay_campaign import check_relay_config
+    from satqkd.jobs.relay_campaign import check_relay_config
 
     return {c.station.name: campaign.plan_campaign(c, days=12) for c in (rcfg, check_relay_config(rcfg))}
 
@@ -259,7 +260,7 @@ def fast(monkeypatch, windows, rcfg):
         calls.append((g.station, seed))
         return _fake(100_000 + seed % 1000)
 
-    monkeypatch.setattr(relay_job, "run_pass", run_pass)
+    monkeypatch.setattr(campaign, "run_pass", run_pass)
     return calls
 
 
@@ -303,7 +304,7 @@ def test_seeds_and_weather_of_the_two_stations(rcfg, fast):
 
 
 def test_no_key_at_one_station_means_no_relay(rcfg, fast, monkeypatch):
-    monkeypatch.setattr(relay_job, "run_pass", lambda c, g, seed, **kw: _fake(aborted=g.station == "Nanshan"))
+    monkeypatch.setattr(campaign, "run_pass", lambda c, g, seed, **kw: _fake(aborted=g.station == "Nanshan"))
     res = run_relay_campaign(rcfg, days=3, seed=1)
     assert res.first.passes_with_key == res.first.passes_found > 0 and res.second.passes_with_key == 0
     assert res.relays == [] and res.relayed_bits_total == 0
@@ -320,7 +321,7 @@ def test_a_failing_pass_is_recorded_and_the_relays_go_on(rcfg, fast, monkeypatch
             raise RuntimeError("detector on fire")
         return _fake(200_000)
 
-    monkeypatch.setattr(relay_job, "run_pass", run_pass)
+    monkeypatch.setattr(campaign, "run_pass", run_pass)
     res = run_relay_campaign(rcfg, days=3, seed=7)
     assert res.passes_error == 1 and res.second.records[0].abort_reason == "error: RuntimeError: detector on fire"
     assert len(res.relays) >= 1 and res.relays[0].passes("Nanshan") == [1]

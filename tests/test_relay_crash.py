@@ -1,7 +1,7 @@
 """Issue 9 §3: the relay and the deposits are all or nothing, and resumable.
 
 A subprocess runs the relay (deposits of two synthetic pass keys at both ends, then the journaled
-relay, :func:`satqkd.relay_job.relay_passes`) and is killed with SIGKILL at a named crash point
+relay, :func:`satqkd.jobs.relay.relay_passes`) and is killed with SIGKILL at a named crash point
 (``SATQKD_CRASH_AT``, :mod:`satqkd.faults`). The same call is then rerun, and the three stores are
 checked: every bit in exactly one state, no pending key left, each satellite–station link holding the
 same available ranges at both ends (nothing usable at one end only), both stations holding the same
@@ -24,7 +24,8 @@ from typer.testing import CliRunner
 from satqkd.cli import app
 from satqkd.keys.otp import decrypt_bytes, encrypt_bytes
 from satqkd.keys.store import KeyStore, KeyStoreError
-from satqkd.relay_job import AUTH_BITS_PER_LINK, RELAY_CRASH_POINTS, PassOutcome, relay_passes
+from satqkd.jobs.one_pass import PassOutcome
+from satqkd.jobs.relay import AUTH_BITS_PER_LINK, RELAY_CRASH_POINTS, relay_passes
 
 SAT, FIRST, SECOND = "Micius", "Xinglong", "Nanshan"
 NBYTES = {FIRST: 2000, SECOND: 2500}
@@ -63,7 +64,7 @@ _CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {here!r})
     from test_relay_crash import _open, synthetic_passes
-    from satqkd.relay_job import relay_passes
+    from satqkd.jobs.relay import relay_passes
     sat, x, n = _open(Path(sys.argv[1]))
     rec = relay_passes(*synthetic_passes(), sat, x, n)
     print("finished", rec.ok)
@@ -155,7 +156,7 @@ def test_restored_satellite_store_cannot_relay_again(tmp_path):
     """Restore the satellite's store from a backup taken before the relay and run it again: the usage
     ledger (beside the store) refuses the announcement's keys, so no second announcement is made with
     them. (A real backup of the same store, so it is refused by the ledger's ranges, not by the binding.)"""
-    from satqkd.relay_job import deposit_pass
+    from satqkd.jobs.relay import deposit_pass
 
     sat, x, n = _open(tmp_path)
     p1, p2 = synthetic_passes()
@@ -224,7 +225,7 @@ _CHILD_REVOKE = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {here!r})
     from test_relay_crash import _forge_down, _open, synthetic_passes
-    from satqkd.relay_job import relay_passes
+    from satqkd.jobs.relay import relay_passes
     sat, x, n = _open(Path(sys.argv[1]))
     rec = relay_passes(*synthetic_passes(), sat, x, n, tamper={{"Nanshan": _forge_down(1)}})
     print("finished", rec.ok)
@@ -257,7 +258,7 @@ def test_restored_station_store_cannot_reuse_its_relayed_segment(tmp_path):
 
     from satqkd.keys.relay import station_apply
     from satqkd.keys.store import Segment
-    from satqkd.relay_job import deposit_pass
+    from satqkd.jobs.relay import deposit_pass
 
     sat, x, n = _open(tmp_path)
     p1, p2 = synthetic_passes()
@@ -307,7 +308,7 @@ def test_the_relay_never_publishes_a_pad_a_station_already_sent_with(tmp_path):
     [896, 896 + L) over both streams, and Xinglong's pad came from the back of its key.)"""
     sat, x, n = _open(tmp_path)
     p1, p2 = synthetic_passes()
-    from satqkd.relay_job import deposit_pass
+    from satqkd.jobs.relay import deposit_pass
 
     deposit_pass(sat, x, p1)
     deposit_pass(sat, n, p2)

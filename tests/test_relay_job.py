@@ -20,18 +20,17 @@ from satqkd.config import load_preset
 from satqkd.keys import otp
 from satqkd.keys.relay import relay_announcement
 from satqkd.keys.store import KeyStore, bits_to_bytes, key_id_for
-from satqkd.relay_job import (
+from satqkd.jobs.kme_demo import kme_demo_fill
+from satqkd.jobs.one_pass import run_pass, truncate_geometry
+from satqkd.jobs.relay import (
     AUTH_BITS_PER_LINK,
     RELAY_PRESET,
     RelayExists,
     deposit_pass,
     find_relay_passes,
-    kme_demo_fill,
     pass_seeds,
     relay_deposited,
-    run_pass,
     run_relay,
-    truncate_geometry,
     write_relay_outputs,
 )
 from satqkd.sky.orbit import satellite_from_config
@@ -362,7 +361,7 @@ def test_run_relay_killed_mid_relay_is_finished_by_the_rerun(cfg, short, tmp_pat
         from pathlib import Path
         from satqkd.config import load_preset
         from satqkd.keys.store import KeyStore
-        from satqkd.relay_job import run_relay
+        from satqkd.jobs.relay import run_relay
         d = Path({str(tmp_path)!r})
         run_relay(load_preset({RELAY_PRESET!r}), {SEED}, KeyStore(d / "micius.db", "Micius"),
                   KeyStore(d / "xinglong.db", "Xinglong"), KeyStore(d / "nanshan.db", "Nanshan"),

@@ -340,7 +340,7 @@ def simulate(
     cfg = _load(preset, config)
     _check_out(out)
     _check_work(cfg)
-    from .pass_simulation import simulate as run_sim
+    from .jobs.pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
     compiled = _announce_compilation(None)
@@ -595,7 +595,7 @@ def run(
     _check_stores(cfg, store, sat_store)
     _check_work(cfg)
     from .outputs import write_simulation
-    from .pass_simulation import simulate as run_sim
+    from .jobs.pass_simulation import simulate as run_sim
 
     compiled = _announce_compilation(ec)
     t0 = time.perf_counter()
@@ -683,7 +683,7 @@ def campaign(
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
-    from .campaign import check_campaign_args, run_campaign, write_campaign_outputs
+    from .jobs.campaign import check_campaign_args, run_campaign, write_campaign_outputs
 
     try:
         check_campaign_args(days=days, seed=seed, workers=workers, scheduler=scheduler,
@@ -692,7 +692,7 @@ def campaign(
         _fail_input(str(exc).replace("clear_sky_probability", "--clear-sky"))
     use_relay = cfg.second_station is not None if relay is None else relay
     if use_relay:
-        from .relay_campaign import check_relay_config, run_relay_campaign, write_relay_campaign_outputs
+        from .jobs.relay_campaign import check_relay_config, run_relay_campaign, write_relay_campaign_outputs
 
         try:
             check_relay_config(cfg)
@@ -945,7 +945,7 @@ def relay(
         _check_store(path, opt)
     _check_work(cfg, second=True)
     from .keys.store import KeyReused, KeyStore, KeyStoreError
-    from .relay_job import RelayExists, run_relay, write_relay_outputs
+    from .jobs.relay import RelayExists, run_relay, write_relay_outputs
 
     out.mkdir(parents=True, exist_ok=True)
     stores = []
@@ -1158,7 +1158,7 @@ def kme_demo(
     """Relay run → Xinglong and Nanshan stores → two KMEs on loopback; DIR/kme.json describes them."""
     _check_choice("key-source", key_source, ("relay", "standin"))
     _check_out(dir, "--dir")
-    from .keys.kme import run_demo
+    from .jobs.kme_demo import run_demo
 
     raise typer.Exit(
         run_demo(dir, seed=seed, key_source=key_source, on_ready=lambda d: out_console.print(f"KMEs up: {d.kme_json} (Ctrl-C to stop)"))

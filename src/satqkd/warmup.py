@@ -27,7 +27,7 @@ __all__ = ["cold_kernels", "kernel_modules", "record_used", "warm_up"]
 
 #: the modules a run of ``satqkd run`` / ``satqkd simulate`` calls kernels from (by EC method)
 _SIM_MODULES = (
-    "satqkd.pass_simulation",
+    "satqkd.jobs.pass_simulation",
     "satqkd.quantum.sampler",
     "satqkd.quantum.timing",
     "satqkd.quantum.interp",
@@ -128,7 +128,7 @@ def warm_up(
     import numpy as np
 
     from . import load_preset
-    from .pass_simulation import simulate
+    from .jobs.pass_simulation import simulate
     from .protocol.session import postprocess
     from .sky.orbit import find_pass
 

@@ -184,11 +184,16 @@ def expected_pass(cfg, link: LinkSeries, *, ec: str = DEFAULT_EC_METHOD, finite_
 
 
 def _bsc_of_entropy(h_bits: float) -> float:
-    """The QBER ``q ≤ ½`` with ``h(q) = h_bits`` (bisection)."""
-    from ..postprocess.estimation import binary_entropy
-
-    lo, hi = 1e-12, 0.5
+    """The QBER ``q ≤ ½`` with ``h(q) = h_bits``: the bisection of the protocol's LDPC frame planning
+    (:func:`satqkd.postprocess.reconciliation.ldpc.equivalent_qber`: 60 halvings of [1e-9, ½]), on a
+    target given as a number instead of per-bit QBERs, with the entropy evaluated on Python floats
+    (``math``: ~1 µs a step instead of ~30 µs through NumPy for a scalar)."""
+    lo, hi = 1e-9, 0.5
     for _ in range(60):
         mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if binary_entropy(mid) < h_bits else (lo, mid)
+        h = -(mid * math.log2(mid) + (1.0 - mid) * math.log2(1.0 - mid))
+        if h < h_bits:
+            lo = mid
+        else:
+            hi = mid
     return 0.5 * (lo + hi)

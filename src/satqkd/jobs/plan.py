@@ -18,7 +18,7 @@ pair of stations through the satellites as trusted relays, month by month?":
    and the polarization model of :mod:`satqkd.sky.polarization`) → :func:`satqkd.jobs.fastkey.expected_pass`;
 6. **relays** — :func:`replay_relays`, in time order over all passes (rule below);
 7. optionally, an **event-level sample** of clear passes re-run through the full simulator and
-   protocol (:func:`satqkd.relay_job.run_pass`) as a check of the fast model inside the same run.
+   protocol (:func:`satqkd.jobs.one_pass.run_pass`) as a check of the fast model inside the same run.
 
 Jobs are (satellite, 30-day chunk) pairs mapped over an executor — in-process, a local process
 pool (``workers``) or Dask (``scheduler``) — and return small records; everything random is seeded
@@ -29,7 +29,7 @@ station name, start second), so the result is identical on every executor and ch
 pair (X, Y), a FIFO pool of key it shares with X that is reserved for relaying to Y. A pass over X
 with ``K`` final bits puts ``⌊K / (N − 1)⌋`` into each of X's ``N − 1`` pools (equal split: no pair
 is favoured and no demand is assumed). Right after every pass over X, each pair (X, Y) relays
-``L = relay_job.relay_length_bits(pool(X→Y), pool(Y→X))`` bits (the relay campaign's rule:
+``L = jobs.relay.relay_length_bits(pool(X→Y), pool(Y→X))`` bits (the relay campaign's rule:
 min − the authentication key per link, whole bytes), consuming ``L`` plus the per-link
 authentication key from both pools, oldest key first. The storage time of a relay is the bit-weighted
 age of the key it consumed on board. Key is never carried from one satellite to another.
@@ -82,7 +82,8 @@ __all__ = [
 PLAN_WEATHER_STREAM = 0x504C414E
 _LINK_STREAM = 0x4C494E4B
 _SAMPLE_STREAM = 0x53414D50
-CHUNK_DAYS = 30.0
+#: Days of one job (one satellite): short enough that a few months give several jobs per worker (balance)
+CHUNK_DAYS = 10.0
 _MONTHS = 12
 
 
@@ -285,7 +286,7 @@ def _name_key(name: str) -> int:
 
 
 def night_of(t_utc: datetime, longitude_deg: float) -> date:
-    """The local night of ``t_utc``, named by the date of its evening (as :func:`satqkd.campaign.night_of`)."""
+    """The local night of ``t_utc``, named by the date of its evening (as :func:`satqkd.jobs.campaign.night_of`)."""
     return (t_utc + timedelta(hours=longitude_deg / 15.0 - 12.0)).date()
 
 
@@ -406,7 +407,7 @@ def replay_relays(passes: Sequence[dict], stations: Sequence[str], leftover: dic
     storage_hours_max}`` per relay. If ``leftover`` is a dict it receives, per pair name, the key bits
     still on board at the end (both directions, all satellites): deposited for the pair but never relayed.
     """
-    from ..relay_job import AUTH_BITS_PER_LINK, relay_length_bits
+    from .relay import AUTH_BITS_PER_LINK, relay_length_bits
 
     order = {s: i for i, s in enumerate(stations)}
     n = len(stations)
@@ -637,7 +638,7 @@ def plan_network(
 
 def _event_level_sample(records, sats, sts, cfg, origin, seed, n, ec, finite_key) -> list[dict]:
     """Re-run ``n`` clear passes (drawn with the plan seed) through the event simulator and the protocol."""
-    from ..relay_job import run_pass
+    from .one_pass import run_pass
 
     clear = [i for i, r in enumerate(records) if r["clear"]]
     if not clear:

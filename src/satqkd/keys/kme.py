@@ -1204,8 +1204,8 @@ def start_demo(
     ``fill(satellite_store, first_store, second_store)`` runs the relay that fills the stores and
     returns an object with ``relay_key_id`` and ``length_bits`` (and optionally ``key_source``);
     by default a relay on **stand-in** pass keys (:func:`satqkd.keys.relay.run_standin_relay`,
-    ``nbytes`` per pass). :func:`satqkd.relay_job.kme_demo_fill` runs the real relay on simulated
-    passes (the default of :func:`run_demo`). Then makes a demo PKI, starts one KME process
+    ``nbytes`` per pass). :func:`satqkd.jobs.kme_demo.kme_demo_fill` runs the real relay on simulated
+    passes (the default of ``satqkd kme demo``). Then makes a demo PKI, starts one KME process
     per site, and writes ``DIR/kme.json``::
 
         {"ca": path, "kmes": [{"site", "url", "sae_id", "kme_id"}, ...], "saes": {sae_id: {"cert", "key"}}}
@@ -1246,21 +1246,14 @@ def start_demo(
 
 
 def run_demo(dir: str | Path, *, seed: int = 7, nbytes: int = 1 << 17, on_ready: Callable[[Demo], None] | None = None,
-             key_source: str = "relay", **kw) -> int:
-    """``satqkd kme demo``: start the demo and block until SIGINT/SIGTERM, then shut down cleanly.
+             **kw) -> int:
+    """Start the demo (:func:`start_demo`) and block until SIGINT/SIGTERM, then shut down cleanly.
 
-    ``key_source="relay"`` (default) fills the stores with the trusted relay on the two simulated
-    passes of preset ``micius-relay-xinglong-nanshan`` (:func:`satqkd.relay_job.kme_demo_fill`;
-    ~10 s here, its outputs in ``DIR/relay``); ``"standin"`` uses stand-in keys of ``nbytes`` per
-    pass. An explicit ``fill=`` overrides both. Returns 0 after a requested shutdown; raises
-    ``RuntimeError`` if a KME process dies on its own.
+    ``fill=`` (see :func:`start_demo`) fills the stores; without it, stand-in keys of ``nbytes``
+    per pass. ``satqkd kme demo`` passes the trusted relay on simulated passes
+    (:func:`satqkd.jobs.kme_demo.run_demo`): this module imports no job. Returns 0 after a
+    requested shutdown; raises ``RuntimeError`` if a KME process dies on its own.
     """
-    if key_source not in ("relay", "standin"):
-        raise ValueError(f"key_source must be 'relay' or 'standin', got {key_source!r}")
-    if "fill" not in kw and key_source == "relay":
-        from ..relay_job import kme_demo_fill
-
-        kw["fill"] = kme_demo_fill(seed=seed, out_dir=Path(dir) / "relay")
     stop = threading.Event()
     main = threading.current_thread() is threading.main_thread()
     old = {}
@@ -1309,14 +1302,13 @@ def main(argv: list[str] | None = None) -> int:
     dm = sub.add_parser("demo")
     dm.add_argument("--dir", required=True)
     dm.add_argument("--seed", type=int, default=7)
-    dm.add_argument("--key-source", choices=("relay", "standin"), default="relay")
     a = ap.parse_args(argv)
     if a.cmd == "serve":
         limits = {k: getattr(a, k) for k in (*_INT_LIMITS, *_FLOAT_LIMITS) if getattr(a, k) is not None}
         serve(a.store, a.tls, a.port, network=a.network, kme_id=a.kme_id, host=a.host, ready_file=a.ready_file,
               parent_pid=a.parent_pid, **limits)
         return 0
-    return run_demo(a.dir, seed=a.seed, key_source=a.key_source)
+    return run_demo(a.dir, seed=a.seed)  # stand-in keys: the relay-filled demo is `satqkd kme demo`
 
 
 if __name__ == "__main__":

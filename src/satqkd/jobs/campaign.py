@@ -8,7 +8,7 @@
 2. **draws the weather** — each *local night* of the span is clear with probability
    ``clear_sky_probability`` (:func:`weather`); passes on cloudy nights are not simulated
    (``aborted``, ``abort_reason = "cloudy"``, 0 key bits);
-3. **runs each clear pass** — simulate + post-process with :func:`satqkd.relay_job.run_pass`
+3. **runs each clear pass** — simulate + post-process with :func:`satqkd.jobs.one_pass.run_pass`
    (``satqkd run`` for one pass), mapped over an executor: in-process (``workers=1``), a local
    process pool (``workers > 1``) or a Dask cluster (``scheduler="tcp://host:8786"``). A job returns
    a small :class:`PassRecord` (never the keys or raw arrays); a job that raises is recorded with
@@ -30,7 +30,7 @@ at the station's longitude (UTC + longitude/15 h), of the noon before the pass
 2016-12-19. Two passes of one night share its weather.
 
 Two stations and the satellite relaying key between them (a config with ``second_station``):
-:mod:`satqkd.relay_campaign`, on the same machinery.
+:mod:`satqkd.jobs.relay_campaign`, on the same machinery.
 
 Example::
 
@@ -54,9 +54,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import relay_job
-from .config import DEFAULT_EC_METHOD, MissionConfig
-from .records import PassGeometry
+from ..config import DEFAULT_EC_METHOD, MissionConfig
+from ..records import PassGeometry
+from .one_pass import run_pass
 
 __all__ = [
     "EC_METHODS",
@@ -151,7 +151,7 @@ def plan_campaign(cfg: MissionConfig, *, days: float | None = None,
     :func:`satqkd.sky.orbit.find_passes`. ``progress(done_s, total_s)`` follows the orbit scan.
     """
     check_campaign_args(days=days)
-    from .sky.orbit import find_passes, satellite_from_config
+    from ..sky.orbit import find_passes, satellite_from_config
 
     sat = satellite_from_config(cfg.orbit, cfg.satellite)
     return find_passes(sat, cfg.station, _rules(cfg, days), satellite_name=cfg.satellite, progress=progress)
@@ -186,7 +186,7 @@ def clear_nights(entropy: Sequence[int], n_nights: int, clear_sky_probability: f
     """Clear (``True``) or cloudy for nights ``0 .. n_nights - 1``, drawn from ``SeedSequence(entropy)``.
 
     :func:`weather` with its own entropy (relay campaigns draw the second station's weather from
-    another stream: :mod:`satqkd.relay_campaign`).
+    another stream: :mod:`satqkd.jobs.relay_campaign`).
     """
     rng = np.random.default_rng(np.random.SeedSequence([int(x) for x in entropy]))
     return rng.random(int(n_nights)) < float(clear_sky_probability)
@@ -275,7 +275,7 @@ def _pass_job(cfg: MissionConfig, geometry: PassGeometry, seed: int, ec: str, fi
     """Run one pass where the job lands; return only the small per-pass figures (never raises)."""
     t0 = time.perf_counter()
     try:
-        out = relay_job.run_pass(cfg, geometry, seed, ec=ec, finite_key=finite_key)
+        out = run_pass(cfg, geometry, seed, ec=ec, finite_key=finite_key)
         s = out.summary
         aborted = bool(s["aborted"])
         return {
@@ -615,7 +615,7 @@ def _night_totals(records: list[PassRecord], first: date, clear: np.ndarray, sta
 def write_campaign_outputs(result: CampaignResult, out_dir: str | Path, *, figures: bool = True) -> list[Path]:
     """``campaign.json`` (totals, nights, passes), ``passes.csv``, ``campaign.png``, ``key_vs_elevation.png``,
     ``peak_rate_vs_range.png``."""
-    from .report import write_json
+    from ..report import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -654,7 +654,7 @@ def _kind_masks(records: list[PassRecord]):
 def plot_campaign(result: CampaignResult, path: str | Path) -> Path:
     """Top: final key per pass against date (stems coloured by max elevation; cloudy/aborted marked).
     Bottom: cumulative final key against date. Cloudy nights are shaded in both panels."""
-    from .report import PAPER_BLUE, PAPER_RED, _pyplot
+    from ..report import PAPER_BLUE, PAPER_RED, _pyplot
 
     plt = _pyplot()
     import matplotlib.dates as mdates
@@ -723,7 +723,7 @@ def plot_campaign(result: CampaignResult, path: str | Path) -> Path:
 
 def plot_key_vs_elevation(result: CampaignResult, path: str | Path) -> Path:
     """Final key of each simulated pass against its maximum elevation (colour: mean QBER)."""
-    from .report import PAPER_RED, _pyplot
+    from ..report import PAPER_RED, _pyplot
 
     plt = _pyplot()
     keyed, cloudy, aborted, errors = _kind_masks(result.records)
@@ -762,7 +762,7 @@ PAPER_PEAK_RATES = ((530.0, 40_200.0), (1034.7, 1_200.0))
 def plot_peak_rate_vs_range(result: CampaignResult, path: str | Path) -> Path:
     """Peak one-second sifted key rate of each simulated pass against the range at that second, with
     the peak rates the paper quotes for its other days (:data:`PAPER_PEAK_RATES`)."""
-    from .report import PAPER_RED, _pyplot
+    from ..report import PAPER_RED, _pyplot
 
     plt = _pyplot()
     keyed, _, aborted, _ = _kind_masks(result.records)

@@ -2,21 +2,21 @@
 
 The outlook of Liao et al., Nature 549, 43 (2017): QKD with Xinglong, keep the key on board, QKD with
 Nanshan near Urumqi ~1.6 h later, announce ``K_X ⊕ K_N`` so that both stations share a key.
-:func:`satqkd.relay_job.run_relay` does that once, end to end, for one pair of passes (key stores,
+:func:`satqkd.jobs.relay.run_relay` does that once, end to end, for one pair of passes (key stores,
 authenticated announcement, two-phase commit). A relay campaign asks the long-run question:
 
 1. **both stations' passes** — every QKD window of the span over ``cfg.station`` and over
-   ``cfg.second_station`` (:func:`satqkd.campaign.plan_campaign`, same rules for both);
+   ``cfg.second_station`` (:func:`satqkd.jobs.campaign.plan_campaign`, same rules for both);
 2. **weather per station** — each station's local nights are clear with probability
    ``clear_sky_probability``, drawn from *independent* streams (the sites are ~2,500 km apart: their
    cloud is modelled as uncorrelated; no shared weather systems);
-3. **every clear pass of both stations** is simulated and post-processed (:func:`satqkd.relay_job.run_pass`),
-   all on one executor (serial, process pool or Dask: :func:`satqkd.campaign.run_campaign`'s machinery);
+3. **every clear pass of both stations** is simulated and post-processed (:func:`satqkd.jobs.one_pass.run_pass`),
+   all on one executor (serial, process pool or Dask: :func:`satqkd.jobs.campaign.run_campaign`'s machinery);
 4. **the satellite's key budget is replayed in time order** (:func:`replay_relays`).
 
 The replay is *accounting over the simulated pass keys' lengths*: the passes are fully simulated
 and post-processed, but no key store is filled and no announcement is authenticated per relay
-(``relay_job.run_relay`` runs that protocol for one pair; its rule and constants are used here):
+(``jobs.relay.run_relay`` runs that protocol for one pair; its rule and constants are used here):
 
 * the satellite holds a pool of available key per station: each pass with key adds the satellite's
   own directional stream of its final key (``keys.store.direction_window``: about half; the
@@ -24,14 +24,14 @@ and post-processed, but no key store is filled and no announcement is authentica
   keeps whole bytes; the 0–7 bit tail is counted as ``truncated``);
 * right after each pass (at its end time), if both pools allow it, the satellite relays
   ``L = min(pool_1, pool_2) − AUTH_BITS_PER_LINK`` bits, rounded down to whole bytes, nothing if
-  ``L < 8`` (:func:`satqkd.relay_job.relay_length_bits`). Each link first gives
-  :data:`~satqkd.relay_job.AUTH_BITS_PER_LINK` bits of its pool to authenticate the exchange, then
+  ``L < 8`` (:func:`satqkd.jobs.relay.relay_length_bits`). Each link first gives
+  :data:`~satqkd.jobs.relay.AUTH_BITS_PER_LINK` bits of its pool to authenticate the exchange, then
   ``L`` bits are relayed from each pool. Bits are taken oldest pass key first; the rest stays on
   board for later relays;
 * the relayed key's ε is the sum of the ε of every pass key that gave bits to the relay
   (relayed or authentication bits) plus the forgery bound of the relay's messages on both links
-  (:func:`satqkd.relay_job.relay_forgery_bound`, sized for an announcement naming every segment):
-  the union bound of ``relay_job``, applied conservatively — a pass key spread over several relays
+  (:func:`satqkd.jobs.relay.relay_forgery_bound`, sized for an announcement naming every segment):
+  the union bound of ``jobs.relay``, applied conservatively — a pass key spread over several relays
   counts its whole ε in each;
 * the **storage time** of a bit is the time between the end of the pass that produced it and the
   relay that used it (post-processing time on board is not counted). A relay's ``storage_hours`` is
@@ -39,7 +39,7 @@ and post-processed, but no key store is filled and no announcement is authentica
   key depends on.
 
 Seeds (``numpy.random.SeedSequence``; independent of the executor, like single-station campaigns):
-the first station's passes and weather use exactly the streams of :func:`satqkd.campaign.run_campaign`
+the first station's passes and weather use exactly the streams of :func:`satqkd.jobs.campaign.run_campaign`
 (``SeedSequence([seed, i])`` and ``[seed, WEATHER_STREAM]``), so its records equal a single-station
 campaign's with the same seed. The second station's pass ``i`` uses ``SeedSequence([seed,
 SECOND_STATION_STREAM, i])`` and its weather ``SeedSequence([seed, SECOND_STATION_STREAM,
@@ -67,7 +67,7 @@ from pathlib import Path
 import numpy as np
 
 from . import campaign as _campaign
-from . import relay_job
+from . import relay as _relay
 from .campaign import (
     PASS_COLUMNS,
     WEATHER_STREAM,
@@ -81,10 +81,10 @@ from .campaign import (
     plot_peak_rate_vs_range,
     write_csv,
 )
-from .config import DEFAULT_EC_METHOD, MissionConfig
-from .keys.relay import RelayAnnouncement
-from .keys.store import Segment, direction_window, key_id_for
-from .relay_job import AUTH_BITS_PER_LINK, announcement_bytes, relay_forgery_bound, relay_length_bits
+from ..config import DEFAULT_EC_METHOD, MissionConfig
+from ..keys.relay import RelayAnnouncement
+from ..keys.store import Segment, direction_window, key_id_for
+from .relay import AUTH_BITS_PER_LINK, announcement_bytes, relay_forgery_bound, relay_length_bits
 
 __all__ = [
     "SECOND_STATION_STREAM",
@@ -112,7 +112,7 @@ def second_station_pass_seed(seed: int, index: int) -> int:
 
 
 def second_station_weather(seed: int, n_nights: int, clear_sky_probability: float) -> np.ndarray:
-    """The second station's clear nights: as :func:`satqkd.campaign.weather`, from its own stream."""
+    """The second station's clear nights: as :func:`satqkd.jobs.campaign.weather`, from its own stream."""
     return clear_nights([int(seed), SECOND_STATION_STREAM, WEATHER_STREAM], n_nights, clear_sky_probability)
 
 
@@ -120,10 +120,10 @@ def check_relay_config(cfg: MissionConfig) -> MissionConfig:
     """The second station's config (``cfg`` with ``station = cfg.second_station``); ``ValueError`` without one."""
     if cfg.second_station is None:
         raise ValueError(f"second_station: a relay campaign needs a config with [second_station] "
-                         f"(e.g. preset {relay_job.RELAY_PRESET!r}); config {cfg.name!r} has none")
+                         f"(e.g. preset {_relay.RELAY_PRESET!r}); config {cfg.name!r} has none")
     if cfg.second_station.name == cfg.station.name:
         raise ValueError(f"second_station: its name must differ from the first station's ({cfg.station.name!r})")
-    return relay_job._second_cfg(cfg)
+    return _relay.second_station_config(cfg)
 
 
 # ------------------------------------------------------------------------------------------ replay
@@ -271,11 +271,11 @@ def replay_relays(first: Sequence[PassRecord], second: Sequence[PassRecord], *, 
     """Replay the satellite's key budget over two stations' pass records, in time order (module docstring).
 
     ``directional=False`` treats every pass key as relayable (the pool arithmetic alone, for tests of the
-    rule); the default keeps the station → satellite stream of each key out of the relay, as ``relay_job``.
+    rule); the default keeps the station → satellite stream of each key out of the relay, as ``jobs.relay``.
 
     After every pass with key (ordered by end time; ties: first station first), the pass's key
     (whole bytes) joins its station's pool, then a relay happens if
-    :func:`satqkd.relay_job.relay_length_bits` of the two pools is positive.
+    :func:`satqkd.jobs.relay.relay_length_bits` of the two pools is positive.
     """
     a, b = stations
     if a == b:
@@ -342,7 +342,7 @@ def replay_relays(first: Sequence[PassRecord], second: Sequence[PassRecord], *, 
 
 # ------------------------------------------------------------------------------------------ result
 _MODEL_NOTE = ("accounting replay over the simulated pass keys' lengths: every pass is simulated and post-processed, "
-               "but no key store is filled and no announcement is authenticated per relay (satqkd.relay_job.run_relay "
+               "but no key store is filled and no announcement is authenticated per relay (satqkd.jobs.relay.run_relay "
                "runs that protocol for one pair of passes, with the same rule and constants)")
 _RULE_NOTE = ("after each pass with key: L = min(pool_1, pool_2) - AUTH_BITS_PER_LINK, rounded down to whole bytes, "
               "no relay if L < 8; each link gives AUTH_BITS_PER_LINK bits to authentication, then L bits are relayed "
@@ -356,7 +356,7 @@ _EPS_NOTE = ("epsilon of a relayed key = sum of the epsilons of every pass key i
 class RelayCampaignResult:
     """Outcome of :func:`run_relay_campaign`: both stations' campaigns and the relay replay.
 
-    ``first`` and ``second`` are ordinary :class:`~satqkd.campaign.CampaignResult` (their
+    ``first`` and ``second`` are ordinary :class:`~satqkd.jobs.campaign.CampaignResult` (their
     ``executor`` and ``wall_seconds`` are the whole relay campaign's); ``ledger`` the relays.
     """
 
@@ -441,7 +441,7 @@ def run_relay_campaign(
 ) -> RelayCampaignResult:
     """Every pass of ``cfg.station`` and ``cfg.second_station`` in the span, then the relay replay (module docstring).
 
-    Arguments as :func:`satqkd.campaign.run_campaign`; ``progress(done, total)`` counts the passes
+    Arguments as :func:`satqkd.jobs.campaign.run_campaign`; ``progress(done, total)`` counts the passes
     of both stations. Bad arguments, or a config without ``[second_station]``, raise ``ValueError``
     before anything runs.
     """
@@ -486,7 +486,7 @@ def write_relay_campaign_outputs(result: RelayCampaignResult, out_dir: str | Pat
     stations, a ``station`` column first, in time order), ``relays.csv``, ``relay_campaign.png`` and
     each station's campaign figures (``campaign_<station>.png``, ``key_vs_elevation_<station>.png``,
     ``peak_rate_vs_range_<station>.png``)."""
-    from .report import write_json
+    from ..report import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -524,7 +524,7 @@ def _write_relays(result: RelayCampaignResult, path: Path) -> Path:
 def plot_relay_campaign(result: RelayCampaignResult, path: str | Path) -> Path:
     """Top: cumulative final key of each station and cumulative relayed key against date (relays marked).
     Bottom: key held on board for each station (available, not yet relayed)."""
-    from .report import PAPER_BLUE, PAPER_RED, _pyplot
+    from ..report import PAPER_BLUE, PAPER_RED, _pyplot
 
     plt = _pyplot()
     import matplotlib.dates as mdates

@@ -23,14 +23,14 @@ from typing import Callable
 import numba
 import numpy as np
 
-from . import __version__
-from .config import MissionConfig
-from .postprocess.sifting import SiftedEvents, sift
-from .quantum.sampler import sample_pass
-from .quantum.timing import Detections, match_alice, synchronise
-from .records import INTENSITY_NAMES, LinkSeries, PassGeometry, RawRecords
-from .sky.link import link_series
-from .sky.orbit import find_pass
+from .. import __version__
+from ..config import MissionConfig
+from ..postprocess.sifting import SiftedEvents, sift
+from ..quantum.sampler import sample_pass
+from ..quantum.timing import Detections, match_alice, synchronise
+from ..records import INTENSITY_NAMES, LinkSeries, PassGeometry, RawRecords
+from ..sky.link import link_series
+from ..sky.orbit import find_pass
 
 __all__ = ["PassSimulation", "simulate", "stage_rngs"]
 
@@ -121,7 +121,7 @@ class PassSimulation:
         """
         import pandas as pd
 
-        from .report import TIMESERIES_COLUMNS
+        from ..report import TIMESERIES_COLUMNS
 
         arrays = self._timeseries_arrays()
         return pd.DataFrame({c: arrays[c] for c in TIMESERIES_COLUMNS})

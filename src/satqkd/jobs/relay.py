@@ -7,7 +7,7 @@ keys so that both stations share a key. :func:`run_relay` does this end to end:
 1. **passes** — the first night pass over ``cfg.station`` and the next night pass over
    ``cfg.second_station`` that starts after it (:func:`find_relay_passes`; 16:49 and 18:23 UTC on
    2016-12-19 for the preset ``micius-relay-xinglong-nanshan``);
-2. **QKD** — each pass is simulated and post-processed (:func:`run_pass`) with its own seed,
+2. **QKD** — each pass is simulated and post-processed (:func:`satqkd.jobs.one_pass.run_pass`) with its own seed,
    derived from the relay seed by :func:`pass_seeds`;
 3. **deposit** — each pass's final key goes into the satellite's store (link = station) and the
    station's store (link = satellite) under one id, ``key_id_for(pass_id)``, with its origin
@@ -78,45 +78,43 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .config import DEFAULT_EC_METHOD, MissionConfig
-from .faults import crash_point
-from .keys.relay import RelayAnnouncement, deposit_pair, relay_announcement, run_standin_relay, station_apply
-from .keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, direction_window, key_id_for
-from .postprocess.authentication import HASH_KEY_BITS, P127, PAD_BITS, AuthenticationError, KeyPool, forgery_bound
-from .protocol.channel import ChannelError, PeerAborted, Tamper, memory_pair
-from .records import PassGeometry
+from ..config import DEFAULT_EC_METHOD, MissionConfig
+from ..faults import crash_point
+from ..keys.relay import RelayAnnouncement, deposit_pair, relay_announcement, station_apply
+from ..keys.store import KeyStore, KeyStoreError, KeyUnavailable, Origin, Segment, direction_window, key_id_for
+from ..postprocess.authentication import HASH_KEY_BITS, P127, PAD_BITS, AuthenticationError, KeyPool, forgery_bound
+from ..protocol.channel import ChannelError, PeerAborted, Tamper, memory_pair
+from ..records import PassGeometry
+from .one_pass import PassOutcome, end_utc, pass_id_for, run_pass, truncate_geometry
 
 __all__ = [
     "AUTH_BITS_PER_LINK",
     "RELAY_PRESET",
-    "PassOutcome",
     "RelayExists",
     "RelayLink",
     "RelayResult",
     "announcement_bytes",
     "deposit_pass",
     "find_relay_passes",
-    "kme_demo_fill",
     "pass_seeds",
     "relay_deposited",
     "relay_forgery_bound",
     "relay_length_bits",
     "relay_passes",
+    "second_station_config",
     "RELAY_CRASH_POINTS",
-    "run_pass",
     "run_relay",
-    "truncate_geometry",
     "write_relay_outputs",
 ]
 
-#: Preset of the relay (``satqkd relay`` default and the KME demo's key source).
+#: Preset of the relay (``satqkd relay`` default and the KME demo's key source, :mod:`.kme_demo`).
 RELAY_PRESET = "micius-relay-xinglong-nanshan"
 #: Rounds of the relay exchange on each link (announce/ready, commit/done, revoke/ack).
 _ROUNDS = 3
@@ -140,37 +138,7 @@ class RelayExists(KeyStoreError):
 
 
 # ------------------------------------------------------------------------------------------ passes
-def truncate_geometry(g: PassGeometry, window_s: float) -> PassGeometry:
-    """The part of ``g`` within ``±window_s / 2`` of culmination (samples kept as they are; ``t_s`` rebased)."""
-    if not (window_s > 0 and math.isfinite(window_s)):
-        raise ValueError(f"window_s must be a finite number > 0, got {window_s!r}")
-    tc = float(g.t_s[g.culmination_index])
-    keep = np.flatnonzero(np.abs(g.t_s - tc) <= window_s / 2 + 1e-9)
-    if keep.size < 2:
-        raise ValueError(f"window_s = {window_s} s keeps fewer than 2 samples of the {g.duration_s:.0f} s pass")
-    sl = slice(int(keep[0]), int(keep[-1]) + 1)
-    t0 = float(g.t_s[sl.start])
-    arr = lambda a: None if a is None else np.ascontiguousarray(a[sl])  # noqa: E731
-    return replace(
-        g,
-        start_utc=g.start_utc + timedelta(seconds=t0),
-        t_s=g.t_s[sl] - t0,
-        elevation_deg=arr(g.elevation_deg),
-        azimuth_deg=arr(g.azimuth_deg),
-        range_m=arr(g.range_m),
-        range_rate_m_s=arr(g.range_rate_m_s),
-        sun_altitude_deg=arr(g.sun_altitude_deg),
-        sunlit=arr(g.sunlit),
-        enu_m=arr(g.enu_m),
-        enu_velocity_m_s=arr(g.enu_velocity_m_s),
-    )
-
-
-def _end_utc(g: PassGeometry) -> datetime:
-    return g.start_utc + timedelta(seconds=g.duration_s)
-
-
-def _second_cfg(cfg: MissionConfig) -> MissionConfig:
+def second_station_config(cfg: MissionConfig) -> MissionConfig:
     if cfg.second_station is None:
         raise ValueError(f"cfg.second_station must be set for a relay (preset {RELAY_PRESET!r} sets Nanshan); "
                          f"config {cfg.name!r} has none")
@@ -185,20 +153,20 @@ def find_relay_passes(cfg: MissionConfig, *, window_s: float | None = None) -> t
     seconds around each culmination (:func:`truncate_geometry`; for fast tests). Raises
     ``ValueError`` if either pass is missing.
     """
-    from .sky.orbit import find_passes, satellite_from_config
+    from ..sky.orbit import find_passes, satellite_from_config
 
-    cfg2 = _second_cfg(cfg)
+    cfg2 = second_station_config(cfg)
     sat = satellite_from_config(cfg.orbit, cfg.satellite)
     first = find_passes(sat, cfg.station, cfg.passes, satellite_name=cfg.satellite)
     if not first:
         raise ValueError(f"no pass of {cfg.satellite} over {cfg.station.name} in the search span of {cfg.name!r}")
     g1 = first[0]
-    rules2 = cfg.passes.model_copy(update={"search_start_utc": _end_utc(g1)})
-    second = [g for g in find_passes(sat, cfg2.station, rules2, satellite_name=cfg.satellite) if g.start_utc >= _end_utc(g1)]
+    rules2 = cfg.passes.model_copy(update={"search_start_utc": end_utc(g1)})
+    second = [g for g in find_passes(sat, cfg2.station, rules2, satellite_name=cfg.satellite) if g.start_utc >= end_utc(g1)]
     if not second:
         raise ValueError(
             f"no pass of {cfg.satellite} over {cfg2.station.name} within {rules2.search_days} d after "
-            f"the {cfg.station.name} pass ending {_end_utc(g1):%Y-%m-%d %H:%M:%S} UTC"
+            f"the {cfg.station.name} pass ending {end_utc(g1):%Y-%m-%d %H:%M:%S} UTC"
         )
     g2 = second[0]
     if window_s is not None:
@@ -216,122 +184,9 @@ def pass_seeds(seed: int) -> tuple[int, int]:
     return s[0], s[1]
 
 
-@dataclass(frozen=True)
-class PassOutcome:
-    """One simulated, post-processed pass: both ends' final keys (0/1 ``np.uint8``) or the abort reason."""
-
-    station: str
-    satellite: str
-    pass_id: str
-    seed: int
-    summary: dict
-    sat_key: np.ndarray | None = field(default=None, repr=False)
-    station_key: np.ndarray | None = field(default=None, repr=False)
-    abort_reason: str | None = None
-    epsilon: float | None = None
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.sat_key is not None and self.station_key is not None
-
-    @property
-    def key_id(self) -> str:
-        return key_id_for(self.pass_id)
-
-    def __repr__(self) -> str:
-        s = self.summary
-        what = f"{s['final_key_bits']:,} final bits" if self.ok else f"aborted: {self.abort_reason}"
-        return f"PassOutcome({self.satellite}–{self.station} {s['start_utc']}, {s['sifted_bits']:,} sifted, {what})"
-
-
-def _pass_summary(sim_summary: dict, pp: dict | None, g: PassGeometry, pass_id: str, seed: int) -> dict:
-    """The relay's view of a pass (issue 4 §2): start, duration, range span, sifted/final bits, ε."""
-    s = sim_summary
-    return {
-        "station": s["station"],
-        "satellite": s["satellite"],
-        "pass_id": pass_id,
-        "key_id": key_id_for(pass_id),
-        "seed": int(seed),
-        "start_utc": s["start_utc"],
-        "end_utc": _end_utc(g).isoformat(),
-        "culmination_utc": s["culmination_utc"],
-        "duration_s": s["duration_s"],
-        "max_elevation_deg": s["max_elevation_deg"],
-        "min_range_km": s["min_range_km"],
-        "max_range_km": s["max_range_km"],
-        "sifted_bits": s["sifted_bits"],
-        "qber": s["qber"],
-        "sifted_key_bits": int(pp["sifted_key_bits"] or 0) if pp else 0,
-        "final_key_bits": int(pp["final_key_bits"]) if pp else 0,
-        "epsilon": pp["epsilon"] if pp and not pp["aborted"] else None,
-        "aborted": bool(pp["aborted"]) if pp else True,
-        "abort_reason": pp["abort_reason"] if pp else "not post-processed",
-        "ec_efficiency": pp["ec_efficiency"] if pp else None,
-        "auth_key_bits_postprocessing": pp["auth_key_bits"] if pp else None,
-    }
-
-
-def _pass_id(g: PassGeometry, seed: int, window_s: float | None) -> str:
-    """A pass's id (same form as ``satqkd run``'s): satellite, station, window start, seed (+ truncation)."""
-    pid = f"{g.satellite}:{g.station}:{g.start_utc:%Y-%m-%dT%H:%M:%S}Z:seed{int(seed)}"
-    return pid + (f":window{window_s:g}s" if window_s is not None else "")
-
-
-def run_pass(
-    cfg: MissionConfig,
-    geometry: PassGeometry,
-    seed: int,
-    *,
-    ec: str = DEFAULT_EC_METHOD,
-    finite_key: str = "chernoff",
-    window_s: float | None = None,
-) -> PassOutcome:
-    """Simulate the pass ``geometry`` of ``cfg`` and post-process it (``satqkd run`` for one pass).
-
-    Returns both ends' final keys, or the abort reason. ``summary`` holds the relay's view of the
-    pass (:func:`_pass_summary`) plus the full simulation and post-processing summaries under
-    ``"simulation"`` and ``"postprocessing"``.
-    """
-    from .outputs import postprocess_summary
-    from .pass_simulation import simulate
-    from .protocol.session import postprocess
-
-    t0 = time.perf_counter()
-    sim = simulate(cfg, seed, geometry=geometry)
-    pass_id = _pass_id(geometry, seed, window_s)
-    sim_summary = sim.summary()
-    ts = sim._timeseries_arrays()  # arrays: no pandas import in campaign workers
-    res = postprocess(sim.raw, cfg, seed=seed, ec=ec, finite_key=finite_key)
-    del sim
-    pp = postprocess_summary(res)
-    summary = _pass_summary(sim_summary, pp, geometry, pass_id, seed)
-    # the paper's figure of merit for a pass (Liao et al. 2017: "peak rate of 40.2 kbits/s at 530 km"):
-    # the largest sifted key in one whole second, and the range at that second
-    if ts["sifted_bits"].size:
-        i = int(np.argmax(ts["sifted_bits"]))
-        summary["peak_sifted_rate_bps"] = float(ts["sifted_bits"][i])
-        summary["range_km_at_peak_rate"] = round(float(ts["range_km"][i]), 1)
-    else:
-        summary["peak_sifted_rate_bps"], summary["range_km_at_peak_rate"] = 0.0, None
-    summary["simulation"] = sim_summary
-    summary["postprocessing"] = {k: v for k, v in pp.items() if k != "counts"}
-    ok = res.ok and res.keys_match
-    reason = None if ok else (res.abort_reason or "final keys differ after verification")
-    if not ok:
-        summary.update(aborted=True, abort_reason=reason, final_key_bits=0, epsilon=None)
-    return PassOutcome(
-        station=geometry.station, satellite=geometry.satellite, pass_id=pass_id, seed=int(seed), summary=summary,
-        sat_key=res.alice.key if ok else None, station_key=res.bob.key if ok else None, abort_reason=reason,
-        epsilon=pp["epsilon"] if ok else None, seconds=time.perf_counter() - t0,
-    )
-
-
-# ------------------------------------------------------------------------------------------ stores
 def _check_sites(cfg: MissionConfig, sat_store: KeyStore, store_a: KeyStore, store_b: KeyStore) -> None:
     want = ((sat_store, cfg.satellite, "sat_store"), (store_a, cfg.station.name, "store_a"),
-            (store_b, _second_cfg(cfg).station.name, "store_b"))
+            (store_b, second_station_config(cfg).station.name, "store_b"))
     for st, site, name in want:
         if st.site != site:
             raise ValueError(f"{name} must be the store of {site!r} (config {cfg.name!r}), got {st.site!r}")
@@ -833,7 +688,7 @@ class RelayResult:
     run_seconds: float = 0.0
     stage_seconds: dict = field(default_factory=dict)
     window_s: float | None = None
-    key_source: str = "relay run (simulated passes, satqkd.relay_job)"
+    key_source: str = "relay run (simulated passes, satqkd.jobs.relay)"
     #: the satellite's public announcement (segments and ``K_X ⊕ K_N``); not written to JSON
     announcement: RelayAnnouncement | None = field(default=None, repr=False)
 
@@ -877,7 +732,7 @@ def run_relay(
     """
     t_start = time.perf_counter()
     _check_sites(cfg, sat_store, store_a, store_b)
-    cfg2 = _second_cfg(cfg)
+    cfg2 = second_station_config(cfg)
     stage: dict[str, float] = {}
     total = 6.0
 
@@ -908,7 +763,7 @@ def run_relay(
     return RelayResult(
         preset=cfg.name, seed=int(seed), satellite=cfg.satellite, first=first.summary, second=second.summary,
         hours_between=(g2.start_utc - g1.start_utc).total_seconds() / 3600.0,
-        key_storage_hours=(_end_utc(g2) - _end_utc(g1)).total_seconds() / 3600.0,
+        key_storage_hours=(end_utc(g2) - end_utc(g1)).total_seconds() / 3600.0,
         ok=rec.ok, abort_reason=rec.reason, relay_key_id=rec.relay_id if rec.ok else None,
         length_bits=rec.length_bits if rec.ok else 0,
         pass_key_ids={p.station: (p.key_id if p.ok else None) for p in outcomes},
@@ -920,7 +775,7 @@ def run_relay(
 
 
 def _planned_ids(cfg, g1, g2, s1, s2, window_s) -> tuple[str, str, str]:
-    p1, p2 = _pass_id(g1, s1, window_s), _pass_id(g2, s2, window_s)
+    p1, p2 = pass_id_for(g1, s1, window_s), pass_id_for(g2, s2, window_s)
     return p1, p2, key_id_for(f"relay|{p1}|{p2}")
 
 
@@ -943,7 +798,7 @@ def _refuse_rerun(cfg, g1, g2, s1, s2, window_s, sat_store, store_a, store_b) ->
 # ------------------------------------------------------------------------------------------ outputs
 def write_relay_outputs(result: RelayResult, out_dir: str | Path, *, figures: bool = True) -> list[Path]:
     """``summary.json``, ``pass_<station>.json`` (full per-pass summaries) and ``relay_timeline.png``."""
-    from . import report
+    from .. import report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -957,7 +812,7 @@ def write_relay_outputs(result: RelayResult, out_dir: str | Path, *, figures: bo
 
 def plot_relay_timeline(result: RelayResult, path: str | Path) -> Path:
     """The two passes on a UTC time axis with their sifted/final key sizes, and the relayed key."""
-    from .report import PAPER_BLUE, PAPER_RED, _pyplot
+    from ..report import PAPER_BLUE, PAPER_RED, _pyplot
 
     plt = _pyplot()
     import matplotlib.dates as mdates
@@ -1007,54 +862,3 @@ def plot_relay_timeline(result: RelayResult, path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
-
-
-# ------------------------------------------------------------------------------------------ KME demo
-@dataclass(frozen=True)
-class _ExistingRelay:
-    relay_key_id: str
-    length_bits: int
-    key_source: str = "relay run (already in the stores, reused)"
-
-
-def kme_demo_fill(
-    *,
-    seed: int = 7,
-    preset: str = RELAY_PRESET,
-    cfg: MissionConfig | None = None,
-    source: str = "relay",
-    window_s: float | None = None,
-    nbytes: int = 1 << 17,
-    out_dir: str | Path | None = None,
-) -> Callable[[KeyStore, KeyStore, KeyStore], object]:
-    """A ``fill(sat_store, first_store, second_store)`` for :func:`satqkd.keys.kme.start_demo`.
-
-    ``source="relay"`` (default): :func:`run_relay` on the preset's two passes (~10 s here); if
-    the stores already hold that relay (the demo restarted in the same directory) it is reused,
-    not re-deposited. ``source="standin"``: :func:`satqkd.keys.relay.run_standin_relay` (uniform
-    random stand-in keys of ``nbytes`` per pass; fast tests). ``out_dir``: also write the relay's
-    outputs there. The fill returns an object with ``relay_key_id``, ``length_bits`` and
-    ``key_source`` and raises ``RuntimeError`` if the relay left no key to serve.
-    """
-    if source not in ("relay", "standin"):
-        raise ValueError(f"source must be 'relay' or 'standin', got {source!r}")
-
-    def fill(sat: KeyStore, a: KeyStore, b: KeyStore):
-        if source == "standin":
-            return run_standin_relay(sat, a, b, seed=seed, nbytes=nbytes)
-        from .config import load_preset
-
-        c = cfg if cfg is not None else load_preset(preset)
-        try:
-            res = run_relay(c, seed, sat, a, b, window_s=window_s)
-        except RelayExists as exc:
-            if exc.relay_key_id is None:
-                raise RuntimeError(f"KME demo: {exc}; and that earlier relay did not complete") from None
-            return _ExistingRelay(exc.relay_key_id, exc.length_bits)
-        if out_dir is not None:
-            write_relay_outputs(res, out_dir)
-        if not res.ok:
-            raise RuntimeError(f"KME demo: the relay (seed {seed}) left no key to serve: {res.abort_reason}")
-        return res
-
-    return fill
