@@ -328,6 +328,23 @@ def presets(show: Optional[str] = typer.Option(None, "--show", help="print this 
     out_console.print(t)
 
 
+PASS_HELP = ("which pass: N (the N-th in the search span, from 1; see `satqkd passes`), a UTC date YYYY-MM-DD "
+             "(the first pass in the 24 h from it), highest (highest culmination) or best (most ∫(1000 km/R)² dt), "
+             "optionally over N days: best:7d  [default: the first pass]")
+
+
+def _check_pass(choice: Optional[str]) -> None:
+    """``--pass`` read before any work (exit 2 naming it)."""
+    if choice is None:
+        return
+    from .sky.orbit import parse_pass_spec
+
+    try:
+        parse_pass_spec(choice)
+    except ConfigError as exc:
+        _fail_input(f"--{exc}")
+
+
 @app.command()
 def simulate(
     preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
@@ -335,9 +352,11 @@ def simulate(
     seed: int = typer.Option(0, min=0, help="random seed: the same seed gives the same records"),
     out: Path = typer.Option(Path("out/simulate"), help="output directory"),
     figures: bool = typer.Option(True, help="write the PNG figures"),
+    pass_choice: Optional[str] = typer.Option(None, "--pass", help=PASS_HELP),
 ) -> None:
     """Simulate one pass at the physical layer and write summary, time series, raw records and figures."""
     cfg = _load(preset, config)
+    _check_pass(pass_choice)
     _check_out(out)
     _check_work(cfg)
     from .pass_simulation import simulate as run_sim
@@ -348,7 +367,7 @@ def simulate(
     t0 = time.perf_counter()
     with _progress() as prog:
         try:
-            sim = run_sim(cfg, seed, progress=_stage_callback(prog))
+            sim = run_sim(cfg, seed, pass_spec=pass_choice, progress=_stage_callback(prog))
         except ValueError as exc:
             _error(str(exc))
             raise typer.Exit(1)
@@ -360,16 +379,28 @@ def simulate(
 
 
 def _print_pass_summary(s: dict, seconds: float) -> None:
-    t = Table(title=f"{s['satellite']} → {s['station']}, {s['start_utc'][:19]} UTC (seed {s['seed']})")
+    from .report import readable_utc
+
+    paper = bool(s.get("paper_pass"))
+    title = f"{s['satellite']} → {s['station']}, {readable_utc(s['start_utc'])} (seed {s['seed']})"
+    if not paper:
+        title += "\nwhat-if: not the paper's pass (preset micius-2016-12-19, 2016-12-19), no paper column"
+    t = Table(title=title)
     t.add_column("figure")
     t.add_column("satqkd", justify="right")
-    t.add_column("paper", justify="right")
-    t.add_row("QKD data (s)", f"{s['duration_s']:.0f}", "273")
-    t.add_row("range (km)", f"{s['min_range_km']:.0f}–{s['max_range_km']:.0f}", "645–1200")
-    t.add_row("detections", f"{s['detections']:,}", "3,551,136")
-    t.add_row("sifted bits", f"{s['sifted_bits']:,}", "1,671,072")
-    t.add_row("QBER", f"{100 * s['qber']:.2f} %", "1.1 %")
-    t.add_row("tags kept / wrong pulse", f"{s['tags_kept']:,} / {s['assigned_wrong']}", "—")
+    if paper:
+        t.add_column("paper", justify="right")
+    rows = [
+        ("QKD data (s)", f"{s['duration_s']:.0f}", "273"),
+        ("range (km)", f"{s['min_range_km']:.0f}–{s['max_range_km']:.0f}", "645–1200"),
+        ("max elevation (°)", f"{s['max_elevation_deg']:.1f}", "—"),
+        ("detections", f"{s['detections']:,}", "3,551,136"),
+        ("sifted bits (signal, both bases)", f"{s['sifted_bits']:,}", "1,671,072"),
+        ("QBER (signal)", f"{100 * s['qber']:.2f} %", "1.1 %"),
+        ("tags kept / wrong pulse", f"{s['tags_kept']:,} / {s['assigned_wrong']}", "—"),
+    ]
+    for label, mine, ref in rows:
+        t.add_row(label, mine, *((ref,) if paper else ()))
     out_console.print(t)
     out_console.print(f"done in {seconds:.1f} s")
 
@@ -409,10 +440,10 @@ def passes(
         typer.echo(json.dumps(rows))
         return
     t = Table(title=f"{cfg.satellite} over {st.name}: {len(rows)} QKD window(s) in {rules.search_days:g} day(s)")
-    for c in ("start (UTC)", "duration (s)", "max elevation (°)", "range (km)"):
+    for c in ("--pass", "start (UTC)", "duration (s)", "max elevation (°)", "range (km)"):
         t.add_column(c, justify="right")
-    for r in rows:
-        t.add_row(r["start_utc"][:19], f"{r['duration_s']:.0f}", f"{r['max_elevation_deg']:.1f}", f"{r['min_range_km']:.0f}–{r['max_range_km']:.0f}")
+    for i, r in enumerate(rows, start=1):
+        t.add_row(str(i), r["start_utc"][:19].replace("T", " "), f"{r['duration_s']:.0f}", f"{r['max_elevation_deg']:.1f}", f"{r['min_range_km']:.0f}–{r['max_range_km']:.0f}")
     out_console.print(t)
 
 
@@ -520,7 +551,8 @@ def _deposit(res, cfg, seed: int, store: Path, sat_store: Optional[Path], pass_i
 
 
 def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summary: dict | None, prog,
-                           store: Optional[Path] = None, sat_store: Optional[Path] = None) -> dict:
+                           store: Optional[Path] = None, sat_store: Optional[Path] = None,
+                           figures_from: tuple[Path, ...] = ()) -> dict:
     from .outputs import postprocess_summary, write_keys
     from .protocol.session import postprocess as run_pp
     from . import report
@@ -530,8 +562,8 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     res = run_pp(raw, cfg, seed=seed, ec=ec, finite_key=finite_key)
     cb("protocol", 1, 1)
     pp = postprocess_summary(res)
-    summary = {**(sim_summary or {}), **pp}
-    if sim_summary:
+    summary = {**(sim_summary or {}), **pp, "key_intensities": cfg.security.key_intensities}
+    if sim_summary and "stage_seconds" in sim_summary:
         summary["stage_seconds"] = {**{f"sim_{k}": v for k, v in sim_summary["stage_seconds"].items()}, **pp["stage_seconds"]}
     # both ends are in this process: both release (docs/two-processes.md, key confirmation)
     from .protocol.keyfiles import key_sha256
@@ -549,25 +581,35 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     if (out / "fig3_pass.png").is_file() or res.ok:
         from .outputs import write_html_report
 
-        write_html_report(out)
+        write_html_report(out, figures_from)
     return summary
 
 
 def _print_key_summary(s: dict) -> None:
-    t = Table(title="post-processing")
+    paper = bool(s.get("paper_pass"))
+    key_set = s.get("key_intensities", "signal+decoy")
+    t = Table(title="post-processing" + ("" if paper else " (what-if: no paper column)"))
     t.add_column("figure")
     t.add_column("satqkd", justify="right")
-    t.add_column("paper", justify="right")
+    if paper:
+        t.add_column("paper", justify="right")
+    rows = []
     if s["aborted"]:
-        t.add_row("result", f"aborted: {s['abort_reason']}", "")
-    t.add_row("sifted key bits", f"{s['sifted_key_bits']:,}", "1,671,072")
-    t.add_row("final key bits", f"{s['final_key_bits']:,}", "300,939")
-    t.add_row("ε (total)", f"{s['epsilon']:.2g}" if s["epsilon"] else "—", "1e-9")
-    t.add_row("error correction", f"{s['ec_method']}, f = {s['ec_efficiency']:.3f}" if s["ec_efficiency"] else s["ec_method"], "Hamming")
-    t.add_row("finite-key bound", s["finite_key_method"], "(Gaussian)")
-    t.add_row("keys match", str(s["keys_match"]), "")
-    t.add_row("classical traffic", f"{s['classical_bytes_up'] / 1e6:.2f} MB up, {s['classical_bytes_down'] / 1e6:.2f} MB down, {s['round_trips']} round trips", "")
-    t.add_row("time on the RF link", f"{s['link_time_s']:.1f} s", "")
+        rows.append(("result", f"aborted: {s['abort_reason']}", ""))
+    # the paper's 1,671,072 sifted bits are of the signal intensity: beside the key set only when that is it
+    rows += [
+        (f"sifted key bits ({key_set})", f"{s['sifted_key_bits']:,}", "1,671,072" if key_set == "signal" else "— (signal: 1,671,072)"),
+        ("final key bits", f"{s['final_key_bits']:,}", "300,939"),
+        ("ε (total)", f"{s['epsilon']:.2g}" if s["epsilon"] else "—", "1e-9"),
+        ("error correction", f"{s['ec_method']}, f = {s['ec_efficiency']:.3f}" if s["ec_efficiency"] else s["ec_method"], "Hamming"),
+        ("finite-key bound", s["finite_key_method"], "(Gaussian)"),
+        ("keys match", "yes" if s["keys_match"] else "no", ""),
+        ("classical traffic", f"{s['classical_bytes_up'] / 1e6:.2f} MB up, {s['classical_bytes_down'] / 1e6:.2f} MB down, "
+                              f"{s['round_trips']} round trips", ""),
+        ("time on the RF link", f"{s['link_time_s']:.1f} s", ""),
+    ]
+    for label, mine, ref in rows:
+        t.add_row(label, mine, *((ref,) if paper else ()))
     out_console.print(t)
 
 
@@ -584,9 +626,11 @@ def run(
     sat_store: Optional[Path] = typer.Option(None, help="deposit the satellite's final key in this key store"),
     attack: Optional[str] = typer.Option(None, help="eavesdropper: intercept_resend | pns | beam_splitting"),
     attack_fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="fraction of pulses the eavesdropper attacks"),
+    pass_choice: Optional[str] = typer.Option(None, "--pass", help=PASS_HELP),
 ) -> None:
     """Simulate a pass and post-process it into final keys at both ends."""
     cfg = _with_attack(_load(preset, config), attack, attack_fraction)
+    _check_pass(pass_choice)
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
@@ -601,7 +645,7 @@ def run(
     t0 = time.perf_counter()
     with _progress() as prog:
         try:
-            sim = run_sim(cfg, seed, progress=_stage_callback(prog))
+            sim = run_sim(cfg, seed, pass_spec=pass_choice, progress=_stage_callback(prog))
         except ValueError as exc:
             _error(str(exc))
             raise typer.Exit(1)
@@ -646,9 +690,22 @@ def postprocess_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail_input(str(exc))
     out.mkdir(parents=True, exist_ok=True)
+    from .config import is_paper_pass
+    from .outputs import pass_summary_of_records
+
+    # the pass behind the records, for the summary and the report: simulate's summary.json beside
+    # them, else the pass id the records carry
+    known = pass_summary_of_records(raw_dir, raw)
+    known.setdefault("preset", cfg.name)
+    known["protocol_seed"] = seed
+    if known.get("start_utc"):
+        from datetime import datetime
+
+        known["paper_pass"] = is_paper_pass(cfg, datetime.fromisoformat(known["start_utc"]))
     compiled = _announce_compilation(ec, simulate=False)
     with _progress() as prog:
-        s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog, store, sat_store)
+        s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, known, prog, store, sat_store,
+                                   figures_from=(raw_dir,) if raw_dir.is_dir() else ())
     compiled()
     _print_key_summary(s)
     if s["aborted"]:

@@ -45,6 +45,11 @@ __all__ = [
     "geometry",
     "find_passes",
     "find_pass",
+    "select_pass",
+    "parse_pass_spec",
+    "passes_of",
+    "pass_table",
+    "range_weighted_seconds",
     "slant_range_m",
     "elevation_for_range_deg",
     "WGS72_MU_M3_S2",
@@ -619,3 +624,149 @@ def find_pass(cfg: MissionConfig, station: GroundStationConfig | None = None) ->
         f"end {rules.end_elevation_deg}°, max range {rules.max_range_km} km, night only {rules.night_only}) "
         f"between {rules.search_start_utc:%Y-%m-%d %H:%M:%S} and {end:%Y-%m-%d %H:%M:%S} UTC"
     )
+
+
+# -- choosing a pass ---------------------------------------------------------------------------------
+
+#: a range that scales the geometric score (any fixed length would do; 1000 km is in the paper's 645–1200 km)
+_SCORE_RANGE_M = 1.0e6
+
+
+def range_weighted_seconds(g: PassGeometry) -> float:
+    """``∫ (1000 km / R(t))² dt`` over the QKD window, in seconds: a pass's geometric merit before any simulation.
+
+    With a diffraction-limited downlink the collected fraction falls as ``1/R²`` (the paper's Fig. 4
+    link efficiency follows it over 645–1200 km), so this integral is proportional to the photons
+    collected over the window at fixed atmosphere; it ranks passes for ``--pass best`` (extinction at
+    low elevation, which also favours short ranges, is left out)."""
+    t = np.asarray(g.t_s, dtype=float)
+    if t.size < 2:
+        return 0.0
+    w = (_SCORE_RANGE_M / np.asarray(g.range_m, dtype=float)) ** 2
+    return float(np.sum(0.5 * (w[1:] + w[:-1]) * np.diff(t)))
+
+
+class PassSpec:
+    """A parsed ``--pass`` choice: ``N`` (the N-th pass, from 1), a UTC date or time (the first pass
+    starting in the 24 h from it), ``highest`` (highest culmination) or ``best`` (largest
+    :func:`range_weighted_seconds`), the last two optionally over ``N`` days: ``best:7d``, ``highest:2.5d``."""
+
+    def __init__(self, kind: str, index: int | None = None, start_utc: datetime | None = None,
+                 days: float | None = None, text: str = ""):
+        self.kind, self.index, self.start_utc, self.days, self.text = kind, index, start_utc, days, text
+
+    def __repr__(self) -> str:
+        return f"PassSpec({self.text!r})"
+
+
+def parse_pass_spec(spec: str | int) -> PassSpec:
+    """Parse a pass choice (see :class:`PassSpec`); raises :class:`~satqkd.config.ConfigError` naming ``pass``."""
+    from satqkd.config import ConfigError
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"pass: {why}; got {spec!r} (allowed: N ≥ 1, a UTC date YYYY-MM-DD[THH:MM], "
+                           "'highest', 'best', 'highest:Nd', 'best:Nd')")
+
+    if isinstance(spec, bool):
+        raise bad("not a pass choice")
+    if isinstance(spec, (int, np.integer)):
+        if spec < 1:
+            raise bad("a pass number counts from 1")
+        return PassSpec("index", index=int(spec), text=str(spec))
+    text = str(spec).strip()
+    low = text.lower()
+    if low.isdigit():
+        return parse_pass_spec(int(low))
+    head, _, tail = low.partition(":")
+    if head in ("highest", "best"):
+        days = None
+        if tail:
+            num = tail[:-1] if tail.endswith("d") else tail
+            try:
+                days = float(num)
+            except ValueError:
+                raise bad(f"'{head}:' takes a number of days such as {head}:7d") from None
+            if not (0 < days <= 366) or not math.isfinite(days):
+                raise bad("the number of days must lie in (0, 366]")
+        return PassSpec(head, days=days, text=text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad("not a pass number, date or rule") from None
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return PassSpec("date", start_utc=when, text=text)
+
+
+def _rules_for(cfg: MissionConfig, spec: PassSpec | None, days: float | None) -> PassConfig:
+    update: dict = {}
+    if spec is not None and spec.kind == "date":
+        update = {"search_start_utc": spec.start_utc, "search_days": 1.0}
+    elif spec is not None and spec.days is not None:
+        update = {"search_days": spec.days}
+    if days is not None:
+        update["search_days"] = days
+    return cfg.passes.model_copy(update=update) if update else cfg.passes
+
+
+def pass_table(passes: list[PassGeometry]):
+    """One row per pass (a :class:`pandas.DataFrame`, units in the column names), numbered from 1 as ``--pass N``."""
+    import pandas as pd
+
+    rows = [
+        {
+            "pass": i,
+            "start_utc": pd.Timestamp(g.start_utc),
+            "end_utc": pd.Timestamp(g.start_utc + timedelta(seconds=g.duration_s)),
+            "duration_s": g.duration_s,
+            "max_elevation_deg": float(np.max(g.elevation_deg)),
+            "min_range_km": float(np.min(g.range_m)) / 1e3,
+            "max_range_km": float(np.max(g.range_m)) / 1e3,
+            "range_weighted_s": range_weighted_seconds(g),
+        }
+        for i, g in enumerate(passes, start=1)
+    ]
+    cols = ["pass", "start_utc", "end_utc", "duration_s", "max_elevation_deg", "min_range_km", "max_range_km", "range_weighted_s"]
+    return pd.DataFrame(rows, columns=cols).set_index("pass")
+
+
+def passes_of(cfg: MissionConfig, days: float | None = None, *, station: GroundStationConfig | None = None,
+              progress: Callable[[float, float], None] | None = None) -> list[PassGeometry]:
+    """Every QKD window of ``cfg`` in its search span (``days`` overrides ``passes.search_days``)."""
+    st = station if station is not None else cfg.station
+    sat = satellite_from_config(cfg.orbit, cfg.satellite)
+    return list(_iter_passes(sat, _Station(st), _rules_for(cfg, None, days), cfg.satellite, progress))
+
+
+def select_pass(cfg: MissionConfig, spec: str | int | PassSpec | None = None, *,
+                station: GroundStationConfig | None = None) -> PassGeometry:
+    """The pass a choice names (:class:`PassSpec`; ``None``: the first pass, as :func:`find_pass`).
+
+    ``N`` and ``highest``/``best`` count within the config's search span (``best:7d``: 7 days from
+    ``passes.search_start_utc``); a date searches the 24 h from it. Raises ``ValueError`` (no such
+    pass) or :class:`~satqkd.config.ConfigError` (a choice that cannot be read)."""
+    if spec is None:
+        return find_pass(cfg, station)
+    if not isinstance(spec, PassSpec):
+        spec = parse_pass_spec(spec)
+    st = station if station is not None else cfg.station
+    rules = _rules_for(cfg, spec, None)
+    sat = satellite_from_config(cfg.orbit, cfg.satellite)
+    it = _iter_passes(sat, _Station(st), rules, cfg.satellite)
+    span = f"between {rules.search_start_utc:%Y-%m-%d %H:%M} UTC and +{rules.search_days:g} day(s)"
+    if spec.kind == "date":
+        for g in it:
+            return g
+        raise ValueError(f"no pass of {cfg.satellite} over {st.name} meeting the rules {span} (--pass {spec.text})")
+    if spec.kind == "index":
+        count = 0
+        for g in it:
+            count += 1
+            if count == spec.index:
+                return g
+        raise ValueError(f"--pass {spec.index}: only {count} pass(es) of {cfg.satellite} over "
+                         f"{st.name} {span} (see `satqkd passes`; more days: passes.search_days)")
+    found = list(it)
+    if not found:
+        raise ValueError(f"no pass of {cfg.satellite} over {st.name} meeting the rules {span} (--pass {spec.text})")
+    key = (lambda g: float(np.max(g.elevation_deg))) if spec.kind == "highest" else range_weighted_seconds
+    return max(found, key=key)
