@@ -578,7 +578,7 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     if res.ok:
         title = f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits"
         report.save_figure(report.plot_key_budget(pp["key_budget"], title=title), out / "key_budget.png", bbox_inches="tight")
-    if (out / "fig3_pass.png").is_file() or res.ok:
+    if res.ok or any((d / "fig3_pass.png").is_file() for d in (out, *figures_from)):
         from .outputs import write_html_report
 
         write_html_report(out, figures_from)
@@ -659,6 +659,80 @@ def run(
         raise typer.Exit(1)
 
 
+@app.command()
+def sweep(
+    param: list[str] = typer.Option(..., "--param", metavar="FIELD=VALUES",
+                                    help="a mission field and its values: receiver.aperture_m=0.6,1.0,1.8 or "
+                                         "receiver.aperture_m=0.5:2.0:4 (START:STOP:COUNT); repeat for a grid"),
+    preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file"),
+    pass_choice: Optional[str] = typer.Option(None, "--pass", help=PASS_HELP),
+    model: str = typer.Option("expected", help="expected: expected counts and the protocol's estimation (~1 s a point); "
+                                               "simulate: event-level simulation and full post-processing (~15 s a point)"),
+    seed: int = typer.Option(0, min=0, help="random seed of every point (points differ by the parameters only)"),
+    ec: str = typer.Option(DEFAULT_EC_METHOD, help="error correction: cascade | ldpc | hamming"),
+    finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+    out: Optional[Path] = typer.Option(None, help="also write the table to this CSV file"),
+    json_out: bool = typer.Option(False, "--json", help="print the table as JSON (one object per point)"),
+) -> None:
+    """Sweep mission parameters over values (one, or a small grid) and tabulate the key of each point."""
+    from .jobs.sweep import MAX_SWEEP_POINTS, parse_values
+
+    cfg = _load(preset, config)
+    _check_pass(pass_choice)
+    _check_choice("model", model, ("expected", "simulate"))
+    _check_choice("ec", ec, EC_CHOICES)
+    _check_choice("finite-key", finite_key, FK_CHOICES)
+    if out is not None:
+        _check_out(out, file=True)
+    grid: dict[str, list] = {}
+    for item in param:
+        name, eq, values = item.partition("=")
+        if not eq or not name.strip() or not values.strip():
+            _fail_input(f"--param must read FIELD=VALUES (e.g. receiver.aperture_m=0.6,1.0); got {item!r}")
+        try:
+            grid[name.strip()] = parse_values(values)
+        except ConfigError as exc:
+            _fail_input(f"--param {name.strip()}: {exc}")
+    n = 1
+    for v in grid.values():
+        n *= len(v)
+    if n > MAX_SWEEP_POINTS:
+        _fail_input(f"--param: {n} points is more than {MAX_SWEEP_POINTS} (allowed: ≤ {MAX_SWEEP_POINTS})")
+    _check_work(cfg)
+    from .jobs.sweep import sweep as run_sweep
+
+    compiled = _announce_compilation(ec, simulate=model == "simulate")
+    with _progress() as prog:
+        task = prog.add_task("points", total=n)
+        df = run_sweep(cfg, grid, pass_spec=pass_choice, model=model, seed=seed, ec=ec, finite_key=finite_key,
+                       progress=lambda d, t: prog.update(task, completed=d, total=t))
+    compiled()
+    if out is not None:
+        df.to_csv(out, index=False)
+    if json_out:
+        typer.echo(df.to_json(orient="records", date_format="iso"))
+        return
+    t = Table(title=f"sweep of {', '.join(grid)} ({model} model, {len(df)} point(s))")
+    notes = bool(df["abort_reason"].notna().any())
+    for name in grid:
+        t.add_column(name, justify="right", overflow="fold")
+    for c in ("pass (UTC)", "s", "elev. °", "sifted key", "QBER", "final key") + (("note",) if notes else ()):
+        t.add_column(c, justify="right")
+    for r in df.to_dict(orient="records"):
+        start = r["pass_start_utc"]
+        t.add_row(*(str(r[k]) for k in grid),
+                  "" if start is None else f"{start:%Y-%m-%d %H:%M}",
+                  "" if r["duration_s"] is None else f"{r['duration_s']:.0f}",
+                  "" if r["max_elevation_deg"] is None else f"{r['max_elevation_deg']:.1f}",
+                  "" if r["sifted_key_bits"] is None else f"{r['sifted_key_bits']:,.0f}",
+                  "" if r["qber_key"] is None or r["qber_key"] != r["qber_key"] else f"{100 * r['qber_key']:.2f} %",
+                  f"{r['final_key_bits']:,}", *((r["abort_reason"] or "",) if notes else ()))
+    out_console.print(t)
+    if out is not None:
+        out_console.print(f"wrote {out}")
+
+
 @app.command("postprocess")
 def postprocess_cmd(
     raw_dir: Path = typer.Argument(..., help="directory with raw.npz from `satqkd simulate`"),
@@ -701,7 +775,8 @@ def postprocess_cmd(
     if known.get("start_utc"):
         from datetime import datetime
 
-        known["paper_pass"] = is_paper_pass(cfg, datetime.fromisoformat(known["start_utc"]))
+        known["paper_pass"] = is_paper_pass(cfg, datetime.fromisoformat(known["start_utc"]),
+                                            float(known.get("duration_s", raw.meta.get("duration_s", 0.0)) or 0.0))
     compiled = _announce_compilation(ec, simulate=False)
     with _progress() as prog:
         s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, known, prog, store, sat_store,

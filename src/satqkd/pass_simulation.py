@@ -84,7 +84,7 @@ class PassSimulation:
             "satellite": g.satellite,
             "station": g.station,
             "pass_choice": self.pass_choice or "first",
-            "paper_pass": is_paper_pass(self.config, g.start_utc),
+            "paper_pass": is_paper_pass(self.config, g.start_utc, g.duration_s),
             "start_utc": g.start_utc.isoformat(),
             "culmination_utc": _iso_plus(g.start_utc, float(g.t_s[g.culmination_index])),
             "max_elevation_deg": round(float(g.elevation_deg.max()), 3),

@@ -121,16 +121,17 @@ def sweep(
         raise ConfigError(f"sweep: model must be 'expected' or 'simulate'; got {model!r}")
     points = _points(grid)
     base = cfg.model_dump(mode="json", exclude_unset=True)  # defaults re-apply (an orbit keeps its own kind's fields)
-    geometries: dict[str, object] = {}
-    rows = []
-    for i, point in enumerate(points):
+    configs = []  # every point validated before any work: a bad value fails at once, naming the field
+    for point in points:
         data = json.loads(json.dumps(base))
         for path, value in point.items():
             _set(data, path, value)
         where = ", ".join(f"{k} = {v!r}" for k, v in point.items())
-        pcfg = config_from_dict(data, f"(sweep point {where})")
+        configs.append((config_from_dict(data, f"(sweep point {where})"), _geometry_key(data)))
+    geometries: dict[str, object] = {}
+    rows = []
+    for i, (point, (pcfg, key)) in enumerate(zip(points, configs)):
         row: dict = dict(point)
-        key = _geometry_key(data)
         try:
             if key not in geometries:
                 geometries[key] = select_pass(pcfg, pass_spec)
