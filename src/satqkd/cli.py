@@ -70,6 +70,10 @@ class _UserErrors(TyperGroup):
     ``MemoryError`` is a failed run (exit 1: the limits of ``docs/limits.md`` were not enough).
     Every other exception is a bug and propagates with its traceback."""
 
+    def main(self, *args, **kwargs):
+        _tidy_help(self)
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx):
         _STORES_CHECKED.clear()
         try:
@@ -93,6 +97,57 @@ class _UserErrors(TyperGroup):
         _fail_input(msg)
 
 
+#: options whose value is one of a few words: the help shows them as [a|b|c] (checked by _check_choice)
+_CHOICE_OPTIONS = {
+    "ec": ("cascade", "ldpc", "hamming"),
+    "finite_key": ("chernoff", "lim2014", "paper2017"),
+    "attack": ("intercept_resend", "pns", "beam_splitting"),
+    "model": ("expected", "simulate"),
+    "station": ("first", "second"),
+}
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "int range": "INTEGER", "float": "NUMBER", "float range": "NUMBER",
+               "path": "PATH", "file": "PATH", "directory": "DIR", "bool": "", "list[str]": "TEXT", "list[path]": "PATH"}
+
+
+def _tidy_help(group) -> None:
+    """Help in the conventions of Unix tools: ``--ec [cascade|ldpc|hamming]``, ``--seed INTEGER``,
+    ``RAW_DIR``; no type word after a flag (typer would print ``<bool>``, ``<str>``, ``{raw_dir}``)."""
+    for cmd in getattr(group, "commands", {}).values():
+        _tidy_help(cmd)
+    if getattr(group, "_satqkd_tidy", False):
+        return
+    group._satqkd_tidy = True
+    make_help = group.get_help_option
+
+    def get_help_option(ctx, _make=make_help):
+        opt = _make(ctx)
+        if opt is not None and opt.metavar is None:
+            opt.metavar = ""
+        return opt
+
+    group.get_help_option = get_help_option  # typer's --help would show <bool>
+    for p in getattr(group, "params", ()):
+        if getattr(p, "param_type_name", "") == "argument":
+            word = _TYPE_WORDS.get(p.display_type(None).strip("<>"), "")
+            p.metavar = name = p.metavar or (p.name or "ARG").upper()
+            # typer writes a required argument {NAME} on the usage line and its type as <path>
+            p._usage_display_name = (lambda n=name, opt=not p.required: f"[{n}]" if opt else n)
+            p.display_type_rich = (lambda ctx, w=word: w)
+            continue
+        if p.metavar is not None:
+            continue
+        if getattr(p, "is_flag", False) or getattr(p, "count", False):
+            p.metavar = ""
+        elif p.name in _CHOICE_OPTIONS:
+            p.metavar = "[" + "|".join(_CHOICE_OPTIONS[p.name]) + "]"
+        else:
+            try:
+                word = p.display_type(None).strip("<>")
+            except Exception:  # a type typer cannot name without a context: keep its own display
+                continue
+            p.metavar = _TYPE_WORDS.get(word, word.upper())
+
+
 app = typer.Typer(cls=_UserErrors, add_completion=False, no_args_is_help=True,
                   help="Satellite decoy-state BB84 QKD, end to end (after Micius, 2017).")
 
@@ -100,6 +155,9 @@ app = typer.Typer(cls=_UserErrors, add_completion=False, no_args_is_help=True,
 def _load(preset: Optional[str], config: Optional[Path]) -> MissionConfig:
     if preset and config:
         _fail_input("give either --preset or --config, not both")
+    import logging
+
+    logging.getLogger("satqkd.cli").info("mission: %s", config if config else f"preset {preset or 'micius-2016-12-19'}")
     try:
         if config:
             return load_config(config)
@@ -303,11 +361,30 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+def _setup_logging(verbose: int) -> None:
+    """``-v``: the steps of a run (INFO), ``-vv``: details (DEBUG), on stderr through :mod:`logging`
+    (loggers ``satqkd.*``); without it only warnings."""
+    import logging
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    log = logging.getLogger("satqkd")
+    for h in list(log.handlers):
+        if getattr(h, "_satqkd_cli", False):
+            log.removeHandler(h)
+    handler._satqkd_cli = True
+    log.addHandler(handler)
+    log.setLevel(level)
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="print the version and exit"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="log the steps of the run to stderr (-vv: more detail)"),
 ) -> None:
     """Satellite decoy-state BB84 QKD, end to end (after Micius, 2017)."""
+    _setup_logging(verbose)
 
 
 @app.command()
@@ -447,6 +524,19 @@ def passes(
     out_console.print(t)
 
 
+#: ``link --fiber-compare`` rows: label with unit → (key of sky.link.fiber_comparison, format)
+_FIBER_ROWS = {
+    "distance (km)": ("range_m", lambda v: f"{v / 1e3:,.0f}"),
+    "elevation (°)": ("elevation_deg", lambda v: f"{v:.1f}"),
+    "satellite link efficiency": ("satellite_efficiency", lambda v: f"{v:.3g}"),
+    "fiber efficiency (0.2 dB/km)": ("fiber_efficiency", lambda v: f"{v:.3g}"),
+    "satellite / fiber": ("ratio", lambda v: f"{v:.2g}"),
+    "orders of magnitude": ("orders_of_magnitude", lambda v: f"{v:.1f}"),
+    "fiber sifted rate (bit/s)": ("fiber_sifted_rate_bps", lambda v: f"{v:.3g}"),
+    "time per sifted bit by fiber (years)": ("years_per_sifted_bit", lambda v: f"{v:.3g}"),
+}
+
+
 @app.command()
 def link(
     preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
@@ -468,8 +558,10 @@ def link(
         t = Table(title=f"{fiber_compare:.0f} km: satellite link vs 0.2 dB/km fiber")
         t.add_column("quantity")
         t.add_column("value", justify="right")
-        for k, v in res.items():
-            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        for label, fmt in _FIBER_ROWS.items():
+            key, render = fmt
+            if key in res:
+                t.add_row(label, render(res[key]))
         out_console.print(t)
         return
     if range_km is None:
@@ -490,8 +582,8 @@ def link(
     out_console.print(t)
 
 
-EC_CHOICES = ("cascade", "ldpc", "hamming")
-FK_CHOICES = ("chernoff", "lim2014", "paper2017")
+EC_CHOICES = _CHOICE_OPTIONS["ec"]
+FK_CHOICES = _CHOICE_OPTIONS["finite_key"]
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -1006,7 +1098,7 @@ app.add_typer(bench_app, name="bench")
 def bench_postprocess(
     bits: int = typer.Option(1_000_000, min=1000, max=100_000_000, help="key length"),
     qber: float = typer.Option(0.011, min=0.0001, max=0.2, help="bit error rate of Bob's copy"),
-    seed: int = typer.Option(0, min=0),
+    seed: int = typer.Option(0, min=0, help="seed of the synthetic key pair"),
     ec: str = typer.Option(DEFAULT_EC_METHOD, help="cascade | ldpc | hamming"),
     pa_fraction: float = typer.Option(0.3, min=0.01, max=1.0, help="output length / input length of privacy amplification"),
     json_out: bool = typer.Option(False, "--json", help="print JSON only"),
@@ -1146,11 +1238,29 @@ def _existing_store(store: Path) -> Path:
 
 
 @keys_app.command("stats")
-def keys_stats(store: Path = typer.Option(..., "--store", help="key store (SQLite)")) -> None:
+def keys_stats(
+    store: Path = typer.Option(..., "--store", help="key store (SQLite)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON (links, states, counts and bits)"),
+) -> None:
     """Counts and bits per link and state."""
-    from .keys.store import stats
+    from .keys.store import STATES, stats
 
-    out_console.print_json(data=stats(_existing_store(store)))
+    st = stats(_existing_store(store))
+    if json_out:
+        typer.echo(json.dumps(st))
+        return
+    t = Table(title=f"key store {st['path']} (site {st['site']}, schema {st['schema_version']})")
+    t.add_column("link")
+    t.add_column("state")
+    t.add_column("keys", justify="right")
+    t.add_column("bits", justify="right")
+    for link, by_state in sorted(st["links"].items()):
+        order = ["deposited", *STATES]
+        for state in sorted(by_state, key=lambda x: order.index(x) if x in order else len(order)):
+            v = by_state[state]
+            t.add_row(link, state, f"{v['count']:,}", f"{v['bits']:,}")
+    out_console.print(t)
+    out_console.print(f"issued, response not confirmed: {st['issued_unconfirmed']}; cut, awaiting the peer KME: {st['awaiting_peer']}")
 
 
 @keys_app.command("ls")
@@ -1159,17 +1269,23 @@ def keys_ls(
     link: Optional[str] = typer.Option(None, help="only this link (peer site)"),
     state: Optional[str] = typer.Option(None, help="only this state"),
     limit: int = typer.Option(50, min=1, help="at most this many rows"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON, one object per key"),
 ) -> None:
     """List keys: id, link, length, state, SAE pair."""
     from .keys.store import STATES, ls
 
     if state is not None:
         _check_choice("state", state, STATES)
-
+    rows = ls(_existing_store(store), link, state, limit)
+    if json_out:
+        typer.echo(json.dumps(rows, default=str))
+        return
     t = Table("key_id", "link", "bits", "state", "master → slave")
-    for p in ls(_existing_store(store), link, state, limit):
+    t.columns[0].no_wrap = True  # ids are copied into other commands: never cut or folded
+    t.columns[0].overflow = "ignore"
+    for p in rows:
         t.add_row(p["key_id"], p["link"], str(p["length_bits"]), p["state"], f"{p['master_sae'] or ''} → {p['slave_sae'] or ''}")
-    out_console.print(t)
+    (out_console if out_console.is_terminal else Console(width=max(160, out_console.width))).print(t)
 
 
 @keys_app.command("verify")
@@ -1201,7 +1317,12 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
     fn = encrypt_file if kind == "encrypt" else decrypt_file
     try:
         with KeyStore(_existing_store(store)) as st:
-            out_console.print(repr(fn(st, peer, inp, out)))
+            rep = fn(st, peer, inp, out)
+        verb = "encrypted" if kind == "encrypt" else "decrypted"
+        out_console.print(
+            f"{verb} {inp} → {out}: {rep.plaintext_bytes:,} bytes with {rep.key_bits:,} key bits shared with {rep.peer} "
+            f"({len(rep.key_ids)} key piece(s), now consumed); forgery probability ≤ {rep.forgery_bound:.1e}",
+            highlight=False)
     except KeyReused as exc:  # the usage ledger says this key was used before (restored store): refused
         _fail_input(str(exc))
     except (OtpError, KeyCorrupted) as exc:
@@ -1216,7 +1337,7 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
 def otp_encrypt(
     inp: Path = typer.Argument(..., help="file to encrypt"),
     out: Path = typer.Argument(..., help="ciphertext file"),
-    store: Path = typer.Option(..., "--store"),
+    store: Path = typer.Option(..., "--store", help="key store (SQLite) holding key shared with PEER"),
     peer: str = typer.Option(..., "--peer", help="the site that will decrypt"),
 ) -> None:
     """One-time-pad a file with key shared with PEER (the key is consumed in the same transaction)."""
@@ -1227,7 +1348,7 @@ def otp_encrypt(
 def otp_decrypt(
     inp: Path = typer.Argument(..., help="ciphertext file"),
     out: Path = typer.Argument(..., help="plaintext file"),
-    store: Path = typer.Option(..., "--store"),
+    store: Path = typer.Option(..., "--store", help="key store (SQLite) holding key shared with PEER"),
     peer: str = typer.Option(..., "--peer", help="the site that encrypted"),
 ) -> None:
     """Check the MAC and decrypt a file from PEER (consumes the same key ids)."""
@@ -1260,10 +1381,10 @@ def kme_certs(
 def kme_serve(
     store: Path = typer.Option(..., "--store", help="this site's key store"),
     tls: Path = typer.Option(..., "--tls", help="directory made by `satqkd kme certs`"),
-    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535),
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="TCP port (default: this KME's port in --network)"),
     network: Path = typer.Option(..., "--network", help="JSON: the KMEs and the SAEs each serves"),
-    kme_id: str = typer.Option(..., "--kme-id"),
-    host: str = typer.Option("127.0.0.1", "--host"),
+    kme_id: str = typer.Option(..., "--kme-id", help="which KME of --network this process is"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     max_body_bytes: int = typer.Option(64 * 1024, "--max-body-bytes", min=1024, max=1 << 24,
                                        help="larger SAE request bodies get 413"),
     max_inflight: int = typer.Option(256, "--max-inflight", min=1, max=100_000,
@@ -1284,7 +1405,7 @@ def kme_serve(
 @kme_app.command("demo")
 def kme_demo(
     dir: Path = typer.Option(..., "--dir", help="working directory: stores, PKI, kme.json"),
-    seed: int = typer.Option(7, min=0),
+    seed: int = typer.Option(7, min=0, help="seed of the relay run that fills the stores"),
     key_source: str = typer.Option("relay", "--key-source", help="relay (real passes) | standin (random bytes, for quick tries)"),
 ) -> None:
     """Relay run → Xinglong and Nanshan stores → two KMEs on loopback; DIR/kme.json describes them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,7 @@ def write_simulation(sim, out: str | Path, *, figures: bool = True) -> list[Path
             fig2c = report.plot_polarization(link.t_s, link.contrast_compensated, link.contrast_uncompensated)
             files.append(report.save_figure(fig2c, d / "fig2c_polarization.png"))
         files.append(write_html_report(d))
+    logging.getLogger(__name__).info("wrote %s", ", ".join(str(f) for f in files))
     return files
 
 

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -35,6 +36,8 @@ from .sky.orbit import select_pass
 __all__ = ["PassSimulation", "simulate", "stage_rngs"]
 
 Progress = Callable[[str, float, float], None]
+
+_log = logging.getLogger(__name__)
 
 
 def stage_rngs(seed: int, names: tuple[str, ...] = ("link", "photons", "timing", "protocol")) -> dict[str, np.random.Generator]:
@@ -231,6 +234,7 @@ def simulate(
         t0 = time.perf_counter()
         out = fn(*args, **kw)
         stage[name] = time.perf_counter() - t0
+        _log.info("stage %s: %.2f s", name, stage[name])
         if progress:
             progress(name, 1.0, 1.0)
         return out

@@ -174,7 +174,10 @@ def plot_link_efficiency(range_km, link_efficiency, fiber_loss_db_per_km: float 
     ax.semilogy(r, eta, "o", color=PAPER_BLUE, ms=3, label="satellite-to-ground (this pass)")
     i = int(np.argmax(r))
     ax.annotate("", xy=(r[i], eta[i]), xytext=(r[i], fiber[i]), arrowprops={"arrowstyle": "<->", "color": "0.3"})
-    ax.text(r[i] - 10, np.sqrt(eta[i] * fiber[i]), f"×{eta[i] / fiber[i]:.1e}\nat {r[i]:.0f} km", ha="right", va="center", fontsize=9)
+    # the ratio observed at the farthest point drawn (the pass's last whole second, e.g. 1197 km), not the
+    # model's value at a round distance (`satqkd link --fiber-compare 1200`: 1.0e20 at 1200 km)
+    ax.text(r[i] - 10, np.sqrt(eta[i] * fiber[i]), f"×{eta[i] / fiber[i]:.1e}\nat {r[i]:.0f} km\n(observed)", ha="right",
+            va="center", fontsize=9)
     ax.set_xlabel("physical distance (km)")
     ax.set_ylabel("link efficiency")
     _plain_log_labels(ax)

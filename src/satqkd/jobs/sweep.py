@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -161,6 +162,8 @@ def sweep(
             row.update(sifted_key_bits=float(res.bob.sifted_key_bits), qber_key=res.bob.qber,
                        final_key_bits=int(res.final_key_bits), abort_reason=res.abort_reason)
         rows.append(row)
+        logging.getLogger(__name__).info("sweep point %d/%d (%s): final key %s bits", i + 1, len(points),
+                                         ", ".join(f"{k} = {v!r}" for k, v in point.items()), row["final_key_bits"])
         if progress:
             progress(i + 1, len(points))
     return pd.DataFrame(rows, columns=[*points[0], *SWEEP_COLUMNS])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator
@@ -744,6 +745,13 @@ def select_pass(cfg: MissionConfig, spec: str | int | PassSpec | None = None, *,
     ``N`` and ``highest``/``best`` count within the config's search span (``best:7d``: 7 days from
     ``passes.search_start_utc``); a date searches the 24 h from it. Raises ``ValueError`` (no such
     pass) or :class:`~satqkd.config.ConfigError` (a choice that cannot be read)."""
+    g = _select_pass(cfg, spec, station)
+    logging.getLogger(__name__).info("pass %s: %s UTC, %.0f s, up to %.1f° elevation", spec if spec is not None else "first",
+                                     f"{g.start_utc:%Y-%m-%d %H:%M:%S}", g.duration_s, float(np.max(g.elevation_deg)))
+    return g
+
+
+def _select_pass(cfg: MissionConfig, spec, station) -> PassGeometry:
     if spec is None:
         return find_pass(cfg, station)
     if not isinstance(spec, PassSpec):
