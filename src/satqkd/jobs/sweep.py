@@ -37,7 +37,7 @@ import numpy as np
 
 from ..config import DEFAULT_EC_METHOD, ConfigError, MissionConfig, config_from_dict
 
-__all__ = ["sweep", "parse_values", "MAX_SWEEP_POINTS", "SWEEP_COLUMNS"]
+__all__ = ["sweep", "parse_values", "MAX_SWEEP_POINTS", "SWEEP_COLUMNS", "PASS_KEY"]
 
 #: a sweep is a handful of what-ifs; a larger grid is a campaign or an optimisation (``jobs.optimise``)
 MAX_SWEEP_POINTS = 200
@@ -45,6 +45,9 @@ MAX_SWEEP_POINTS = 200
 #: the result columns after the swept parameters
 SWEEP_COLUMNS = ("pass_start_utc", "duration_s", "max_elevation_deg", "min_range_km", "sifted_key_bits",
                  "qber_key", "final_key_bits", "abort_reason")
+
+#: the grid key that sweeps the pass itself (its values are ``--pass`` choices: 1, 2, "best:7d", a date)
+PASS_KEY = "pass"
 
 #: tables whose change moves the pass (the geometry is found again for such a point)
 _GEOMETRY_TABLES = ("orbit", "station", "passes", "satellite")
@@ -105,7 +108,8 @@ def sweep(
     progress: Callable[[float, float], None] | None = None,
 ):
     """Run ``cfg`` at every point of ``grid`` (``{"dotted.field": [values, ...], ...}``; several fields:
-    their product) and return one row per point as a :class:`pandas.DataFrame`.
+    their product) and return one row per point as a :class:`pandas.DataFrame`. The key ``"pass"``
+    sweeps the pass itself (``{"pass": [1, 2, 3]}``: the first three passes of the search span).
 
     ``pass_spec`` chooses each point's pass as ``--pass`` does (:func:`satqkd.sky.orbit.select_pass`);
     ``model`` is ``"expected"`` or ``"simulate"`` (module docstring). ``progress(done, total)`` is called
@@ -116,7 +120,7 @@ def sweep(
 
     from ..pass_simulation import stage_rngs
     from ..sky.link import link_series
-    from ..sky.orbit import select_pass
+    from ..sky.orbit import parse_pass_spec, select_pass
 
     if model not in ("expected", "simulate"):
         raise ConfigError(f"sweep: model must be 'expected' or 'simulate'; got {model!r}")
@@ -126,16 +130,20 @@ def sweep(
     for point in points:
         data = json.loads(json.dumps(base))
         for path, value in point.items():
-            _set(data, path, value)
+            if path == PASS_KEY:
+                parse_pass_spec(value)
+            else:
+                _set(data, path, value)
         where = ", ".join(f"{k} = {v!r}" for k, v in point.items())
-        configs.append((config_from_dict(data, f"(sweep point {where})"), _geometry_key(data)))
+        spec = point.get(PASS_KEY, pass_spec)
+        configs.append((config_from_dict(data, f"(sweep point {where})"), spec, _geometry_key(data) + repr(spec)))
     geometries: dict[str, object] = {}
     rows = []
-    for i, (point, (pcfg, key)) in enumerate(zip(points, configs)):
+    for i, (point, (pcfg, spec, key)) in enumerate(zip(points, configs)):
         row: dict = dict(point)
         try:
             if key not in geometries:
-                geometries[key] = select_pass(pcfg, pass_spec)
+                geometries[key] = select_pass(pcfg, spec)
             g = geometries[key]
         except ValueError as exc:
             row.update({c: None for c in SWEEP_COLUMNS})
