@@ -303,11 +303,11 @@ def _check_store(store: Optional[Path], option: str = "--store") -> None:
         _check_out(store, option, file=False)
 
 
-def _check_work(cfg: MissionConfig, *, second: bool = False, parallel: int = 1) -> None:
+def _check_work(cfg: MissionConfig, *, second: bool = False, parallel: int = 1, geometry=None) -> None:
     """Refuse a pass simulation (exit 2, with the estimate) beyond the limits of docs/limits.md."""
     from .limits import check_work
 
-    check_work(cfg, parallel=parallel)
+    check_work(cfg, parallel=parallel, geometry=geometry)
     if second and cfg.second_station is not None:
         check_work(cfg, station=cfg.second_station, parallel=parallel)
 
@@ -410,6 +410,20 @@ PASS_HELP = ("which pass: N (the N-th in the search span, from 1; see `satqkd pa
              "optionally over N days: best:7d  [default: the first pass]")
 
 
+def _choose_pass(cfg: MissionConfig, choice: Optional[str]):
+    """The pass to simulate (``--pass``; default the first), searched once for the work check and the
+    run; none meeting the rules: exit 1 with the search's message."""
+    from .sky.orbit import select_pass
+
+    try:
+        return select_pass(cfg, choice)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        _error(str(exc))
+        raise typer.Exit(1)
+
+
 def _check_pass(choice: Optional[str]) -> None:
     """``--pass`` read before any work (exit 2 naming it)."""
     if choice is None:
@@ -435,16 +449,17 @@ def simulate(
     cfg = _load(preset, config)
     _check_pass(pass_choice)
     _check_out(out)
-    _check_work(cfg)
+    t0 = time.perf_counter()
+    geometry = _choose_pass(cfg, pass_choice)
+    _check_work(cfg, geometry=geometry)
     from .pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
     compiled = _announce_compilation(None)
 
-    t0 = time.perf_counter()
     with _progress() as prog:
         try:
-            sim = run_sim(cfg, seed, pass_spec=pass_choice, progress=_stage_callback(prog))
+            sim = run_sim(cfg, seed, geometry=geometry, pass_spec=pass_choice, progress=_stage_callback(prog))
         except ValueError as exc:
             _error(str(exc))
             raise typer.Exit(1)
@@ -729,15 +744,16 @@ def run(
     _check_store(store)
     _check_store(sat_store, "--sat-store")
     _check_stores(cfg, store, sat_store)
-    _check_work(cfg)
+    t0 = time.perf_counter()
+    geometry = _choose_pass(cfg, pass_choice)
+    _check_work(cfg, geometry=geometry)
     from .outputs import write_simulation
     from .pass_simulation import simulate as run_sim
 
     compiled = _announce_compilation(ec)
-    t0 = time.perf_counter()
     with _progress() as prog:
         try:
-            sim = run_sim(cfg, seed, pass_spec=pass_choice, progress=_stage_callback(prog))
+            sim = run_sim(cfg, seed, geometry=geometry, pass_spec=pass_choice, progress=_stage_callback(prog))
         except ValueError as exc:
             _error(str(exc))
             raise typer.Exit(1)
