@@ -130,8 +130,12 @@ def test_simulate_writes_an_html_report_with_its_figures(tmp_path):
     r = run("simulate", "--seed", "1", "--out", str(out))
     assert r.returncode == 0, r.stderr
     page = (out / "report.html").read_text()
+    import base64
+
     for fig in ("fig3_pass.png", "fig4_link_efficiency.png", "fig2c_polarization.png"):
-        assert f'src="{fig}"' in page and (out / fig).is_file()
+        # embedded (the page stands alone), and the very bytes of the PNG written beside it
+        data = base64.b64encode((out / fig).read_bytes()).decode("ascii")
+        assert f'src="data:image/png;base64,{data}"' in page and f"<b>{fig}</b>" in page
     assert "3,551,136" in page and "sifted bits" in page
 
 

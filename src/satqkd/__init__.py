@@ -4,7 +4,9 @@ The face of the package: the few calls a notebook needs. Heavy modules load on f
 
     >>> import satqkd
     >>> cfg = satqkd.load_preset("micius-2016-12-19")
+    >>> satqkd.find_passes(cfg, days=7)                     # doctest: +SKIP  (a DataFrame, one row per pass)
     >>> pass_ = satqkd.find_pass(cfg)                       # doctest: +SKIP
+    >>> sim = satqkd.simulate(cfg, seed=7, pass_spec="best:7d")   # doctest: +SKIP
     >>> sim = satqkd.simulate(cfg, seed=7)                  # doctest: +SKIP
     >>> result = satqkd.postprocess_pass(sim.raw, cfg, seed=7)   # doctest: +SKIP
 
@@ -21,7 +23,8 @@ from .config import ConfigError, MissionConfig, list_presets, load_config, load_
 
 _LAZY = {
     "find_pass": ("satqkd.sky.orbit", "find_pass"),
-    "find_passes": ("satqkd.sky.orbit", "find_passes"),
+    "select_pass": ("satqkd.sky.orbit", "select_pass"),
+    "sweep": ("satqkd.jobs.sweep", "sweep"),
     "link_series": ("satqkd.sky.link", "link_series"),
     "link_budget_db": ("satqkd.sky.link", "link_budget_db"),
     "simulate": ("satqkd.jobs.pass_simulation", "simulate"),
@@ -43,7 +46,20 @@ _LAZY = {
 #: sub-modules reachable as attributes without an import (``satqkd.report.plot_pass(...)``)
 _SUBMODULES = ("report", "warmup", "progress")
 
-__all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", *_LAZY]
+__all__ = ["ConfigError", "MissionConfig", "list_presets", "load_config", "load_preset", "find_passes", *_LAZY]
+
+
+def find_passes(cfg: MissionConfig, days: float | None = None, *, station=None, progress=None):
+    """The QKD windows of ``cfg`` as a :class:`pandas.DataFrame`, one row per pass numbered from 1 as
+    ``--pass N`` / ``simulate(..., pass_spec=N)``: start and end (UTC), duration, highest elevation,
+    range span and ``range_weighted_s`` (what ``--pass best`` ranks by).
+
+    ``days`` overrides ``cfg.passes.search_days`` (from ``search_start_utc``); ``station`` defaults to
+    ``cfg.station``; ``progress(done_s, total_s)`` follows the scan. (The list of
+    :class:`~satqkd.records.PassGeometry` itself: :func:`satqkd.sky.orbit.passes_of`.)"""
+    from .sky.orbit import pass_table, passes_of
+
+    return pass_table(passes_of(cfg, days, station=station, progress=progress))
 
 
 def __getattr__(name: str):

@@ -70,6 +70,10 @@ class _UserErrors(TyperGroup):
     ``MemoryError`` is a failed run (exit 1: the limits of ``docs/limits.md`` were not enough).
     Every other exception is a bug and propagates with its traceback."""
 
+    def main(self, *args, **kwargs):
+        _tidy_help(self)
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx):
         _STORES_CHECKED.clear()
         try:
@@ -93,6 +97,57 @@ class _UserErrors(TyperGroup):
         _fail_input(msg)
 
 
+#: options whose value is one of a few words: the help shows them as [a|b|c] (checked by _check_choice)
+_CHOICE_OPTIONS = {
+    "ec": ("cascade", "ldpc", "hamming"),
+    "finite_key": ("chernoff", "lim2014", "paper2017"),
+    "attack": ("intercept_resend", "pns", "beam_splitting"),
+    "model": ("expected", "simulate"),
+    "station": ("first", "second"),
+}
+_TYPE_WORDS = {"str": "TEXT", "int": "INTEGER", "int range": "INTEGER", "float": "NUMBER", "float range": "NUMBER",
+               "path": "PATH", "file": "PATH", "directory": "DIR", "bool": "", "list[str]": "TEXT", "list[path]": "PATH"}
+
+
+def _tidy_help(group) -> None:
+    """Help in the conventions of Unix tools: ``--ec [cascade|ldpc|hamming]``, ``--seed INTEGER``,
+    ``RAW_DIR``; no type word after a flag (typer would print ``<bool>``, ``<str>``, ``{raw_dir}``)."""
+    for cmd in getattr(group, "commands", {}).values():
+        _tidy_help(cmd)
+    if getattr(group, "_satqkd_tidy", False):
+        return
+    group._satqkd_tidy = True
+    make_help = group.get_help_option
+
+    def get_help_option(ctx, _make=make_help):
+        opt = _make(ctx)
+        if opt is not None and opt.metavar is None:
+            opt.metavar = ""
+        return opt
+
+    group.get_help_option = get_help_option  # typer's --help would show <bool>
+    for p in getattr(group, "params", ()):
+        if getattr(p, "param_type_name", "") == "argument":
+            word = _TYPE_WORDS.get(p.display_type(None).strip("<>"), "")
+            p.metavar = name = p.metavar or (p.name or "ARG").upper()
+            # typer writes a required argument {NAME} on the usage line and its type as <path>
+            p._usage_display_name = (lambda n=name, opt=not p.required: f"[{n}]" if opt else n)
+            p.display_type_rich = (lambda ctx, w=word: w)
+            continue
+        if p.metavar is not None:
+            continue
+        if getattr(p, "is_flag", False) or getattr(p, "count", False):
+            p.metavar = ""
+        elif p.name in _CHOICE_OPTIONS:
+            p.metavar = "[" + "|".join(_CHOICE_OPTIONS[p.name]) + "]"
+        else:
+            try:
+                word = p.display_type(None).strip("<>")
+            except Exception:  # a type typer cannot name without a context: keep its own display
+                continue
+            p.metavar = _TYPE_WORDS.get(word, word.upper())
+
+
 app = typer.Typer(cls=_UserErrors, add_completion=False, no_args_is_help=True,
                   help="Satellite decoy-state BB84 QKD, end to end (after Micius, 2017).")
 
@@ -100,6 +155,9 @@ app = typer.Typer(cls=_UserErrors, add_completion=False, no_args_is_help=True,
 def _load(preset: Optional[str], config: Optional[Path]) -> MissionConfig:
     if preset and config:
         _fail_input("give either --preset or --config, not both")
+    import logging
+
+    logging.getLogger("satqkd.cli").info("mission: %s", config if config else f"preset {preset or 'micius-2016-12-19'}")
     try:
         if config:
             return load_config(config)
@@ -245,11 +303,11 @@ def _check_store(store: Optional[Path], option: str = "--store") -> None:
         _check_out(store, option, file=False)
 
 
-def _check_work(cfg: MissionConfig, *, second: bool = False, parallel: int = 1) -> None:
+def _check_work(cfg: MissionConfig, *, second: bool = False, parallel: int = 1, geometry=None) -> None:
     """Refuse a pass simulation (exit 2, with the estimate) beyond the limits of docs/limits.md."""
     from .limits import check_work
 
-    check_work(cfg, parallel=parallel)
+    check_work(cfg, parallel=parallel, geometry=geometry)
     if second and cfg.second_station is not None:
         check_work(cfg, station=cfg.second_station, parallel=parallel)
 
@@ -303,11 +361,30 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+def _setup_logging(verbose: int) -> None:
+    """``-v``: the steps of a run (INFO), ``-vv``: details (DEBUG), on stderr through :mod:`logging`
+    (loggers ``satqkd.*``); without it only warnings."""
+    import logging
+
+    level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    log = logging.getLogger("satqkd")
+    for h in list(log.handlers):
+        if getattr(h, "_satqkd_cli", False):
+            log.removeHandler(h)
+    handler._satqkd_cli = True
+    log.addHandler(handler)
+    log.setLevel(level)
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="print the version and exit"),
+    verbose: int = typer.Option(0, "-v", "--verbose", count=True, help="log the steps of the run to stderr (-vv: more detail)"),
 ) -> None:
     """Satellite decoy-state BB84 QKD, end to end (after Micius, 2017)."""
+    _setup_logging(verbose)
 
 
 @app.command()
@@ -328,6 +405,37 @@ def presets(show: Optional[str] = typer.Option(None, "--show", help="print this 
     out_console.print(t)
 
 
+PASS_HELP = ("which pass: N (the N-th in the search span, from 1; see `satqkd passes`), a UTC date YYYY-MM-DD "
+             "(the first pass in the 24 h from it), highest (highest culmination) or best (most ∫(1000 km/R)² dt), "
+             "optionally over N days: best:7d  [default: the first pass]")
+
+
+def _choose_pass(cfg: MissionConfig, choice: Optional[str]):
+    """The pass to simulate (``--pass``; default the first), searched once for the work check and the
+    run; none meeting the rules: exit 1 with the search's message."""
+    from .sky.orbit import select_pass
+
+    try:
+        return select_pass(cfg, choice)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        _error(str(exc))
+        raise typer.Exit(1)
+
+
+def _check_pass(choice: Optional[str]) -> None:
+    """``--pass`` read before any work (exit 2 naming it)."""
+    if choice is None:
+        return
+    from .sky.orbit import parse_pass_spec
+
+    try:
+        parse_pass_spec(choice)
+    except ConfigError as exc:
+        _fail_input(f"--{exc}")
+
+
 @app.command()
 def simulate(
     preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
@@ -335,20 +443,23 @@ def simulate(
     seed: int = typer.Option(0, min=0, help="random seed: the same seed gives the same records"),
     out: Path = typer.Option(Path("out/simulate"), help="output directory"),
     figures: bool = typer.Option(True, help="write the PNG figures"),
+    pass_choice: Optional[str] = typer.Option(None, "--pass", help=PASS_HELP),
 ) -> None:
     """Simulate one pass at the physical layer and write summary, time series, raw records and figures."""
     cfg = _load(preset, config)
+    _check_pass(pass_choice)
     _check_out(out)
-    _check_work(cfg)
+    t0 = time.perf_counter()
+    geometry = _choose_pass(cfg, pass_choice)
+    _check_work(cfg, geometry=geometry)
     from .jobs.pass_simulation import simulate as run_sim
     from .outputs import write_simulation
 
     compiled = _announce_compilation(None)
 
-    t0 = time.perf_counter()
     with _progress() as prog:
         try:
-            sim = run_sim(cfg, seed, progress=_stage_callback(prog))
+            sim = run_sim(cfg, seed, geometry=geometry, pass_spec=pass_choice, progress=_stage_callback(prog))
         except ValueError as exc:
             _error(str(exc))
             raise typer.Exit(1)
@@ -360,16 +471,28 @@ def simulate(
 
 
 def _print_pass_summary(s: dict, seconds: float) -> None:
-    t = Table(title=f"{s['satellite']} → {s['station']}, {s['start_utc'][:19]} UTC (seed {s['seed']})")
+    from .report import readable_utc
+
+    paper = bool(s.get("paper_pass"))
+    title = f"{s['satellite']} → {s['station']}, {readable_utc(s['start_utc'])} (seed {s['seed']})"
+    if not paper:
+        title += "\nwhat-if: not the paper's pass (preset micius-2016-12-19, 2016-12-19), no paper column"
+    t = Table(title=title)
     t.add_column("figure")
     t.add_column("satqkd", justify="right")
-    t.add_column("paper", justify="right")
-    t.add_row("QKD data (s)", f"{s['duration_s']:.0f}", "273")
-    t.add_row("range (km)", f"{s['min_range_km']:.0f}–{s['max_range_km']:.0f}", "645–1200")
-    t.add_row("detections", f"{s['detections']:,}", "3,551,136")
-    t.add_row("sifted bits", f"{s['sifted_bits']:,}", "1,671,072")
-    t.add_row("QBER", f"{100 * s['qber']:.2f} %", "1.1 %")
-    t.add_row("tags kept / wrong pulse", f"{s['tags_kept']:,} / {s['assigned_wrong']}", "—")
+    if paper:
+        t.add_column("paper", justify="right")
+    rows = [
+        ("QKD data (s)", f"{s['duration_s']:.0f}", "273"),
+        ("range (km)", f"{s['min_range_km']:.0f}–{s['max_range_km']:.0f}", "645–1200"),
+        ("max elevation (°)", f"{s['max_elevation_deg']:.1f}", "—"),
+        ("detections", f"{s['detections']:,}", "3,551,136"),
+        ("sifted bits (signal, both bases)", f"{s['sifted_bits']:,}", "1,671,072"),
+        ("QBER (signal)", f"{100 * s['qber']:.2f} %", "1.1 %"),
+        ("tags kept / wrong pulse", f"{s['tags_kept']:,} / {s['assigned_wrong']}", "—"),
+    ]
+    for label, mine, ref in rows:
+        t.add_row(label, mine, *((ref,) if paper else ()))
     out_console.print(t)
     out_console.print(f"done in {seconds:.1f} s")
 
@@ -409,11 +532,24 @@ def passes(
         typer.echo(json.dumps(rows))
         return
     t = Table(title=f"{cfg.satellite} over {st.name}: {len(rows)} QKD window(s) in {rules.search_days:g} day(s)")
-    for c in ("start (UTC)", "duration (s)", "max elevation (°)", "range (km)"):
+    for c in ("--pass", "start (UTC)", "duration (s)", "max elevation (°)", "range (km)"):
         t.add_column(c, justify="right")
-    for r in rows:
-        t.add_row(r["start_utc"][:19], f"{r['duration_s']:.0f}", f"{r['max_elevation_deg']:.1f}", f"{r['min_range_km']:.0f}–{r['max_range_km']:.0f}")
+    for i, r in enumerate(rows, start=1):
+        t.add_row(str(i), r["start_utc"][:19].replace("T", " "), f"{r['duration_s']:.0f}", f"{r['max_elevation_deg']:.1f}", f"{r['min_range_km']:.0f}–{r['max_range_km']:.0f}")
     out_console.print(t)
+
+
+#: ``link --fiber-compare`` rows: label with unit → (key of sky.link.fiber_comparison, format)
+_FIBER_ROWS = {
+    "distance (km)": ("range_m", lambda v: f"{v / 1e3:,.0f}"),
+    "elevation (°)": ("elevation_deg", lambda v: f"{v:.1f}"),
+    "satellite link efficiency": ("satellite_efficiency", lambda v: f"{v:.3g}"),
+    "fiber efficiency (0.2 dB/km)": ("fiber_efficiency", lambda v: f"{v:.3g}"),
+    "satellite / fiber": ("ratio", lambda v: f"{v:.2g}"),
+    "orders of magnitude": ("orders_of_magnitude", lambda v: f"{v:.1f}"),
+    "fiber sifted rate (bit/s)": ("fiber_sifted_rate_bps", lambda v: f"{v:.3g}"),
+    "time per sifted bit by fiber (years)": ("years_per_sifted_bit", lambda v: f"{v:.3g}"),
+}
 
 
 @app.command()
@@ -437,8 +573,10 @@ def link(
         t = Table(title=f"{fiber_compare:.0f} km: satellite link vs 0.2 dB/km fiber")
         t.add_column("quantity")
         t.add_column("value", justify="right")
-        for k, v in res.items():
-            t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
+        for label, fmt in _FIBER_ROWS.items():
+            key, render = fmt
+            if key in res:
+                t.add_row(label, render(res[key]))
         out_console.print(t)
         return
     if range_km is None:
@@ -459,8 +597,8 @@ def link(
     out_console.print(t)
 
 
-EC_CHOICES = ("cascade", "ldpc", "hamming")
-FK_CHOICES = ("chernoff", "lim2014", "paper2017")
+EC_CHOICES = _CHOICE_OPTIONS["ec"]
+FK_CHOICES = _CHOICE_OPTIONS["finite_key"]
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -520,7 +658,8 @@ def _deposit(res, cfg, seed: int, store: Path, sat_store: Optional[Path], pass_i
 
 
 def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summary: dict | None, prog,
-                           store: Optional[Path] = None, sat_store: Optional[Path] = None) -> dict:
+                           store: Optional[Path] = None, sat_store: Optional[Path] = None,
+                           figures_from: tuple[Path, ...] = ()) -> dict:
     from .outputs import postprocess_summary, write_keys
     from .protocol.session import postprocess as run_pp
     from . import report
@@ -530,8 +669,8 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     res = run_pp(raw, cfg, seed=seed, ec=ec, finite_key=finite_key)
     cb("protocol", 1, 1)
     pp = postprocess_summary(res)
-    summary = {**(sim_summary or {}), **pp}
-    if sim_summary:
+    summary = {**(sim_summary or {}), **pp, "key_intensities": cfg.security.key_intensities}
+    if sim_summary and "stage_seconds" in sim_summary:
         summary["stage_seconds"] = {**{f"sim_{k}": v for k, v in sim_summary["stage_seconds"].items()}, **pp["stage_seconds"]}
     # both ends are in this process: both release (docs/two-processes.md, key confirmation)
     from .protocol.keyfiles import key_sha256
@@ -546,28 +685,38 @@ def _postprocess_and_write(raw, cfg, seed, ec, finite_key, out: Path, sim_summar
     if res.ok:
         title = f"Key budget: {pp['sifted_key_bits']:,} sifted bits → {pp['final_key_bits']:,} final bits"
         report.save_figure(report.plot_key_budget(pp["key_budget"], title=title), out / "key_budget.png", bbox_inches="tight")
-    if (out / "fig3_pass.png").is_file() or res.ok:
+    if res.ok or any((d / "fig3_pass.png").is_file() for d in (out, *figures_from)):
         from .outputs import write_html_report
 
-        write_html_report(out)
+        write_html_report(out, figures_from)
     return summary
 
 
 def _print_key_summary(s: dict) -> None:
-    t = Table(title="post-processing")
+    paper = bool(s.get("paper_pass"))
+    key_set = s.get("key_intensities", "signal+decoy")
+    t = Table(title="post-processing" + ("" if paper else " (what-if: no paper column)"))
     t.add_column("figure")
     t.add_column("satqkd", justify="right")
-    t.add_column("paper", justify="right")
+    if paper:
+        t.add_column("paper", justify="right")
+    rows = []
     if s["aborted"]:
-        t.add_row("result", f"aborted: {s['abort_reason']}", "")
-    t.add_row("sifted key bits", f"{s['sifted_key_bits']:,}", "1,671,072")
-    t.add_row("final key bits", f"{s['final_key_bits']:,}", "300,939")
-    t.add_row("ε (total)", f"{s['epsilon']:.2g}" if s["epsilon"] else "—", "1e-9")
-    t.add_row("error correction", f"{s['ec_method']}, f = {s['ec_efficiency']:.3f}" if s["ec_efficiency"] else s["ec_method"], "Hamming")
-    t.add_row("finite-key bound", s["finite_key_method"], "(Gaussian)")
-    t.add_row("keys match", str(s["keys_match"]), "")
-    t.add_row("classical traffic", f"{s['classical_bytes_up'] / 1e6:.2f} MB up, {s['classical_bytes_down'] / 1e6:.2f} MB down, {s['round_trips']} round trips", "")
-    t.add_row("time on the RF link", f"{s['link_time_s']:.1f} s", "")
+        rows.append(("result", f"aborted: {s['abort_reason']}", ""))
+    # the paper's 1,671,072 sifted bits are of the signal intensity: beside the key set only when that is it
+    rows += [
+        (f"sifted key bits ({key_set})", f"{s['sifted_key_bits']:,}", "1,671,072" if key_set == "signal" else "— (signal: 1,671,072)"),
+        ("final key bits", f"{s['final_key_bits']:,}", "300,939"),
+        ("ε (total)", f"{s['epsilon']:.2g}" if s["epsilon"] else "—", "1e-9"),
+        ("error correction", f"{s['ec_method']}, f = {s['ec_efficiency']:.3f}" if s["ec_efficiency"] else s["ec_method"], "Hamming"),
+        ("finite-key bound", s["finite_key_method"], "(Gaussian)"),
+        ("keys match", "yes" if s["keys_match"] else "no", ""),
+        ("classical traffic", f"{s['classical_bytes_up'] / 1e6:.2f} MB up, {s['classical_bytes_down'] / 1e6:.2f} MB down, "
+                              f"{s['round_trips']} round trips", ""),
+        ("time on the RF link", f"{s['link_time_s']:.1f} s", ""),
+    ]
+    for label, mine, ref in rows:
+        t.add_row(label, mine, *((ref,) if paper else ()))
     out_console.print(t)
 
 
@@ -584,24 +733,27 @@ def run(
     sat_store: Optional[Path] = typer.Option(None, help="deposit the satellite's final key in this key store"),
     attack: Optional[str] = typer.Option(None, help="eavesdropper: intercept_resend | pns | beam_splitting"),
     attack_fraction: float = typer.Option(1.0, min=0.0, max=1.0, help="fraction of pulses the eavesdropper attacks"),
+    pass_choice: Optional[str] = typer.Option(None, "--pass", help=PASS_HELP),
 ) -> None:
     """Simulate a pass and post-process it into final keys at both ends."""
     cfg = _with_attack(_load(preset, config), attack, attack_fraction)
+    _check_pass(pass_choice)
     _check_out(out)
     _check_choice("ec", ec, EC_CHOICES)
     _check_choice("finite-key", finite_key, FK_CHOICES)
     _check_store(store)
     _check_store(sat_store, "--sat-store")
     _check_stores(cfg, store, sat_store)
-    _check_work(cfg)
+    t0 = time.perf_counter()
+    geometry = _choose_pass(cfg, pass_choice)
+    _check_work(cfg, geometry=geometry)
     from .outputs import write_simulation
     from .jobs.pass_simulation import simulate as run_sim
 
     compiled = _announce_compilation(ec)
-    t0 = time.perf_counter()
     with _progress() as prog:
         try:
-            sim = run_sim(cfg, seed, progress=_stage_callback(prog))
+            sim = run_sim(cfg, seed, geometry=geometry, pass_spec=pass_choice, progress=_stage_callback(prog))
         except ValueError as exc:
             _error(str(exc))
             raise typer.Exit(1)
@@ -613,6 +765,80 @@ def run(
     out_console.print(f"wrote {out}/summary.json, {out}/timeseries.csv, {out}/raw.npz, figures and {out}/keys/")
     if s["aborted"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def sweep(
+    param: list[str] = typer.Option(..., "--param", metavar="FIELD=VALUES",
+                                    help="a mission field and its values: receiver.aperture_m=0.6,1.0,1.8 or "
+                                         "receiver.aperture_m=0.5:2.0:4 (START:STOP:COUNT); repeat for a grid"),
+    preset: Optional[str] = typer.Option(None, help="shipped preset (default micius-2016-12-19)"),
+    config: Optional[Path] = typer.Option(None, help="mission TOML file"),
+    pass_choice: Optional[str] = typer.Option(None, "--pass", help=PASS_HELP),
+    model: str = typer.Option("expected", help="expected: expected counts and the protocol's estimation (~1 s a point); "
+                                               "simulate: event-level simulation and full post-processing (~15 s a point)"),
+    seed: int = typer.Option(0, min=0, help="random seed of every point (points differ by the parameters only)"),
+    ec: str = typer.Option(DEFAULT_EC_METHOD, help="error correction: cascade | ldpc | hamming"),
+    finite_key: str = typer.Option("chernoff", "--finite-key", help="finite-key bound: chernoff | lim2014 | paper2017"),
+    out: Optional[Path] = typer.Option(None, help="also write the table to this CSV file"),
+    json_out: bool = typer.Option(False, "--json", help="print the table as JSON (one object per point)"),
+) -> None:
+    """Sweep mission parameters over values (one, or a small grid) and tabulate the key of each point."""
+    from .jobs.sweep import MAX_SWEEP_POINTS, parse_values
+
+    cfg = _load(preset, config)
+    _check_pass(pass_choice)
+    _check_choice("model", model, ("expected", "simulate"))
+    _check_choice("ec", ec, EC_CHOICES)
+    _check_choice("finite-key", finite_key, FK_CHOICES)
+    if out is not None:
+        _check_out(out, file=True)
+    grid: dict[str, list] = {}
+    for item in param:
+        name, eq, values = item.partition("=")
+        if not eq or not name.strip() or not values.strip():
+            _fail_input(f"--param must read FIELD=VALUES (e.g. receiver.aperture_m=0.6,1.0); got {item!r}")
+        try:
+            grid[name.strip()] = parse_values(values)
+        except ConfigError as exc:
+            _fail_input(f"--param {name.strip()}: {exc}")
+    n = 1
+    for v in grid.values():
+        n *= len(v)
+    if n > MAX_SWEEP_POINTS:
+        _fail_input(f"--param: {n} points is more than {MAX_SWEEP_POINTS} (allowed: ≤ {MAX_SWEEP_POINTS})")
+    _check_work(cfg)
+    from .jobs.sweep import sweep as run_sweep
+
+    compiled = _announce_compilation(ec, simulate=model == "simulate")
+    with _progress() as prog:
+        task = prog.add_task("points", total=n)
+        df = run_sweep(cfg, grid, pass_spec=pass_choice, model=model, seed=seed, ec=ec, finite_key=finite_key,
+                       progress=lambda d, t: prog.update(task, completed=d, total=t))
+    compiled()
+    if out is not None:
+        df.to_csv(out, index=False)
+    if json_out:
+        typer.echo(df.to_json(orient="records", date_format="iso"))
+        return
+    t = Table(title=f"sweep of {', '.join(grid)} ({model} model, {len(df)} point(s))")
+    notes = bool(df["abort_reason"].notna().any())
+    for name in grid:
+        t.add_column(name, justify="right", overflow="fold")
+    for c in ("pass (UTC)", "s", "elev. °", "sifted key", "QBER", "final key") + (("note",) if notes else ()):
+        t.add_column(c, justify="right")
+    for r in df.to_dict(orient="records"):
+        start = r["pass_start_utc"]
+        t.add_row(*(str(r[k]) for k in grid),
+                  "" if start is None else f"{start:%Y-%m-%d %H:%M}",
+                  "" if r["duration_s"] is None else f"{r['duration_s']:.0f}",
+                  "" if r["max_elevation_deg"] is None else f"{r['max_elevation_deg']:.1f}",
+                  "" if r["sifted_key_bits"] is None else f"{r['sifted_key_bits']:,.0f}",
+                  "" if r["qber_key"] is None or r["qber_key"] != r["qber_key"] else f"{100 * r['qber_key']:.2f} %",
+                  f"{r['final_key_bits']:,}", *((r["abort_reason"] or "",) if notes else ()))
+    out_console.print(t)
+    if out is not None:
+        out_console.print(f"wrote {out}")
 
 
 @app.command("postprocess")
@@ -646,9 +872,23 @@ def postprocess_cmd(
     except (FileNotFoundError, ValueError) as exc:
         _fail_input(str(exc))
     out.mkdir(parents=True, exist_ok=True)
+    from .config import is_paper_pass
+    from .outputs import pass_summary_of_records
+
+    # the pass behind the records, for the summary and the report: simulate's summary.json beside
+    # them, else the pass id the records carry
+    known = pass_summary_of_records(raw_dir, raw)
+    known.setdefault("preset", cfg.name)
+    known["protocol_seed"] = seed
+    if known.get("start_utc"):
+        from datetime import datetime
+
+        known["paper_pass"] = is_paper_pass(cfg, datetime.fromisoformat(known["start_utc"]),
+                                            float(known.get("duration_s", raw.meta.get("duration_s", 0.0)) or 0.0))
     compiled = _announce_compilation(ec, simulate=False)
     with _progress() as prog:
-        s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, None, prog, store, sat_store)
+        s = _postprocess_and_write(raw, cfg, seed, ec, finite_key, out, known, prog, store, sat_store,
+                                   figures_from=(raw_dir,) if raw_dir.is_dir() else ())
     compiled()
     _print_key_summary(s)
     if s["aborted"]:
@@ -874,7 +1114,7 @@ app.add_typer(bench_app, name="bench")
 def bench_postprocess(
     bits: int = typer.Option(1_000_000, min=1000, max=100_000_000, help="key length"),
     qber: float = typer.Option(0.011, min=0.0001, max=0.2, help="bit error rate of Bob's copy"),
-    seed: int = typer.Option(0, min=0),
+    seed: int = typer.Option(0, min=0, help="seed of the synthetic key pair"),
     ec: str = typer.Option(DEFAULT_EC_METHOD, help="cascade | ldpc | hamming"),
     pa_fraction: float = typer.Option(0.3, min=0.01, max=1.0, help="output length / input length of privacy amplification"),
     json_out: bool = typer.Option(False, "--json", help="print JSON only"),
@@ -1014,11 +1254,29 @@ def _existing_store(store: Path) -> Path:
 
 
 @keys_app.command("stats")
-def keys_stats(store: Path = typer.Option(..., "--store", help="key store (SQLite)")) -> None:
+def keys_stats(
+    store: Path = typer.Option(..., "--store", help="key store (SQLite)"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON (links, states, counts and bits)"),
+) -> None:
     """Counts and bits per link and state."""
-    from .keys.store import stats
+    from .keys.store import STATES, stats
 
-    out_console.print_json(data=stats(_existing_store(store)))
+    st = stats(_existing_store(store))
+    if json_out:
+        typer.echo(json.dumps(st))
+        return
+    t = Table(title=f"key store {st['path']} (site {st['site']}, schema {st['schema_version']})")
+    t.add_column("link")
+    t.add_column("state")
+    t.add_column("keys", justify="right")
+    t.add_column("bits", justify="right")
+    for link, by_state in sorted(st["links"].items()):
+        order = ["deposited", *STATES]
+        for state in sorted(by_state, key=lambda x: order.index(x) if x in order else len(order)):
+            v = by_state[state]
+            t.add_row(link, state, f"{v['count']:,}", f"{v['bits']:,}")
+    out_console.print(t)
+    out_console.print(f"issued, response not confirmed: {st['issued_unconfirmed']}; cut, awaiting the peer KME: {st['awaiting_peer']}")
 
 
 @keys_app.command("ls")
@@ -1027,17 +1285,23 @@ def keys_ls(
     link: Optional[str] = typer.Option(None, help="only this link (peer site)"),
     state: Optional[str] = typer.Option(None, help="only this state"),
     limit: int = typer.Option(50, min=1, help="at most this many rows"),
+    json_out: bool = typer.Option(False, "--json", help="print JSON, one object per key"),
 ) -> None:
     """List keys: id, link, length, state, SAE pair."""
     from .keys.store import STATES, ls
 
     if state is not None:
         _check_choice("state", state, STATES)
-
+    rows = ls(_existing_store(store), link, state, limit)
+    if json_out:
+        typer.echo(json.dumps(rows, default=str))
+        return
     t = Table("key_id", "link", "bits", "state", "master → slave")
-    for p in ls(_existing_store(store), link, state, limit):
+    t.columns[0].no_wrap = True  # ids are copied into other commands: never cut or folded
+    t.columns[0].overflow = "ignore"
+    for p in rows:
         t.add_row(p["key_id"], p["link"], str(p["length_bits"]), p["state"], f"{p['master_sae'] or ''} → {p['slave_sae'] or ''}")
-    out_console.print(t)
+    (out_console if out_console.is_terminal else Console(width=max(160, out_console.width))).print(t)
 
 
 @keys_app.command("verify")
@@ -1069,7 +1333,12 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
     fn = encrypt_file if kind == "encrypt" else decrypt_file
     try:
         with KeyStore(_existing_store(store)) as st:
-            out_console.print(repr(fn(st, peer, inp, out)))
+            rep = fn(st, peer, inp, out)
+        verb = "encrypted" if kind == "encrypt" else "decrypted"
+        out_console.print(
+            f"{verb} {inp} → {out}: {rep.plaintext_bytes:,} bytes with {rep.key_bits:,} key bits shared with {rep.peer} "
+            f"({len(rep.key_ids)} key piece(s), now consumed); forgery probability ≤ {rep.forgery_bound:.1e}",
+            highlight=False)
     except KeyReused as exc:  # the usage ledger says this key was used before (restored store): refused
         _fail_input(str(exc))
     except (OtpError, KeyCorrupted) as exc:
@@ -1084,7 +1353,7 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
 def otp_encrypt(
     inp: Path = typer.Argument(..., help="file to encrypt"),
     out: Path = typer.Argument(..., help="ciphertext file"),
-    store: Path = typer.Option(..., "--store"),
+    store: Path = typer.Option(..., "--store", help="key store (SQLite) holding key shared with PEER"),
     peer: str = typer.Option(..., "--peer", help="the site that will decrypt"),
 ) -> None:
     """One-time-pad a file with key shared with PEER (the key is consumed in the same transaction)."""
@@ -1095,7 +1364,7 @@ def otp_encrypt(
 def otp_decrypt(
     inp: Path = typer.Argument(..., help="ciphertext file"),
     out: Path = typer.Argument(..., help="plaintext file"),
-    store: Path = typer.Option(..., "--store"),
+    store: Path = typer.Option(..., "--store", help="key store (SQLite) holding key shared with PEER"),
     peer: str = typer.Option(..., "--peer", help="the site that encrypted"),
 ) -> None:
     """Check the MAC and decrypt a file from PEER (consumes the same key ids)."""
@@ -1128,10 +1397,10 @@ def kme_certs(
 def kme_serve(
     store: Path = typer.Option(..., "--store", help="this site's key store"),
     tls: Path = typer.Option(..., "--tls", help="directory made by `satqkd kme certs`"),
-    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535),
+    port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="TCP port (default: this KME's port in --network)"),
     network: Path = typer.Option(..., "--network", help="JSON: the KMEs and the SAEs each serves"),
-    kme_id: str = typer.Option(..., "--kme-id"),
-    host: str = typer.Option("127.0.0.1", "--host"),
+    kme_id: str = typer.Option(..., "--kme-id", help="which KME of --network this process is"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
     max_body_bytes: int = typer.Option(64 * 1024, "--max-body-bytes", min=1024, max=1 << 24,
                                        help="larger SAE request bodies get 413"),
     max_inflight: int = typer.Option(256, "--max-inflight", min=1, max=100_000,
@@ -1152,7 +1421,7 @@ def kme_serve(
 @kme_app.command("demo")
 def kme_demo(
     dir: Path = typer.Option(..., "--dir", help="working directory: stores, PKI, kme.json"),
-    seed: int = typer.Option(7, min=0),
+    seed: int = typer.Option(7, min=0, help="seed of the relay run that fills the stores"),
     key_source: str = typer.Option("relay", "--key-source", help="relay (real passes) | standin (random bytes, for quick tries)"),
 ) -> None:
     """Relay run → Xinglong and Nanshan stores → two KMEs on loopback; DIR/kme.json describes them."""

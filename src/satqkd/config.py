@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import threading
 import tomllib
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ __all__ = [
     "load_config",
     "load_preset",
     "list_presets",
+    "is_paper_pass",
 ]
 
 #: Error correction used when none is named: one-way rate-adaptive LDPC. Chosen by measurement —
@@ -96,6 +98,10 @@ def _utc(v: datetime) -> datetime:
     return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v.astimezone(timezone.utc)
 
 
+_TLE_FIELDS = ("tle_line1", "tle_line2")
+_CIRCULAR_FIELDS = ("altitude_km", "inclination_deg", "raan_deg", "arg_latitude_deg", "epoch_utc")
+
+
 class OrbitConfig(_Model):
     """The satellite's orbit: a two-line element set (SGP4) or an ideal circular orbit for what-if studies."""
 
@@ -110,6 +116,16 @@ class OrbitConfig(_Model):
 
     @model_validator(mode="after")
     def _check_kind(self) -> "OrbitConfig":
+        # a field of the other kind never passes silently (e.g. a mission file on a TLE preset that
+        # sets altitude_km without kind = "circular": the TLE would fly and the altitude be ignored)
+        other = _CIRCULAR_FIELDS if self.kind == "tle" else _TLE_FIELDS
+        # (compared with the defaults, so that a full dump of a valid orbit validates again)
+        stray = [f for f in other if getattr(self, f) != type(self).model_fields[f].default]
+        if stray:
+            need = ('kind = "circular" (with altitude_km, inclination_deg and epoch_utc)' if self.kind == "tle"
+                    else 'kind = "tle"')
+            raise ValueError(f"{', '.join(stray)}: not used by an orbit of kind = {self.kind!r}; set {need} "
+                             "or remove the field")
         if self.kind == "tle":
             for name in ("tle_line1", "tle_line2"):
                 line = getattr(self, name)
@@ -479,6 +495,10 @@ def _resolve_base(data: dict, source: str, seen: tuple[str, ...] = ()) -> dict:
     if not isinstance(name, str) or name in seen:
         raise ConfigError(f"invalid configuration {source}:\n  base: must name a preset (no cycles); got {name!r}")
     base = _resolve_base(tomllib.loads(preset_text(name)), f"preset {name}", seen + (name,))
+    orbit = data.get("orbit")
+    if isinstance(orbit, dict) and isinstance(base.get("orbit"), dict) and orbit.get("kind", base["orbit"].get("kind")) != base["orbit"].get("kind", "tle"):
+        # the file switches the orbit's kind: the preset's fields of the other kind do not carry over
+        base = {**base, "orbit": {}}
     return _merge(base, data)
 
 
@@ -516,6 +536,35 @@ def load_config(path: str | Path) -> MissionConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"configuration {p} is not valid TOML: {exc}") from None
     return config_from_dict(data, str(p))
+
+
+#: the preset of the paper's pass and the UTC date of that pass [paper: the night of 19 December 2016, Fig. 3]
+PAPER_PRESET = "micius-2016-12-19"
+PAPER_PASS_DATE_UTC = "2016-12-19"
+PAPER_PASS_DURATION_S = 273.0  # [paper] "273 s" of QKD data in the pass of Fig. 3
+
+#: fields that choose what is reported or how finely it is sampled, not what is simulated
+_NOT_PHYSICS = {"name", "description", "simulation"}
+_NOT_PASS_PHYSICS = {"search_start_utc", "search_days"}
+
+
+def is_paper_pass(cfg: MissionConfig, start_utc: datetime, duration_s: float) -> bool:
+    """Whether a pass is the paper's: the configuration is the paper's preset in everything that is
+    simulated (name, description, [simulation] sampling and the pass search span aside), and the pass
+    starts on the paper's date and lasts its 273 s (± 3 s: not a slice of it). Any other run is a
+    what-if, and its figures are not set against the paper's column as if they were the same pass."""
+    if _utc(start_utc).date().isoformat() != PAPER_PASS_DATE_UTC or abs(float(duration_s) - PAPER_PASS_DURATION_S) > 3.0:
+        return False
+    mine, ref = cfg.model_dump(exclude=_NOT_PHYSICS), _paper_reference()
+    mine["passes"] = {k: v for k, v in mine["passes"].items() if k not in _NOT_PASS_PHYSICS}
+    return mine == ref
+
+
+@functools.lru_cache(maxsize=1)
+def _paper_reference() -> dict:
+    d = load_preset(PAPER_PRESET).model_dump(exclude=_NOT_PHYSICS)
+    d["passes"] = {k: v for k, v in d["passes"].items() if k not in _NOT_PASS_PHYSICS}
+    return d
 
 
 def list_presets() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,17 @@ def write_simulation(sim, out: str | Path, *, figures: bool = True) -> list[Path
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     ts = sim._timeseries_arrays()
+    summary = sim.summary()
     files = [
-        report.write_json(sim.summary(), d / "summary.json"),
+        report.write_json(summary, d / "summary.json"),
         report.write_timeseries_csv(ts, d / "timeseries.csv"),
         save_raw(sim.raw, d),
     ]
     if figures:
         g = sim.geometry
         title = f"{g.satellite} → {g.station}, {g.start_utc:%Y-%m-%d %H:%M} UTC (simulated, seed {sim.seed})"
-        files.append(report.save_figure(report.plot_pass(ts, title=title), d / "fig3_pass.png"))
+        paper_q = 1.1 if summary.get("paper_pass") else None  # [paper] mean QBER of the pass, 1.1 %
+        files.append(report.save_figure(report.plot_pass(ts, title=title, paper_qber_percent=paper_q), d / "fig3_pass.png"))
         fig4 = report.plot_link_efficiency(ts["range_km"], ts["link_efficiency_observed"], FIBER_LOSS_DB_PER_KM)
         files.append(report.save_figure(fig4, d / "fig4_link_efficiency.png"))
         link = sim.link
@@ -35,17 +38,55 @@ def write_simulation(sim, out: str | Path, *, figures: bool = True) -> list[Path
             fig2c = report.plot_polarization(link.t_s, link.contrast_compensated, link.contrast_uncompensated)
             files.append(report.save_figure(fig2c, d / "fig2c_polarization.png"))
         files.append(write_html_report(d))
+    logging.getLogger(__name__).info("wrote %s", ", ".join(str(f) for f in files))
     return files
 
 
-def write_html_report(d: Path) -> Path:
-    """``report.html`` from the directory's summary.json and PNG figures (call again after adding some)."""
+FIGURE_ORDER = ("fig3_pass.png", "fig4_link_efficiency.png", "fig2c_polarization.png", "key_budget.png")
+
+
+def write_html_report(d: Path, also: tuple[Path, ...] = ()) -> Path:
+    """``report.html`` from the directory's summary.json and PNG figures (call again after adding some);
+    a figure missing from ``d`` is taken from the first of ``also`` that has it (``postprocess RAW_DIR``:
+    the pass's figures written by ``simulate`` beside the records)."""
     import json
 
-    summary = json.loads((d / "summary.json").read_text(encoding="utf-8"))
-    order = ["fig3_pass.png", "fig4_link_efficiency.png", "fig2c_polarization.png", "key_budget.png"]
-    figs = [f for f in order if (d / f).is_file()]
-    return report.write_html(summary, figs, d / "report.html")
+    summary = json.loads((Path(d) / "summary.json").read_text(encoding="utf-8"))
+    figs = []
+    for name in FIGURE_ORDER:
+        for folder in (Path(d), *map(Path, also)):
+            if (folder / name).is_file():
+                figs.append((folder / name).resolve())
+                break
+    return report.write_html(summary, figs, Path(d) / "report.html")
+
+
+def pass_summary_of_records(raw_dir: Path, raw) -> dict:
+    """What is known of the pass behind saved records: ``summary.json`` beside them (``satqkd simulate``
+    writes it) or else the pass id the records carry (``satellite:station:start:seedN``)."""
+    import json
+
+    p = Path(raw_dir) / "summary.json"
+    if Path(raw_dir).is_dir() and p.is_file():
+        try:
+            s = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            s = None
+        if isinstance(s, dict) and s.get("start_utc") and (not raw.meta.get("pass_id") or
+                                                           str(s.get("seed")) in str(raw.meta.get("pass_id"))):
+            keep = ("satqkd_version", "preset", "seed", "satellite", "station", "pass_choice", "paper_pass", "start_utc",
+                    "culmination_utc", "max_elevation_deg", "duration_s", "min_range_km", "max_range_km", "detections",
+                    "sifted_bits", "qber", "tracking_error_rms_urad", "contrast_compensated_mean")
+            return {k: s[k] for k in keep if k in s}
+    pid = str(raw.meta.get("pass_id") or "")
+    parts = pid.rsplit(":seed", 1)
+    head = parts[0].split(":", 2)
+    if len(head) == 3:
+        out = {"satellite": head[0], "station": head[1], "start_utc": head[2].replace("Z", "+00:00")}
+        if len(parts) == 2 and parts[1].isdigit():
+            out["records_seed"] = int(parts[1])
+        return out
+    return {}
 
 
 def postprocess_summary(res) -> dict:

@@ -4,8 +4,8 @@ satqkd's long calls report progress through a plain callback and never draw anyt
 
 * ``simulate(cfg, seed, progress=f)`` calls ``f(stage, done, total)`` (stages ``orbit``, ``link``,
   ``photons``, ``timing``; ``done`` runs from 0 to ``total``);
-* ``run_campaign``, ``run_relay_campaign``, ``plan_campaign`` and ``find_passes`` call
-  ``f(done, total)``.
+* ``run_campaign``, ``run_relay_campaign``, ``plan_campaign``, ``find_passes`` (seconds of the scan)
+  and ``sweep`` (points done) call ``f(done, total)``.
 
 :func:`progress_bar` makes such a callback that draws `tqdm.auto` bars (a widget in Jupyter, text in
 a terminal), one per stage::

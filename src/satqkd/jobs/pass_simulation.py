@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -24,17 +25,19 @@ import numba
 import numpy as np
 
 from .. import __version__
-from ..config import MissionConfig
+from ..config import MissionConfig, is_paper_pass
 from ..postprocess.sifting import SiftedEvents, sift
 from ..quantum.sampler import sample_pass
 from ..quantum.timing import Detections, match_alice, synchronise
 from ..records import INTENSITY_NAMES, LinkSeries, PassGeometry, RawRecords
 from ..sky.link import link_series
-from ..sky.orbit import find_pass
+from ..sky.orbit import select_pass
 
 __all__ = ["PassSimulation", "simulate", "stage_rngs"]
 
 Progress = Callable[[str, float, float], None]
+
+_log = logging.getLogger(__name__)
 
 
 def stage_rngs(seed: int, names: tuple[str, ...] = ("link", "photons", "timing", "protocol")) -> dict[str, np.random.Generator]:
@@ -59,6 +62,8 @@ class PassSimulation:
     #: Alice's intensity label of each synchronised detection (aligned with ``detections.pulse_index``)
     detected_intensity: np.ndarray
     stage_seconds: dict = field(default_factory=dict)
+    #: the pass choice the geometry came from (``--pass``: "3", "highest", "best:7d", a date; "" = the first pass)
+    pass_choice: str = ""
 
     # ------------------------------------------------------------------ derived figures
     def summary(self) -> dict:
@@ -81,6 +86,8 @@ class PassSimulation:
             "seed": self.seed,
             "satellite": g.satellite,
             "station": g.station,
+            "pass_choice": self.pass_choice or "first",
+            "paper_pass": is_paper_pass(self.config, g.start_utc, g.duration_s),
             "start_utc": g.start_utc.isoformat(),
             "culmination_utc": _iso_plus(g.start_utc, float(g.t_s[g.culmination_index])),
             "max_elevation_deg": round(float(g.elevation_deg.max()), 3),
@@ -209,9 +216,15 @@ def simulate(
     seed: int = 0,
     *,
     geometry: PassGeometry | None = None,
+    pass_spec: str | int | None = None,
     progress: Progress | None = None,
 ) -> PassSimulation:
-    """Simulate one pass of ``cfg`` (the first pass its rules find, or ``geometry`` if given)."""
+    """Simulate one pass of ``cfg``: ``geometry`` if given, else the pass ``pass_spec`` names
+    (:func:`satqkd.sky.orbit.select_pass`: ``3``, ``"2016-12-19"``, ``"highest"``, ``"best:7d"``), else
+    the first pass its rules find.
+
+    ``progress(stage, done, total)`` is called as each stage ("orbit", "link", "photons", "timing")
+    starts and ends, and along the photon sampling."""
     rngs = stage_rngs(seed)
     stage: dict[str, float] = {}
 
@@ -221,12 +234,13 @@ def simulate(
         t0 = time.perf_counter()
         out = fn(*args, **kw)
         stage[name] = time.perf_counter() - t0
+        _log.info("stage %s: %.2f s", name, stage[name])
         if progress:
             progress(name, 1.0, 1.0)
         return out
 
     if geometry is None:
-        geometry = step("orbit", find_pass, cfg)
+        geometry = step("orbit", select_pass, cfg, pass_spec)
     link = step("link", link_series, cfg, geometry, rngs["link"])
 
     def photons_progress(done: float, total: float) -> None:
@@ -244,7 +258,8 @@ def simulate(
     sifted = sift(det.pulse_index, a_int, a_basis, det.bob_basis, a_bit, det.bob_bit)
     stage["sifting"] = time.perf_counter() - t0
     _return_free_heap()
-    return PassSimulation(cfg, int(seed), geometry, link, raw, det, sifted, a_int, stage)
+    choice = "" if pass_spec is None else str(pass_spec)
+    return PassSimulation(cfg, int(seed), geometry, link, raw, det, sifted, a_int, stage, choice)
 
 
 def _return_free_heap() -> None:

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import atexit
 import functools
+import logging
 import math
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
 
 from satqkd.config import GroundStationConfig, MissionConfig, OrbitConfig, PassConfig
 from satqkd.records import PassGeometry
@@ -45,6 +45,11 @@ __all__ = [
     "geometry",
     "find_passes",
     "find_pass",
+    "select_pass",
+    "parse_pass_spec",
+    "passes_of",
+    "pass_table",
+    "range_weighted_seconds",
     "slant_range_m",
     "elevation_for_range_deg",
     "WGS72_MU_M3_S2",
@@ -395,6 +400,112 @@ class _Evaluator:
         return float((eph["earth"] + self.st.topos).at(t).observe(eph["sun"]).apparent().altaz()[0].degrees)
 
 
+_EPS = float(np.finfo(float).eps)
+
+
+def _brent_root(f: Callable[[float], float], a: float, b: float, xtol: float) -> float:
+    """A root of ``f`` in the bracket [a, b] (f(a), f(b) of opposite signs) to ``xtol``: Brent's method
+    (R. P. Brent, *Algorithms for Minimization without Derivatives*, 1973, ch. 4, procedure *zero*):
+    inverse quadratic or secant steps, falling back to bisection whenever they would not shrink the
+    bracket fast enough. (Written here rather than taken from ``scipy.optimize``, whose import costs
+    ~0.25 s of CPU in every process that searches a pass.)"""
+    fa, fb = f(a), f(b)
+    if fa == 0.0:
+        return a
+    if fb == 0.0:
+        return b
+    if (fa > 0.0) == (fb > 0.0):
+        raise ValueError("the root is not bracketed")
+    c, fc = a, fa
+    d = e = b - a
+    for _ in range(500):
+        if abs(fc) < abs(fb):  # b is the best estimate, c the other end of the bracket
+            a, b, c = b, c, b
+            fa, fb, fc = fb, fc, fb
+        tol = 2.0 * _EPS * abs(b) + 0.5 * xtol
+        m = 0.5 * (c - b)
+        if abs(m) <= tol or fb == 0.0:
+            return b
+        if abs(e) < tol or abs(fa) <= abs(fb):
+            d = e = m  # bisection
+        else:
+            s = fb / fa
+            if a == c:  # secant
+                p, q = 2.0 * m * s, 1.0 - s
+            else:  # inverse quadratic interpolation
+                q, r = fa / fc, fb / fc
+                p = s * (2.0 * m * q * (q - r) - (b - a) * (r - 1.0))
+                q = (q - 1.0) * (r - 1.0) * (s - 1.0)
+            if p > 0.0:
+                q = -q
+            else:
+                p = -p
+            s, e = e, d
+            if 2.0 * p < 3.0 * m * q - abs(tol * q) and p < abs(0.5 * s * q):
+                d = p / q
+            else:
+                d = e = m
+        a, fa = b, fb
+        b += d if abs(d) > tol else (tol if m > 0.0 else -tol)
+        fb = f(b)
+        if (fb > 0.0) == (fc > 0.0):
+            c, fc = a, fa
+            d = e = b - a
+    return b
+
+
+def _brent_min(f: Callable[[float], float], a: float, b: float, xtol: float) -> tuple[float, float]:
+    """(x, f(x)) at a minimum of ``f`` on [a, b] to ~``xtol``: Brent's method (Brent 1973, ch. 5,
+    procedure *localmin*): golden-section steps with parabolic interpolation when it is safe."""
+    golden = 0.5 * (3.0 - math.sqrt(5.0))
+    x = w = v = a + golden * (b - a)
+    fx = fw = fv = f(x)
+    d = e = 0.0
+    for _ in range(500):
+        mid = 0.5 * (a + b)
+        tol = math.sqrt(_EPS) * abs(x) + xtol / 3.0
+        t2 = 2.0 * tol
+        if abs(x - mid) <= t2 - 0.5 * (b - a):
+            break
+        p = q = r = 0.0
+        if abs(e) > tol:  # try a parabola through x, w, v
+            r = (x - w) * (fx - fv)
+            q = (x - v) * (fx - fw)
+            p = (x - v) * q - (x - w) * r
+            q = 2.0 * (q - r)
+            if q > 0.0:
+                p = -p
+            else:
+                q = -q
+            r, e = e, d
+        if abs(p) < abs(0.5 * q * r) and q * (a - x) < p < q * (b - x):
+            d = p / q
+            u = x + d
+            if u - a < t2 or b - u < t2:
+                d = tol if x < mid else -tol
+        else:  # golden section into the larger part
+            e = (b - x) if x < mid else (a - x)
+            d = golden * e
+        u = x + (d if abs(d) >= tol else (tol if d > 0.0 else -tol))
+        fu = f(u)
+        if fu <= fx:
+            if u < x:
+                b = x
+            else:
+                a = x
+            v, fv, w, fw, x, fx = w, fw, x, fx, u, fu
+        else:
+            if u < x:
+                a = u
+            else:
+                b = u
+            if fu <= fw or w == x:
+                v, fv, w, fw = w, fw, u, fu
+            elif fu <= fv or v == x or v == w:
+                v, fv = u, fu
+    return x, fx
+
+
 def _crossing(f: Callable[[float], float], a: float, b: float, level: float, rising: bool,
               lo: float, hi: float, step: float) -> float | None:
     """Time in [lo, hi] where the monotonic f crosses ``level``, starting from the bracket [a, b].
@@ -421,7 +532,7 @@ def _crossing(f: Callable[[float], float], a: float, b: float, level: float, ris
         return a
     if gb == 0.0:
         return b
-    return brentq(g, a, b, xtol=_XTOL_S)
+    return _brent_root(g, a, b, _XTOL_S)
 
 
 def _window(ev: _Evaluator, s: np.ndarray, el: np.ndarray, i0: int, i1: int, rules: PassConfig):
@@ -430,9 +541,8 @@ def _window(ev: _Evaluator, s: np.ndarray, el: np.ndarray, i0: int, i1: int, rul
     step = s[1] - s[0]
     ic = i0 + int(np.argmax(el[i0 : i1 + 1]))
     lo, hi = s[max(ic - 1, i0 - 1)], s[min(ic + 1, i1 + 1)]
-    res = minimize_scalar(lambda x: -ev.elevation(x), bounds=(lo, hi), method="bounded",
-                          options={"xatol": _XTOL_S})
-    tc, elc = float(res.x), -float(res.fun)
+    tc, neg = _brent_min(lambda x: -ev.elevation(x), float(lo), float(hi), _XTOL_S)
+    tc, elc = float(tc), -float(neg)
     if elc <= up or elc <= down:
         return None
     # rising side: grid samples before the culmination, then the culmination itself
@@ -456,15 +566,14 @@ def _window(ev: _Evaluator, s: np.ndarray, el: np.ndarray, i0: int, i1: int, rul
     if rules.max_range_km is not None:
         rmax = rules.max_range_km * 1e3
         half = 3.0 * step
-        res = minimize_scalar(ev.range_m, bounds=(max(ws, tc - half), min(we, tc + half)), method="bounded",
-                              options={"xatol": _XTOL_S})
-        tm, rm = float(res.x), float(res.fun)
+        tm, rm = _brent_min(ev.range_m, float(max(ws, tc - half)), float(min(we, tc + half)), _XTOL_S)
+        tm, rm = float(tm), float(rm)
         if rm > rmax:
             return None
         if ev.range_m(ws) > rmax:
-            ws = brentq(lambda x: ev.range_m(x) - rmax, ws, tm, xtol=_XTOL_S)
+            ws = _brent_root(lambda x: ev.range_m(x) - rmax, ws, tm, _XTOL_S)
         if ev.range_m(we) > rmax:
-            we = brentq(lambda x: ev.range_m(x) - rmax, tm, we, xtol=_XTOL_S)
+            we = _brent_root(lambda x: ev.range_m(x) - rmax, tm, we, _XTOL_S)
     if we <= ws:
         return None
     return ws, we
@@ -619,3 +728,156 @@ def find_pass(cfg: MissionConfig, station: GroundStationConfig | None = None) ->
         f"end {rules.end_elevation_deg}°, max range {rules.max_range_km} km, night only {rules.night_only}) "
         f"between {rules.search_start_utc:%Y-%m-%d %H:%M:%S} and {end:%Y-%m-%d %H:%M:%S} UTC"
     )
+
+
+# -- choosing a pass ---------------------------------------------------------------------------------
+
+#: a range that scales the geometric score (any fixed length would do; 1000 km is in the paper's 645–1200 km)
+_SCORE_RANGE_M = 1.0e6
+
+
+def range_weighted_seconds(g: PassGeometry) -> float:
+    """``∫ (1000 km / R(t))² dt`` over the QKD window, in seconds: a pass's geometric merit before any simulation.
+
+    With a diffraction-limited downlink the collected fraction falls as ``1/R²`` (the paper's Fig. 4
+    link efficiency follows it over 645–1200 km), so this integral is proportional to the photons
+    collected over the window at fixed atmosphere; it ranks passes for ``--pass best`` (extinction at
+    low elevation, which also favours short ranges, is left out)."""
+    t = np.asarray(g.t_s, dtype=float)
+    if t.size < 2:
+        return 0.0
+    w = (_SCORE_RANGE_M / np.asarray(g.range_m, dtype=float)) ** 2
+    return float(np.sum(0.5 * (w[1:] + w[:-1]) * np.diff(t)))
+
+
+class PassSpec:
+    """A parsed ``--pass`` choice: ``N`` (the N-th pass, from 1), a UTC date or time (the first pass
+    starting in the 24 h from it), ``highest`` (highest culmination) or ``best`` (largest
+    :func:`range_weighted_seconds`), the last two optionally over ``N`` days: ``best:7d``, ``highest:2.5d``."""
+
+    def __init__(self, kind: str, index: int | None = None, start_utc: datetime | None = None,
+                 days: float | None = None, text: str = ""):
+        self.kind, self.index, self.start_utc, self.days, self.text = kind, index, start_utc, days, text
+
+    def __repr__(self) -> str:
+        return f"PassSpec({self.text!r})"
+
+
+def parse_pass_spec(spec: str | int) -> PassSpec:
+    """Parse a pass choice (see :class:`PassSpec`); raises :class:`~satqkd.config.ConfigError` naming ``pass``."""
+    from satqkd.config import ConfigError
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"pass: {why}; got {spec!r} (allowed: N ≥ 1, a UTC date YYYY-MM-DD[THH:MM], "
+                           "'highest', 'best', 'highest:Nd', 'best:Nd')")
+
+    if isinstance(spec, bool):
+        raise bad("not a pass choice")
+    if isinstance(spec, (int, np.integer)):
+        if spec < 1:
+            raise bad("a pass number counts from 1")
+        return PassSpec("index", index=int(spec), text=str(spec))
+    text = str(spec).strip()
+    low = text.lower()
+    if low.isdigit():
+        return parse_pass_spec(int(low))
+    head, _, tail = low.partition(":")
+    if head in ("highest", "best"):
+        days = None
+        if tail:
+            num = tail[:-1] if tail.endswith("d") else tail
+            try:
+                days = float(num)
+            except ValueError:
+                raise bad(f"'{head}:' takes a number of days such as {head}:7d") from None
+            if not (0 < days <= 366) or not math.isfinite(days):
+                raise bad("the number of days must lie in (0, 366]")
+        return PassSpec(head, days=days, text=text)
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad("not a pass number, date or rule") from None
+    when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return PassSpec("date", start_utc=when, text=text)
+
+
+def _rules_for(cfg: MissionConfig, spec: PassSpec | None, days: float | None) -> PassConfig:
+    update: dict = {}
+    if spec is not None and spec.kind == "date":
+        update = {"search_start_utc": spec.start_utc, "search_days": 1.0}
+    elif spec is not None and spec.days is not None:
+        update = {"search_days": spec.days}
+    if days is not None:
+        update["search_days"] = days
+    return cfg.passes.model_copy(update=update) if update else cfg.passes
+
+
+def pass_table(passes: list[PassGeometry]):
+    """One row per pass (a :class:`pandas.DataFrame`, units in the column names), numbered from 1 as ``--pass N``."""
+    import pandas as pd
+
+    rows = [
+        {
+            "pass": i,
+            "start_utc": pd.Timestamp(g.start_utc),
+            "end_utc": pd.Timestamp(g.start_utc + timedelta(seconds=g.duration_s)),
+            "duration_s": g.duration_s,
+            "max_elevation_deg": float(np.max(g.elevation_deg)),
+            "min_range_km": float(np.min(g.range_m)) / 1e3,
+            "max_range_km": float(np.max(g.range_m)) / 1e3,
+            "range_weighted_s": range_weighted_seconds(g),
+        }
+        for i, g in enumerate(passes, start=1)
+    ]
+    cols = ["pass", "start_utc", "end_utc", "duration_s", "max_elevation_deg", "min_range_km", "max_range_km", "range_weighted_s"]
+    return pd.DataFrame(rows, columns=cols).set_index("pass")
+
+
+def passes_of(cfg: MissionConfig, days: float | None = None, *, station: GroundStationConfig | None = None,
+              progress: Callable[[float, float], None] | None = None) -> list[PassGeometry]:
+    """Every QKD window of ``cfg`` in its search span (``days`` overrides ``passes.search_days``)."""
+    st = station if station is not None else cfg.station
+    sat = satellite_from_config(cfg.orbit, cfg.satellite)
+    return list(_iter_passes(sat, _Station(st), _rules_for(cfg, None, days), cfg.satellite, progress))
+
+
+def select_pass(cfg: MissionConfig, spec: str | int | PassSpec | None = None, *,
+                station: GroundStationConfig | None = None) -> PassGeometry:
+    """The pass a choice names (:class:`PassSpec`; ``None``: the first pass, as :func:`find_pass`).
+
+    ``N`` and ``highest``/``best`` count within the config's search span (``best:7d``: 7 days from
+    ``passes.search_start_utc``); a date searches the 24 h from it. Raises ``ValueError`` (no such
+    pass) or :class:`~satqkd.config.ConfigError` (a choice that cannot be read)."""
+    g = _select_pass(cfg, spec, station)
+    logging.getLogger(__name__).info("pass %s: %s UTC, %.0f s, up to %.1f° elevation", spec if spec is not None else "first",
+                                     f"{g.start_utc:%Y-%m-%d %H:%M:%S}", g.duration_s, float(np.max(g.elevation_deg)))
+    return g
+
+
+def _select_pass(cfg: MissionConfig, spec, station) -> PassGeometry:
+    if spec is None:
+        return find_pass(cfg, station)
+    if not isinstance(spec, PassSpec):
+        spec = parse_pass_spec(spec)
+    st = station if station is not None else cfg.station
+    rules = _rules_for(cfg, spec, None)
+    sat = satellite_from_config(cfg.orbit, cfg.satellite)
+    it = _iter_passes(sat, _Station(st), rules, cfg.satellite)
+    span = f"between {rules.search_start_utc:%Y-%m-%d %H:%M} UTC and +{rules.search_days:g} day(s)"
+    if spec.kind == "date":
+        for g in it:
+            return g
+        raise ValueError(f"no pass of {cfg.satellite} over {st.name} meeting the rules {span} (--pass {spec.text})")
+    if spec.kind == "index":
+        count = 0
+        for g in it:
+            count += 1
+            if count == spec.index:
+                return g
+        raise ValueError(f"--pass {spec.index}: only {count} pass(es) of {cfg.satellite} over "
+                         f"{st.name} {span} (see `satqkd passes`; more days: passes.search_days)")
+    found = list(it)
+    if not found:
+        raise ValueError(f"no pass of {cfg.satellite} over {st.name} meeting the rules {span} (--pass {spec.text})")
+    key = (lambda g: float(np.max(g.elevation_deg))) if spec.kind == "highest" else range_weighted_seconds
+    return max(found, key=key)
