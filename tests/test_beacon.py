@@ -72,3 +72,36 @@ def test_sync_residual_of_a_clock_fit():
         a, b = np.polyfit(t, y, 1)
         res.append(np.mean((a * t + b) ** 2))
     assert math.sqrt(np.mean(res)) == pytest.approx(B.sync_residual_jitter_ns(0.529, 400.0, 1.0, 1.0), rel=0.05)
+
+
+def test_bias_jitter_factor_against_monte_carlo():
+    rng = np.random.default_rng(5)
+    b, s, div = 3.0, 1.0, 10.0
+    tw = div / math.sqrt(2)
+    e = rng.normal(0.0, s, (2, 400_000))
+    mc = np.mean(np.exp(-2 * ((e[0] + b) ** 2 + e[1] ** 2) / tw**2))
+    jitter_only = 1 / (1 + 4 * s**2 / tw**2)
+    assert mc == pytest.approx(jitter_only * B.bias_jitter_factor(b, s, div), rel=0.01)
+    assert B.bias_jitter_factor(0.0, s, div) == 1.0
+
+
+def test_point_ahead_residual_enters_the_pointing_budget_only_when_set():
+    from satqkd.sky.link import link_budget_db, link_series
+
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    assert cfg.apt.point_ahead_residual_fraction == 0.0
+    g = satqkd.find_pass(cfg)
+    base = link_series(cfg, g, np.random.default_rng(2))
+    b0 = link_budget_db(cfg, 1000e3)
+    cfg.apt.point_ahead_residual_fraction = 0.05  # 1.5–2.6 µrad of bias on a 7.07 µrad beam
+    off = link_series(cfg, g, np.random.default_rng(2))
+    extra = off.loss_db["pointing"] - base.loss_db["pointing"]
+    pa = B.point_ahead_angle_urad(*g.enu_state())
+    sigma = base.tracking_error_urad / math.sqrt(2)
+    assert np.allclose(extra, -10 * np.log10(B.bias_jitter_factor(0.05 * pa, sigma, 10.0)))
+    assert 0.3 < extra.min() and extra.max() < 1.5 and np.argmax(extra) == pytest.approx(g.culmination_index, abs=10)
+    for k in ("diffraction", "atmosphere", "turbulence", "receiver_optics"):
+        assert np.array_equal(off.loss_db[k], base.loss_db[k])
+    assert link_budget_db(cfg, 1000e3)["pointing"] > b0["pointing"]
+    with pytest.raises(satqkd.ConfigError, match="point_ahead_residual_fraction"):
+        cfg.apt.point_ahead_residual_fraction = 2.0

@@ -216,6 +216,9 @@ class AptConfig(_Model):
     rate_jitter_urad_per_deg_s: float = Field(
         2.0, ge=0, le=1000, description="extra vibration rms per °/s of slew: why tracking is worst near culmination (calibrated)"
     )
+    point_ahead_residual_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of the point-ahead angle 2v⊥/c left uncorrected, a pointing bias (0: corrected open loop; satqkd.sky.beacon)"
+    )
 
     @model_validator(mode="after")
     def _check_loop(self) -> "AptConfig":

@@ -53,6 +53,7 @@ __all__ = [
     "beacon_detection_probability",
     "point_ahead_angle_urad",
     "point_ahead_loss_db",
+    "bias_jitter_factor",
     "sync_residual_jitter_ns",
 ]
 
@@ -144,6 +145,20 @@ def point_ahead_loss_db(point_ahead_urad, divergence_urad, uncorrected_fraction:
     if not 0.0 <= uncorrected_fraction <= 1.0:
         raise ValueError("uncorrected_fraction must lie in [0, 1]")
     return pointing_loss_db(np.asarray(point_ahead_urad, dtype=float) * uncorrected_fraction, divergence_urad)
+
+
+def bias_jitter_factor(bias_urad, sigma_urad, divergence_urad):
+    """Extra transmittance factor of a pointing bias b on top of a Gaussian jitter σ per axis.
+
+    Averaging ``exp(−2|b + e|²/θ_w²)`` over e ~ N(0, σ² I₂) gives
+    ``1/(1 + 4σ²/θ_w²) · exp(−2b²/(θ_w² + 4σ²))`` (the jitter-averaged Gaussian beam of
+    :func:`satqkd.sky.link.jitter_pointing_loss_db`, displaced by b); the first factor is the jitter's own, so
+    the bias multiplies it by ``exp(−2b²/(θ_w² + 4σ²))``. θ_w = divergence/√2. 1 when b = 0.
+    """
+    b = np.asarray(bias_urad, dtype=float)
+    s = np.asarray(sigma_urad, dtype=float)
+    tw2 = (float(divergence_urad) / math.sqrt(2.0)) ** 2
+    return _out(np.exp(-2.0 * b**2 / (tw2 + 4.0 * s**2)))
 
 
 def sync_residual_jitter_ns(beacon_jitter_ns: float, beacon_rate_hz: float, detection_probability, fit_window_s: float):

@@ -492,9 +492,16 @@ def link_budget_db(cfg: MissionConfig, range_m, elevation_deg=None, pointing_sig
         sigma = np.vectorize(lambda r: _apt.predicted_sigma_urad(cfg.apt, r))(rate)
     else:
         sigma = _arr(pointing_sigma_urad, "pointing_sigma_urad", 0.0)
+    pointing = jitter_pointing_loss_db(sigma, tx.divergence_urad)
+    if cfg.apt.point_ahead_residual_fraction > 0:
+        from satqkd.sky.beacon import bias_jitter_factor
+
+        # point-ahead 2v⊥/c at its upper bound v⊥ = v (culmination), the uncorrected share a bias
+        bias = cfg.apt.point_ahead_residual_fraction * 2.0 * math.sqrt(_MU_EARTH_M3_S2 / _orbit_radius_m(cfg)) / 299792458.0 * 1e6
+        pointing = pointing + _db(bias_jitter_factor(bias, sigma, tx.divergence_urad))
     out = {
         "diffraction": diffraction_loss_db(L, tx.divergence_urad, rx.aperture_m, tx.aperture_m),
-        "pointing": jitter_pointing_loss_db(sigma, tx.divergence_urad),
+        "pointing": pointing,
         "atmosphere": config_atmosphere_loss_db(cfg, el),
         "turbulence": config_turbulence_loss_db(cfg, el),
         "receiver_optics": receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency),
@@ -513,7 +520,9 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
 
     * diffraction: :func:`diffraction_loss_db` at each range;
     * pointing: mean of ``exp(−2θ²/θ_w²)`` over the high-rate samples of the simulated two-stage
-      tracking loop in each time step (:func:`satqkd.sky.apt.track`);
+      tracking loop in each time step (:func:`satqkd.sky.apt.track`), times the bias factor
+      (:func:`satqkd.sky.beacon.bias_jitter_factor`) of the uncorrected point-ahead share
+      ``AptConfig.point_ahead_residual_fraction`` × 2v⊥/c if that is > 0 (0 in the presets);
     * atmosphere: :func:`config_atmosphere_loss_db` (calibrated or physical model); turbulence: :func:`turbulence_loss_db`, times a
       unit-mean log-normal fade per step if ``AtmosphereConfig.turbulence_fading``;
     * receiver optics: :func:`receiver_optics_loss_db` (× transmitter optics efficiency);
@@ -539,9 +548,16 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     turb = np.asarray(config_turbulence_loss_db(cfg, el), dtype=float)
     if at.turbulence_fading:
         turb = turb - 10.0 * np.log10(lognormal_fading(config_scintillation_index(cfg, el), rng_fade))
+    pointing = -10.0 * np.log10(tracking.pointing_transmittance)
+    if cfg.apt.point_ahead_residual_fraction > 0:
+        from satqkd.sky.beacon import bias_jitter_factor, point_ahead_angle_urad
+
+        bias = cfg.apt.point_ahead_residual_fraction * point_ahead_angle_urad(*geometry.enu_state())
+        sigma = tracking.rms_error_urad / math.sqrt(2.0)  # radial rms → per axis
+        pointing = pointing - 10.0 * np.log10(bias_jitter_factor(bias, sigma, tx.divergence_urad))
     loss = {
         "diffraction": np.asarray(diffraction_loss_db(geometry.range_m, tx.divergence_urad, rx.aperture_m, tx.aperture_m), dtype=float),
-        "pointing": -10.0 * np.log10(tracking.pointing_transmittance),
+        "pointing": pointing,
         "atmosphere": np.asarray(config_atmosphere_loss_db(cfg, el), dtype=float),
         "turbulence": turb,
         "receiver_optics": np.full(n, receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency)),
