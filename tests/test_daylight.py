@@ -148,3 +148,26 @@ def test_outlook_presets_give_an_expected_key():
     assert ex.final_key_bits > 50_000 and ex.qber < 0.05
     day.receiver.filter_width_nm = 1.0
     assert expected_pass(day, L.link_series(day, g, np.random.default_rng(1))).final_key_bits == 0
+    # the MEO pass: two hours at ~11,000-14,000 km; the key needs the adaptive optics
+    meo = satqkd.load_preset("meo-10000km")
+    gm = satqkd.find_pass(meo)
+    assert gm.duration_s > 3600 and gm.range_m.min() > 10_000e3
+    ex = expected_pass(meo, L.link_series(meo, gm, np.random.default_rng(1)))
+    assert ex.final_key_bits > 200_000 and ex.qber < 0.04
+    meo.receiver.ao_strehl_ratio = None
+    assert expected_pass(meo, L.link_series(meo, gm, np.random.default_rng(1))).final_key_bits == 0
+
+
+def test_daylight_preset_runs_end_to_end(tmp_path):
+    # `satqkd run --preset micius-1550nm-day` (docs/what-if.md): a key from a daytime pass, both parties agree
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "day"
+    r = subprocess.run([sys.executable, "-m", "satqkd", "run", "--preset", "micius-1550nm-day", "--seed", "1", "--out", str(out),
+                        "--no-figures"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["preset"] == "micius-1550nm-day" and s["keys_match"] is True
+    assert 0.015 < s["qber"] < 0.04 and s["final_key_bits"] > 50_000
