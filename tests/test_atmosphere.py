@@ -25,8 +25,12 @@ def test_rayleigh_optical_depth_published_values():
     # ~λ^-4
     r = A.rayleigh_optical_depth(np.array([425e-9, 850e-9]))
     assert 15.5 < r[0] / r[1] < 18.5
+    # 1.2–2.5 µm: Hansen & Travis joined continuously at 1.2 µm, λ^-4 at 1550 nm
+    assert A.rayleigh_optical_depth(1.2e-6 + 1e-12) == pytest.approx(A.rayleigh_optical_depth(1.2e-6), rel=2e-5)
+    assert A.rayleigh_optical_depth(1550e-9) == pytest.approx(0.008569 * 1.55**-4 * (1 + 0.0113 / 1.55**2), rel=0.01)
+    assert A.rayleigh_optical_depth(1550e-9) == pytest.approx(0.00149, rel=0.01)
     with pytest.raises(ValueError, match="wavelength_m"):
-        A.rayleigh_optical_depth(2e-6)
+        A.rayleigh_optical_depth(3e-6)
 
 
 def test_standard_atmosphere_pressure():

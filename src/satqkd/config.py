@@ -232,6 +232,9 @@ class AptConfig(_Model):
     rate_jitter_urad_per_deg_s: float = Field(
         2.0, ge=0, le=1000, description="extra vibration rms per °/s of slew: why tracking is worst near culmination (calibrated)"
     )
+    point_ahead_residual_fraction: float = Field(
+        0.0, ge=0, le=1, description="share of the point-ahead angle 2v⊥/c left uncorrected, a pointing bias (0: corrected open loop; satqkd.sky.beacon)"
+    )
 
     @model_validator(mode="after")
     def _check_loop(self) -> "AptConfig":
@@ -279,6 +282,10 @@ class ReceiverConfig(_Model):
     field_of_view_urad: float = Field(
         20.0, gt=0, le=10_000, description="full angle accepted by the fiber/detector (calibrated); sets seeing loss"
     )
+    filter_width_nm: float = Field(1.0, gt=0, le=1000, description="spectral filter width; counts scattered sunlight when background.sunlight (assumed)")
+    ao_strehl_ratio: float | None = Field(
+        None, gt=0, le=1, description="adaptive-optics Strehl ratio: that share of the light is a diffraction-limited core (satqkd.sky.link.ao_coupling_loss_db); unset = no AO"
+    )
 
 
 class DetectorConfig(_Model):
@@ -301,6 +308,9 @@ class BackgroundConfig(_Model):
     city_scale_height_deg: float = Field(15.0, gt=0, le=90, description="elevation 1/e scale of the city light dome")
     moon: bool = Field(False, description="add moonlight (Krisciunas & Schaefer 1991) scaled by sky_rate_hz / dark sky (satqkd.sky.background)")
     moon_extinction_mag: float = Field(0.172, ge=0, le=2, description="extinction coefficient k of the moonlight model (mag per air mass)")
+    sunlight: bool = Field(False, description="add scattered sunlight: day sky and twilight from the Sun's position (satqkd.sky.daylight)")
+    aerosol_albedo: float = Field(0.9, ge=0, le=1, description="aerosol single-scattering albedo of the sunlight model")
+    aerosol_asymmetry: float = Field(0.7, gt=-1, lt=1, description="aerosol Henyey-Greenstein asymmetry g of the sunlight model")
 
 
 class SourceConfig(_Model):

@@ -119,12 +119,23 @@ def rayleigh_optical_depth(wavelength_m, pressure_pa=STANDARD_PRESSURE_PA):
         τ_R = 0.0021520 (1.0455996 − 341.29061 λ⁻² − 0.90230850 λ²) / (1 + 0.0027059889 λ⁻² − 85.968563 λ²)
 
     scaled by P/P0 (the column mass; their eq. (29) without the small gravity correction).
-    Valid 0.25–1.2 µm (their fit); 850 nm → 0.0166, 550 nm → 0.0973.
+    Their fit covers 0.25–1.2 µm; 850 nm → 0.0166, 550 nm → 0.0973. From 1.2 to 2.5 µm (the
+    telecom bands) the formula of Hansen & Travis, Space Sci. Rev. 16, 527 (1974), eq. (2.29),
+    ``0.008569 λ⁻⁴ (1 + 0.0113 λ⁻² + 0.00013 λ⁻⁴)``, is used, scaled to join Bodhaine's at 1.2 µm
+    (the two differ by 3 % there): 1550 nm → 0.00149 at sea level.
     """
-    lam = _arr(wavelength_m, "wavelength_m", 0.25e-6, 1.2e-6) * 1e6
+    lam = _arr(wavelength_m, "wavelength_m", 0.25e-6, 2.5e-6) * 1e6
     p = _arr(pressure_pa, "pressure_pa", 0.0, 2 * STANDARD_PRESSURE_PA)
-    l2 = lam * lam
-    tau = 0.0021520 * (1.0455996 - 341.29061 / l2 - 0.90230850 * l2) / (1.0 + 0.0027059889 / l2 - 85.968563 * l2)
+
+    def bodhaine(x):
+        x2 = x * x
+        return 0.0021520 * (1.0455996 - 341.29061 / x2 - 0.90230850 * x2) / (1.0 + 0.0027059889 / x2 - 85.968563 * x2)
+
+    def hansen_travis(x):
+        return 0.008569 * x**-4 * (1.0 + 0.0113 * x**-2 + 0.00013 * x**-4)
+
+    ir = lam > 1.2
+    tau = np.where(ir, hansen_travis(lam) * (bodhaine(1.2) / hansen_travis(1.2)), bodhaine(np.where(ir, 1.0, lam)))
     return _out(tau * p / STANDARD_PRESSURE_PA)
 
 

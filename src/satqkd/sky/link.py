@@ -56,6 +56,8 @@ __all__ = [
     "fried_parameter_m",
     "seeing_fwhm_urad",
     "turbulence_loss_db",
+    "ao_coupling_loss_db",
+    "config_turbulence_loss_db",
     "scintillation_index",
     "scintillation_fading",
     "lognormal_fading",
@@ -64,6 +66,7 @@ __all__ = [
     "receiver_optics_loss_db",
     "background_rate_hz",
     "config_background_rate_hz",
+    "config_sunlight_rate_hz",
     "los_rate_estimate_deg_s",
     "link_budget_db",
     "link_series",
@@ -287,6 +290,38 @@ def turbulence_loss_db(elevation_deg, wavelength_nm, r0_zenith_m, field_of_view_
     return _db(eta)
 
 
+def ao_coupling_loss_db(elevation_deg, wavelength_nm, r0_zenith_m, field_of_view_urad, rx_aperture_m: float, strehl_ratio: float):
+    """Field-of-view loss behind adaptive optics of Strehl ratio S: a diffraction-limited core plus a seeing halo.
+
+    A partially corrected long-exposure spot is the sum of a diffraction-limited core holding a
+    fraction S (the Strehl ratio, Maréchal's ``S ≈ exp(−σ_φ²)``) and a halo of the uncorrected seeing
+    width holding 1 − S (Hardy, *Adaptive Optics for Astronomical Telescopes* (1998), §9.2; Roddier
+    (ed.), *Adaptive Optics in Astronomy* (1999), ch. 1). With both taken as circular Gaussians the
+    fraction inside the field of view Θ is ``S (1 − 2^−(Θ/F_DL)²) + (1 − S)(1 − 2^−(Θ/F)²)``, F_DL = 1.03 λ/D
+    the Airy FWHM and F of :func:`seeing_fwhm_urad`. S = 1 is a perfect correction, S → 0 the seeing
+    limit of :func:`turbulence_loss_db`.
+    """
+    s = float(_arr(strehl_ratio, "strehl_ratio", 0.0, 1.0))
+    fov = _arr(field_of_view_urad, "field_of_view_urad", 0.0, lo_open=True)
+    lam_m = float(_arr(wavelength_nm, "wavelength_nm", 0.0, lo_open=True)) * 1e-9
+    d = float(_arr(rx_aperture_m, "rx_aperture_m", 0.0, lo_open=True))
+    f_dl = 1.03 * lam_m / d * 1e6
+    F = np.asarray(seeing_fwhm_urad(elevation_deg, wavelength_nm, r0_zenith_m, rx_aperture_m))
+    core = -np.expm1(-math.log(2.0) * (fov / f_dl) ** 2)
+    halo = -np.expm1(-math.log(2.0) * (fov / F) ** 2)
+    return _db(s * core + (1.0 - s) * halo)
+
+
+def config_turbulence_loss_db(cfg: MissionConfig, elevation_deg):
+    """Mean field-of-view (seeing) loss for the configured receiver: :func:`turbulence_loss_db`, or
+    :func:`ao_coupling_loss_db` when ``ReceiverConfig.ao_strehl_ratio`` is set; r0 of :func:`config_r0_zenith_m`."""
+    rx = cfg.receiver
+    r0 = config_r0_zenith_m(cfg)
+    if rx.ao_strehl_ratio is not None:
+        return ao_coupling_loss_db(elevation_deg, cfg.source.wavelength_nm, r0, rx.field_of_view_urad, rx.aperture_m, rx.ao_strehl_ratio)
+    return turbulence_loss_db(elevation_deg, cfg.source.wavelength_nm, r0, rx.field_of_view_urad, rx.aperture_m)
+
+
 def scintillation_index(elevation_deg, index_zenith):
     """Scintillation index σ_I² along the slant path: ``σ_I²(zenith) · X^(11/6)``, capped at 1.
 
@@ -371,7 +406,28 @@ def config_background_rate_hz(cfg: MissionConfig, geometry: PassGeometry) -> np.
         rho = _bg.angular_separation_deg(el, geometry.azimuth_deg, m_el, m_az)
         b = _bg.moonlight_nl(phase, rho, 90.0 - m_el, 90.0 - el, bg.moon_extinction_mag)
         out = out + bg.sky_rate_hz * np.asarray(b, dtype=float) / _bg.DARK_SKY_NL
+    if bg.sunlight:
+        out = out + config_sunlight_rate_hz(cfg, geometry)
     return out
+
+
+def config_sunlight_rate_hz(cfg: MissionConfig, geometry: PassGeometry) -> np.ndarray:
+    """Scattered sunlight (day sky and twilight) counts per detector toward the satellite along a pass:
+    :func:`satqkd.sky.daylight.sky_spectral_radiance_w_m2_sr_m` at the source wavelength with the Sun's
+    position from DE421, the station's (else the atmosphere's) visibility and the aerosol fields, turned
+    into counts by :func:`satqkd.sky.daylight.sunlight_rate_hz` with ``ReceiverConfig.filter_width_nm``,
+    ``field_of_view_urad``, ``aperture_m``, ``optics_efficiency`` and the detector efficiency."""
+    from satqkd.sky import daylight as _day
+
+    st, at, rx, bg = cfg.station, cfg.atmosphere, cfg.receiver, cfg.background
+    lam = cfg.source.wavelength_nm * 1e-9
+    el = _arr(geometry.elevation_deg, "geometry.elevation_deg", 0.0, 90.0)
+    sun_el, sun_az = _day.sun_look(st.latitude_deg, st.longitude_deg, st.altitude_m, geometry.start_utc, geometry.t_s)
+    vis = st.visibility_m if st.visibility_m is not None else at.visibility_m
+    L = _day.sky_spectral_radiance_w_m2_sr_m(el, geometry.azimuth_deg, sun_el, sun_az, lam, st.altitude_m, vis,
+                                             at.aerosol_scale_height_m, at.aerosol_model, bg.aerosol_albedo, bg.aerosol_asymmetry)
+    return np.atleast_1d(np.asarray(_day.sunlight_rate_hz(L, lam, rx.filter_width_nm, rx.field_of_view_urad, rx.aperture_m,
+                                                          rx.optics_efficiency, cfg.detectors.efficiency), dtype=float))
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,11 +492,18 @@ def link_budget_db(cfg: MissionConfig, range_m, elevation_deg=None, pointing_sig
         sigma = np.vectorize(lambda r: _apt.predicted_sigma_urad(cfg.apt, r))(rate)
     else:
         sigma = _arr(pointing_sigma_urad, "pointing_sigma_urad", 0.0)
+    pointing = jitter_pointing_loss_db(sigma, tx.divergence_urad)
+    if cfg.apt.point_ahead_residual_fraction > 0:
+        from satqkd.sky.beacon import bias_jitter_factor
+
+        # point-ahead 2v⊥/c at its upper bound v⊥ = v (culmination), the uncorrected share a bias
+        bias = cfg.apt.point_ahead_residual_fraction * 2.0 * math.sqrt(_MU_EARTH_M3_S2 / _orbit_radius_m(cfg)) / 299792458.0 * 1e6
+        pointing = pointing + _db(bias_jitter_factor(bias, sigma, tx.divergence_urad))
     out = {
         "diffraction": diffraction_loss_db(L, tx.divergence_urad, rx.aperture_m, tx.aperture_m),
-        "pointing": jitter_pointing_loss_db(sigma, tx.divergence_urad),
+        "pointing": pointing,
         "atmosphere": config_atmosphere_loss_db(cfg, el),
-        "turbulence": turbulence_loss_db(el, cfg.source.wavelength_nm, config_r0_zenith_m(cfg), rx.field_of_view_urad, rx.aperture_m),
+        "turbulence": config_turbulence_loss_db(cfg, el),
         "receiver_optics": receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency),
     }
     shape = np.broadcast(L, el, np.asarray(sigma)).shape
@@ -457,7 +520,9 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
 
     * diffraction: :func:`diffraction_loss_db` at each range;
     * pointing: mean of ``exp(−2θ²/θ_w²)`` over the high-rate samples of the simulated two-stage
-      tracking loop in each time step (:func:`satqkd.sky.apt.track`);
+      tracking loop in each time step (:func:`satqkd.sky.apt.track`), times the bias factor
+      (:func:`satqkd.sky.beacon.bias_jitter_factor`) of the uncorrected point-ahead share
+      ``AptConfig.point_ahead_residual_fraction`` × 2v⊥/c if that is > 0 (0 in the presets);
     * atmosphere: :func:`config_atmosphere_loss_db` (calibrated or physical model); turbulence: :func:`turbulence_loss_db`, times a
       unit-mean log-normal fade per step if ``AtmosphereConfig.turbulence_fading``;
     * receiver optics: :func:`receiver_optics_loss_db` (× transmitter optics efficiency);
@@ -480,14 +545,19 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     tracking = _apt.track(geometry, cfg.apt, rng_apt, tx.divergence_urad)
     e_d, c_comp, c_unc = _pol.misalignment(geometry, cfg.polarization, rng_pol)
 
-    turb = np.asarray(
-        turbulence_loss_db(el, cfg.source.wavelength_nm, config_r0_zenith_m(cfg), rx.field_of_view_urad, rx.aperture_m), dtype=float
-    )
+    turb = np.asarray(config_turbulence_loss_db(cfg, el), dtype=float)
     if at.turbulence_fading:
         turb = turb - 10.0 * np.log10(lognormal_fading(config_scintillation_index(cfg, el), rng_fade))
+    pointing = -10.0 * np.log10(tracking.pointing_transmittance)
+    if cfg.apt.point_ahead_residual_fraction > 0:
+        from satqkd.sky.beacon import bias_jitter_factor, point_ahead_angle_urad
+
+        bias = cfg.apt.point_ahead_residual_fraction * point_ahead_angle_urad(*geometry.enu_state())
+        sigma = tracking.rms_error_urad / math.sqrt(2.0)  # radial rms → per axis
+        pointing = pointing - 10.0 * np.log10(bias_jitter_factor(bias, sigma, tx.divergence_urad))
     loss = {
         "diffraction": np.asarray(diffraction_loss_db(geometry.range_m, tx.divergence_urad, rx.aperture_m, tx.aperture_m), dtype=float),
-        "pointing": -10.0 * np.log10(tracking.pointing_transmittance),
+        "pointing": pointing,
         "atmosphere": np.asarray(config_atmosphere_loss_db(cfg, el), dtype=float),
         "turbulence": turb,
         "receiver_optics": np.full(n, receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency)),
