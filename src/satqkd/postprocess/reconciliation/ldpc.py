@@ -1033,6 +1033,68 @@ def _sp_decode(rowptr, nrows, indices, rsyn, L, R, max_iter, patience, buf):  # 
     return False, max_iter
 
 
+@numba.njit(cache=True, nogil=True)
+def _unsatisfied_rows(rowptr, nrows, indices, rsyn, L):  # pragma: no cover - compiled
+    """Rows ``i < nrows`` whose syndrome bit differs from the parity of the hard decision ``L < 0``."""
+    out = np.empty(nrows, dtype=np.int64)
+    k = 0
+    for i in range(nrows):
+        acc = rsyn[i]
+        for e in range(rowptr[i], rowptr[i + 1]):
+            acc ^= L[indices[e]] < 0
+        if acc:
+            out[k] = i
+            k += 1
+    return out[:k]
+
+
+#: Trapping-set rescue (:func:`_rescue`): tried when a decoding stops with at most this many
+#: unsatisfied rows, on at most :data:`RESCUE_TRIALS` candidate variables, each continued for at
+#: most :data:`RESCUE_ITER` iterations (patience :data:`RESCUE_PATIENCE`).
+RESCUE_MAX_UNSAT = 16
+RESCUE_TRIALS = 4
+RESCUE_ITER = 40
+RESCUE_PATIENCE = 20
+
+
+def _rescue(rowptr, nrows, indices, rsyn, L, R, prior, dmax):
+    """Bob-local post-processing of a decoder stuck in a small trapping set; no message, no leak.
+
+    A frame whose BP stops with a handful of unsatisfied checks (typically one: an ``(a, 1)``
+    trapping set, a near-codeword whose ``a`` wrong bits violate one check) stays stuck however
+    many reveal steps follow, unless one happens to split that check. Bob instead pins, in turn,
+    each of the :data:`RESCUE_TRIALS` least reliable (smallest ``|L|``, ties by index) not-yet-known
+    variables of the unsatisfied rows to the *opposite* of its current hard decision and continues
+    BP from the stuck state; the first trial that satisfies every row is kept, a failed trial is
+    undone (``L``, ``R`` restored). The idea is the bit-pinning / "flip the least reliable bit in an
+    unsatisfied check and re-decode" post-processing of trapping sets (e.g. Kang, Huang, Lin, Li,
+    "Breaking the trapping sets in LDPC codes: check node removal and collaborative decoding",
+    IEEE Trans. Commun. 64, 15 (2016); Han & Ryan, IEEE Trans. IT 55, 4578 (2009)). Deterministic,
+    a function of Bob's state only. Returns ``(converged, iterations used)``.
+    """
+    bad = _unsatisfied_rows(rowptr, nrows, indices, rsyn, L)
+    if bad.size == 0 or bad.size > RESCUE_MAX_UNSAT:
+        return False, 0
+    cand = np.unique(np.concatenate([indices[rowptr[i]:rowptr[i + 1]] for i in bad]).astype(np.int64))
+    cand = cand[np.abs(prior[cand]) < _LLR_MAX]  # shortened / revealed positions are known
+    if cand.size == 0:
+        return False, 0
+    cand = cand[np.argsort(np.abs(L[cand]), kind="stable")[:RESCUE_TRIALS]]
+    L0, R0 = L.copy(), R.copy()
+    buf = _work_buffer(dmax)
+    used = 0
+    for v in cand:
+        pin = np.float32(-_LLR_MAX if L0[v] >= 0 else _LLR_MAX)
+        L[v] = L0[v] + pin - prior[v]  # the prior of v replaced by the pin, messages kept
+        ok, it = _sp_decode(rowptr, nrows, indices, rsyn, L, R, RESCUE_ITER, RESCUE_PATIENCE, buf)
+        used += int(it)
+        if ok:
+            return True, used
+        L[:] = L0
+        R[:] = R0
+    return False, used
+
+
 def _work_buffer(dmax: int) -> np.ndarray:
     """Work array for :func:`_sp_decode`: rows of at least 128 floats plus padding. The
     vectorised loops are guarded by a runtime check that their buffers lie ≥ 256 bytes apart;
@@ -1051,13 +1113,15 @@ def _decode_threads(threads: int | None = None) -> int:
 
 
 def _decode_frames(rowptrs, nrows, indices, rsyns, Ls, Rs, active, max_iter, patience, dmax,
-                   threads: int | None = None):
+                   threads: int | None = None, priors: np.ndarray | None = None):
     """Decode the ``active`` frames (state arrays updated in place), one frame per task on a
     pool of :func:`_decode_threads` threads (:func:`_sp_decode` releases the GIL). Tasks are
     handed out as threads become free, so frames that need many iterations do not hold up the
     others (numba's ``prange``, used before, splits the frames statically: with 4 frames on 2
     threads one thread could get both slow ones). Each frame's decoding is sequential and
-    independent of the others, so the result does not depend on the number of threads."""
+    independent of the others, so the result does not depend on the number of threads. With
+    ``priors`` (the frames' prior LLRs), a frame that stops stuck in a small trapping set gets
+    :func:`_rescue` (its iterations are counted)."""
     F = Ls.shape[0]
     conv = np.zeros(F, dtype=np.bool_)
     its = np.zeros(F, dtype=np.int64)
@@ -1065,6 +1129,9 @@ def _decode_frames(rowptrs, nrows, indices, rsyns, Ls, Rs, active, max_iter, pat
     def one(f):
         buf = _work_buffer(dmax)
         c, it = _sp_decode(rowptrs[f], nrows[f], indices, rsyns[f], Ls[f], Rs[f], max_iter, patience, buf)
+        if not c and priors is not None:
+            c, extra = _rescue(rowptrs[f], nrows[f], indices, rsyns[f], Ls[f], Rs[f], priors[f], dmax)
+            it += extra
         conv[f] = c
         its[f] = it
 
@@ -1507,7 +1574,7 @@ class LdpcBob:
 
     def __init__(self, bits: np.ndarray, plans: list[FramePlan], qber_estimate: float, seed: int, *,
                  max_iter: int = 150, retry_iter: int = 100, patience: int = 12,
-                 decoder: str = "layered", threads: int | None = None):
+                 decoder: str = "layered", threads: int | None = None, rescue: bool = True):
         if decoder not in ("layered", "ldpc"):
             raise ValueError(f"decoder must be 'layered' or 'ldpc', got {decoder!r}")
         q_arr = np.asarray(qber_estimate, dtype=float)
@@ -1527,6 +1594,7 @@ class LdpcBob:
         self.max_iter, self.retry_iter, self.patience = max_iter, retry_iter, patience
         self.decoder = decoder
         self.threads = threads
+        self.rescue = bool(rescue)
         self.perm = np.random.default_rng(seed).permutation(self.bits_in.size)
         by_code: dict[int, list[int]] = {}
         for f, pl in enumerate(plans):
@@ -1584,7 +1652,8 @@ class LdpcBob:
                     active[i] = True
                 dmax = int(np.max(code.indptr[1:] - code.indptr[:-1]))
                 conv, its = _decode_frames(rowptrs, nrows, code.indices, rsyns, g.L, g.R, active,
-                                           max_iter, self.patience, dmax, self.threads)
+                                           max_iter, self.patience, dmax, self.threads,
+                                           g.prior if self.rescue else None)
                 conv, its = conv[rows], its[rows]
             else:
                 conv, its = _decode_with_ldpc_package(code, parts, g, rows, max_iter)
@@ -1737,6 +1806,7 @@ def reconcile(
     decoder: str = "layered",
     targeted: bool = False,
     threads: int | None = None,
+    rescue: bool = True,
 ) -> ECResult:
     """Blind rate-adaptive LDPC reconciliation between an in-memory Alice and Bob.
 
@@ -1770,7 +1840,7 @@ def reconcile(
     t_plan = time.perf_counter() - t0
     alice = LdpcAlice(a, plans, seed, rng)
     bob = LdpcBob(b, plans, qber_estimate, seed, max_iter=max_iter, retry_iter=retry_iter,
-                  patience=patience, decoder=decoder, threads=threads)
+                  patience=patience, decoder=decoder, threads=threads, rescue=rescue)
 
     syn = alice.syndromes()
     leak = sum(pl.syndrome_leak for pl in plans)
