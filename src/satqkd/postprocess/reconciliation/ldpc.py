@@ -142,7 +142,9 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1625,6 +1627,7 @@ class LdpcBob:
         self.ok = np.zeros(len(plans), dtype=bool)
         self.iterations = np.zeros(len(plans), dtype=np.int64)
         self.decode_seconds = 0.0
+        self._lock = threading.Lock()
         self._started = False
 
     # -- decoding ------------------------------------------------------------------------------
@@ -1662,10 +1665,17 @@ class LdpcBob:
                 self.decoded[f] = self._y[f] ^ (g.L[i] < 0).astype(np.uint8)
                 self.ok[f] = bool(c)
                 self.iterations[f] += int(it)
-        self.decode_seconds += time.perf_counter() - t0
+        with self._lock:
+            self.decode_seconds += time.perf_counter() - t0
 
     def on_syndromes(self, syndromes: list[np.ndarray]) -> np.ndarray:
         """Decode all frames; return the bitmap of failed frames (Bob → Alice)."""
+        self.load_syndromes(syndromes)
+        self._decode(np.arange(len(self.plans)), self.max_iter)
+        return ~self.ok
+
+    def load_syndromes(self, syndromes: list[np.ndarray]) -> None:
+        """Take Alice's syndromes without decoding (then :meth:`decode_frame` per frame)."""
         if len(syndromes) != len(self.plans):
             raise ValueError(f"expected {len(self.plans)} syndromes, got {len(syndromes)}")
         for pl, s in zip(self.plans, syndromes):
@@ -1677,11 +1687,24 @@ class LdpcBob:
             g.L[i] = g.prior[i]
             g.R[i] = 0.0
         self._started = True
-        self._decode(np.arange(len(self.plans)), self.max_iter)
-        return ~self.ok
+
+    def decode_frame(self, f: int, first: bool) -> bool:
+        """Decode one frame (``first``: after the syndrome, else after a reveal); ``True`` if it
+        decoded. The frames are independent: calls for different frames may run concurrently."""
+        if not self._started:
+            raise ValueError("decode_frame before load_syndromes")
+        self._decode(np.array([int(f)]), self.max_iter if first else self.retry_iter)
+        return bool(self.ok[f])
 
     def on_reveal(self, frames: np.ndarray, values: list[np.ndarray]) -> np.ndarray:
         """Take revealed items, continue decoding those frames; new failure bitmap."""
+        frames = np.asarray(frames, dtype=np.int64)
+        self.take_reveal(frames, values)
+        self._decode(frames, self.retry_iter)
+        return ~self.ok
+
+    def take_reveal(self, frames: np.ndarray, values: list[np.ndarray]) -> None:
+        """Take revealed items of these frames without decoding (see :meth:`decode_frame`)."""
         if not self._started:
             raise ValueError("on_reveal before on_syndromes")
         frames = np.asarray(frames, dtype=np.int64)
@@ -1706,8 +1729,6 @@ class LdpcBob:
             g.half[i, checks] = v[~pos] ^ _half_parities(code.indptr, code.split_at, code.indices,
                                                          self._y[f], checks)
             g.split[i, checks] = True
-        self._decode(frames, self.retry_iter)
-        return ~self.ok
 
     def requests(self, frames: np.ndarray, count: int) -> list[np.ndarray]:
         """Targeted reveal items for failed frames (Bob → Alice; pass to :meth:`LdpcAlice.reveal`).
@@ -1788,6 +1809,78 @@ def _as_bits(a: np.ndarray, name: str) -> np.ndarray:
     return a.astype(np.uint8, copy=False)
 
 
+def _pipelined_rounds(alice: LdpcAlice, bob: LdpcBob, n_frames: int, max_retries: int, reveal_step: int,
+                      threads: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The blind rounds of :func:`reconcile` with no barrier between rounds.
+
+    Each frame's exchange — decode; if it failed and retries remain, Alice reveals the next
+    ``reveal_step_for(r)`` items of its public order, Bob continues decoding — depends on that frame
+    alone (a failed frame is in every following round, so its ``r``-th reveal is always at round
+    ``r``). The per-round protocol therefore yields, frame by frame, exactly these messages; here a
+    frame's next round starts as soon as its previous one ends, on a pool of ``threads`` workers
+    (:func:`_decode_threads`) taking (frame, round) tasks first come first served, so no thread
+    waits for the slowest frame of a round. The results do not depend on the order. Returns per
+    frame: reveal steps, revealed items, bytes of the reveal messages."""
+    steps = np.zeros(n_frames, dtype=np.int64)
+    revealed = np.zeros(n_frames, dtype=np.int64)
+    down = np.zeros(n_frames, dtype=np.int64)
+
+    def work(f: int, r: int):
+        if bob.decode_frame(f, first=(r == 0)) or r >= max_retries:
+            return None
+        v = alice.reveal(np.array([f]), reveal_step_for(r, reveal_step))[0]
+        if v.size == 0:  # every item of the frame revealed: nothing more to send
+            return None
+        steps[f] += 1
+        revealed[f] += v.size
+        down[f] += packed_bytes(v.size)
+        bob.take_reveal(np.array([f]), [v])
+        return f, r + 1
+
+    ready = deque((f, 0) for f in range(n_frames))
+    workers = min(n_frames, _decode_threads(threads))
+    if workers <= 1:
+        while ready:
+            nxt = work(*ready.popleft())
+            if nxt is not None:
+                ready.append(nxt)
+        return steps, revealed, down
+    cv = threading.Condition()
+    open_frames = [n_frames]
+    errors: list[BaseException] = []
+
+    def worker():
+        while True:
+            with cv:
+                while not ready and open_frames[0] and not errors:
+                    cv.wait()
+                if errors or not ready:
+                    return
+                task = ready.popleft()
+            try:
+                nxt = work(*task)
+            except BaseException as exc:  # re-raised in the caller
+                with cv:
+                    errors.append(exc)
+                    cv.notify_all()
+                return
+            with cv:
+                if nxt is None:
+                    open_frames[0] -= 1
+                else:
+                    ready.append(nxt)
+                cv.notify_all()
+
+    pool = [threading.Thread(target=worker, name=f"ldpc-frame-{k}", daemon=True) for k in range(workers)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    if errors:
+        raise errors[0]
+    return steps, revealed, down
+
+
 def reconcile(
     alice_bits: np.ndarray,
     bob_bits: np.ndarray,
@@ -1807,6 +1900,7 @@ def reconcile(
     targeted: bool = False,
     threads: int | None = None,
     rescue: bool = True,
+    pipelined: bool = True,
 ) -> ECResult:
     """Blind rate-adaptive LDPC reconciliation between an in-memory Alice and Bob.
 
@@ -1845,6 +1939,18 @@ def reconcile(
     syn = alice.syndromes()
     leak = sum(pl.syndrome_leak for pl in plans)
     bytes_down = sum(packed_bytes(s.size) for s in syn)
+    if pipelined and not targeted and decoder == "layered":
+        bob.load_syndromes(syn)
+        steps, rev, down = _pipelined_rounds(alice, bob, len(plans), max_retries, reveal_step, threads)
+        retries = int(steps.max(initial=0))
+        # the same messages as the per-round exchange below: round r carries a flag (Bob) for
+        # every frame with at least r reveal steps, and those frames' reveals (Alice)
+        per_round = [int(np.count_nonzero(steps >= r)) for r in range(1, retries + 1)]
+        leak += int(rev.sum())
+        return _ldpc_result(a, plans, bob, leak=leak, leak_bob=len(plans) + sum(per_round),
+                            trips=1 + retries, bytes_up=packed_bytes(len(plans)) + sum(packed_bytes(k) for k in per_round),
+                            bytes_down=bytes_down + int(down.sum()), steps=steps, revealed=int(rev.sum()),
+                            retries=retries, t0=t0, t_plan=t_plan)
     failed = bob.on_syndromes(syn)
     # Bob → Alice: one success/failure flag per open frame per round (charged: his only message
     # in the one-way protocol); named requests (targeted) are charged at their index width
@@ -1885,6 +1991,13 @@ def reconcile(
         trips += 1
         retries += 1
     leak += revealed
+    return _ldpc_result(a, plans, bob, leak=leak, leak_bob=leak_bob, trips=trips, bytes_up=bytes_up,
+                        bytes_down=bytes_down, steps=steps, revealed=revealed, retries=retries, t0=t0,
+                        t_plan=t_plan)
+
+
+def _ldpc_result(a, plans, bob, *, leak, leak_bob, trips, bytes_up, bytes_down, steps, revealed, retries,
+                 t0, t_plan) -> ECResult:
     bits, keep = bob.result_bits()
     # diagnostics (simulation only: needs both keys)
     wrong = bits != a
