@@ -105,3 +105,65 @@ def test_point_ahead_residual_enters_the_pointing_budget_only_when_set():
     assert link_budget_db(cfg, 1000e3)["pointing"] > b0["pointing"]
     with pytest.raises(satqkd.ConfigError, match="point_ahead_residual_fraction"):
         cfg.apt.point_ahead_residual_fraction = 2.0
+
+
+# --- the beacon's link budget in the pass simulation (timing.beacon_detection_model = "link_budget")
+
+def _budget_cfg(**timing):
+    import satqkd
+
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    cfg.timing.beacon_detection_model = "link_budget"
+    for k, v in timing.items():
+        setattr(cfg.timing, k, v)
+    return cfg
+
+
+def test_the_sampler_tags_beacons_with_the_link_budget_probability():
+    """Over the whole pass the fraction of beacon pulses tagged follows p(range, elevation): high near
+    culmination, low at 1200 km, as the budget predicts, within binomial scatter."""
+    import satqkd
+    from satqkd.quantum.sampler import _beacon_probability, _beacons, _Clock  # noqa: F401
+    from satqkd.sky.beacon import config_beacon_detection_probability
+    from satqkd.sky.link import link_series
+
+    cfg = _budget_cfg()
+    g = satqkd.find_pass(cfg)
+    link = link_series(cfg, g, np.random.default_rng(0))
+    p = config_beacon_detection_probability(cfg, link.range_m, link.elevation_deg)
+    assert p.shape == link.range_m.shape and np.all((p > 0) & (p < 1))
+    inner = (link.t_s > link.t_s[0] + 1.0) & (link.t_s < link.t_s[-1] - 1.0)  # whole seconds of beacons
+    r_in = np.where(inner, link.range_m, np.nan)
+    i_near, i_far = int(np.nanargmin(r_in)), int(np.nanargmax(r_in))
+    assert p[i_near] > 0.9 and p[i_far] < 0.6  # ≈ 0.97 at 645 km, ≈ 0.44 at 1200 km (module docstring)
+    raw = satqkd.simulate(cfg, seed=2).raw
+    t_s = raw.beacon_index / raw.beacon_rate_hz
+    rate = raw.beacon_rate_hz
+    for i in (i_near, i_far):
+        t = link.t_s[i]
+        sel = np.abs(t_s - t) < 0.5  # one second of beacon pulses around that time
+        n_pulses = int(rate)  # pulses in that second
+        want = float(np.interp(t, link.t_s, p))
+        got = np.count_nonzero(sel) / n_pulses
+        assert abs(got - want) < 5 * np.sqrt(want * (1 - want) / n_pulses) + 0.02
+
+
+def test_the_constant_model_is_unchanged():
+    import satqkd
+
+    cfg = satqkd.load_preset("micius-2016-12-19")
+    assert cfg.timing.beacon_detection_model == "constant"
+    from satqkd.sky.beacon import config_beacon_detection_probability
+
+    assert np.all(config_beacon_detection_probability(cfg, np.array([7e5, 1.2e6]), np.array([60.0, 20.0])) == 0.5)
+
+
+def test_synchronisation_fails_when_the_beacon_is_too_weak():
+    """A beacon attenuated 40 dB more (or a thick haze) leaves too few tags to fit the clock: the pass
+    fails with a message naming the beacon, rather than producing a key from a wrong clock."""
+    import satqkd
+    from synthetic_passes import preset_pass_cut
+
+    cfg = _budget_cfg(beacon_attenuation_db=95.0)
+    with pytest.raises(ValueError, match="beacon"):
+        satqkd.simulate(cfg, seed=1, geometry=preset_pass_cut(cfg, 20))

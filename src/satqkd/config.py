@@ -342,6 +342,15 @@ class TimingConfig(_Model):
     beacon_rate_hz: float = Field(10e3, gt=0, le=1e8)
     beacon_pulse_ns: float = Field(0.9, gt=0, le=1e3)
     beacon_detection_probability: float = Field(0.5, gt=0, le=1, description="chance a beacon pulse is time-tagged (calibrated)")
+    beacon_detection_model: Literal["constant", "link_budget"] = Field(
+        "constant",
+        description="'constant': beacon_detection_probability for every pulse; 'link_budget': from the 532 nm beacon's own "
+        "link budget along the pass (satqkd.sky.beacon), so synchronisation can fail at low elevation or in haze",
+    )
+    beacon_power_w: float = Field(0.01, gt=0, le=100, description="beacon average power (link_budget model; assumed)")
+    beacon_timing_split: float = Field(0.5, gt=0, le=1, description="share of the received beacon sent to the timing detector (assumed)")
+    beacon_attenuation_db: float = Field(50.0, ge=0, le=200, description="attenuator in front of the timing detector (assumed)")
+    beacon_detector_efficiency: float = Field(0.5, gt=0, le=1, description="timing detector efficiency at 532 nm (assumed)")
     sync_jitter_ns: float = Field(0.529, ge=0, le=1e3)
     window_ns: float = Field(2.0, gt=0, le=1e3)
     clock_offset_ns: float = Field(

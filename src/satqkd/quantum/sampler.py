@@ -448,18 +448,35 @@ def _revealed_pulses(clock, t, tr, grid: _SliceGrid, rep_rate_hz: float, clicked
     return _unique_not_in(cand, np.ascontiguousarray(clicked, dtype=np.int64))
 
 
-def _beacons(clock: _Clock, t0_s: float, t1_s: float, timing, rng, chunk: int = 1_000_000):
-    """Beacon tags: pulse ``j`` at ``j / f_b`` (satellite clock), tagged with the detection probability.
+def _beacons(clock: _Clock, t0_s: float, t1_s: float, timing, rng, chunk: int = 1_000_000, p_of_t=None):
+    """Beacon tags: pulse ``j`` at ``j / f_b`` (satellite clock), tagged with the detection probability:
+    ``timing.beacon_detection_probability``, or ``p_of_t(t_s)`` per pulse (the beacon's link budget,
+    :func:`satqkd.sky.beacon.config_beacon_detection_probability`). One uniform per pulse either way.
 
     (The uniforms are drawn in chunks: the stream is the same for any chunk size.)"""
     j0, j1 = _pulse_range(t0_s, t1_s, timing.beacon_rate_hz)
-    parts = [
-        s + np.flatnonzero(rng.random(min(chunk, j1 - s)) < timing.beacon_detection_probability)
-        for s in range(j0, j1, chunk)
-    ]
+    parts = []
+    for s in range(j0, j1, chunk):
+        u = rng.random(min(chunk, j1 - s))
+        if p_of_t is None:
+            p = timing.beacon_detection_probability
+        else:
+            p = p_of_t((s + np.arange(u.size)) / timing.beacon_rate_hz)
+        parts.append(s + np.flatnonzero(u < p))
     j = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
     t = clock.tag_ps(j, timing.beacon_rate_hz, rng.normal(0.0, timing.sync_jitter_ns * 1e3, j.size))
     return t, j
+
+
+def _beacon_probability(cfg, link):
+    """``p(t)`` of the beacon's link budget along ``link`` (None for the constant model)."""
+    if cfg.timing.beacon_detection_model == "constant":
+        return None
+    from ..sky.beacon import config_beacon_detection_probability
+
+    p_grid = config_beacon_detection_probability(cfg, link.range_m, link.elevation_deg)
+    t_grid = np.asarray(link.t_s, dtype=float)
+    return lambda t_s: np.interp(t_s, t_grid, p_grid)
 
 
 def _unique(a: np.ndarray) -> np.ndarray:
@@ -856,7 +873,7 @@ def sample_pass(cfg, link: LinkSeries, rng: np.random.Generator, progress: Progr
     del idx, inten, basis, bit
     report(5)
 
-    beacon = _beacons(clock, t0, t1, cfg.timing, rng)
+    beacon = _beacons(clock, t0, t1, cfg.timing, rng, p_of_t=_beacon_probability(cfg, link))
     meta = dict(
         sampler="slice",
         truth_mean_photon_number=mu_act,
@@ -936,7 +953,7 @@ def sample_slice_per_pulse(
     keep = _unique(np.concatenate([clicked, cand]))
     alice = (keep + k0, inten[keep], basis[keep], bit[keep])
     emitted = np.bincount(inten, minlength=mu.size).reshape(1, -1).astype(np.int64)
-    beacon = _beacons(clock, t0, t0 + duration_s, cfg.timing, rng)
+    beacon = _beacons(clock, t0, t0 + duration_s, cfg.timing, rng, p_of_t=_beacon_probability(cfg, link))
     meta = dict(
         sampler="per_pulse",
         truth_mean_photon_number=mu_act,

@@ -55,6 +55,7 @@ __all__ = [
     "point_ahead_loss_db",
     "bias_jitter_factor",
     "sync_residual_jitter_ns",
+    "config_beacon_detection_probability",
 ]
 
 #: [paper] the satellite's beacon: 532 nm
@@ -174,3 +175,27 @@ def sync_residual_jitter_ns(beacon_jitter_ns: float, beacon_rate_hz: float, dete
     with np.errstate(divide="ignore"):
         out = np.where(n > 0, beacon_jitter_ns * np.sqrt(2.0 / np.where(n > 0, n, 1.0)), np.inf)
     return _out(out)
+
+
+def config_beacon_detection_probability(cfg, range_m, elevation_deg):
+    """Per-pulse beacon detection probability along a pass from the mission configuration.
+
+    ``timing.beacon_detection_model = "constant"``: ``timing.beacon_detection_probability`` everywhere;
+    ``"link_budget"``: :func:`beacon_transmittance` (the station's visibility, else the atmosphere's; the
+    receiver aperture; the transmitter aperture as the beacon collimator's waist) →
+    :func:`beacon_photons_per_pulse` (``timing.beacon_power_w``, ``beacon_rate_hz``, ``beacon_timing_split``,
+    ``beacon_attenuation_db``, ``beacon_detector_efficiency``) → :func:`beacon_detection_probability`.
+    """
+    tim = cfg.timing
+    r = np.asarray(range_m, dtype=float)
+    if tim.beacon_detection_model == "constant":
+        return np.full(r.shape, float(tim.beacon_detection_probability))
+    at, st = cfg.atmosphere, cfg.station
+    vis = st.visibility_m if st.visibility_m is not None else at.visibility_m
+    eta = beacon_transmittance(r, np.asarray(elevation_deg, dtype=float), st.altitude_m, vis,
+                               rx_aperture_m=cfg.receiver.aperture_m, aerosol_scale_height_m=at.aerosol_scale_height_m,
+                               aerosol_model=at.aerosol_model)
+    n = beacon_photons_per_pulse(eta, average_power_w=tim.beacon_power_w, rep_rate_hz=tim.beacon_rate_hz,
+                                 timing_split=tim.beacon_timing_split, attenuation_db=tim.beacon_attenuation_db,
+                                 detector_efficiency=tim.beacon_detector_efficiency)
+    return np.atleast_1d(beacon_detection_probability(n)).reshape(r.shape)
