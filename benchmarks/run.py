@@ -159,7 +159,7 @@ def _ldpc_package_baseline() -> list[dict]:
         out[dec] = (time.perf_counter() - t0, r.leak_bits / (n * h), r.frame_errors)
     (ts, fs, es), (tb, fb, eb) = out["layered"], out["ldpc"]
     rows.append(_row(f"EC ldpc 2e5 bits QBER 2 %, layered: Mbit/s, f", f"{n / ts / 1e6:.2f}, f={fs:.3f}",
-                     f"ldpc pkg: {n / tb / 1e6:.2f}, f={fb:.3f}", f"frame errors {es} / {eb}; same code and reveals (layered: with Bob's trapping-set rescue)"))
+                     f"ldpc pkg: {n / tb / 1e6:.2f}, f={fb:.3f}", f"frame errors {es} / {eb}; same code and reveals"))
     return rows
 
 

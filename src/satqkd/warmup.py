@@ -154,10 +154,6 @@ def warm_up(
     sim._timeseries_arrays()
     for ec in ec_methods:
         step(f"postprocess ({ec})", postprocess, sim.raw, cfg, seed=1, ec=ec)
-    if "ldpc" in ec_methods:  # kernels only a failing frame reaches (Bob's trapping-set rescue)
-        from .postprocess.reconciliation.ldpc import warm_kernels
-
-        step("ldpc kernels", warm_kernels)
     return took
 
 

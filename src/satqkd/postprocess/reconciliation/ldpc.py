@@ -36,10 +36,7 @@ actually has and no safety margin is needed.
   symmetric blind reconciliation, Kiktenko et al., Phys. Rev. Applied 8, 044017 (2017)). That choice
   is a function of his decoder state, i.e. of his string, so it is two-way and each named item is
   charged at its index width (Tupkary & Lütkenhaus, Phys. Rev. Applied 20, 064040 (2023)). Bob
-  continues BP from his previous messages (warm start). When BP stops with at most
-  :data:`RESCUE_MAX_UNSAT` unsatisfied checks (a small trapping set), Bob first tries a local
-  rescue (:func:`_rescue`: pin one of the least reliable variables of those checks to the other
-  value, continue BP); it sends nothing and changes no count. Frames still failing after
+  continues BP from his previous messages (warm start). Frames still failing after
   ``max_retries`` are dropped by both.
 * Leakage, counted from what is sent: Alice's share per frame ``m − rank(H_P)`` for the syndrome
   (punctured random bits pad ``rank(H_P)`` syndrome dimensions — "Blind reconciliation", eqs.
@@ -126,24 +123,27 @@ inflated 1.5–4×; iteration counts and f are load-independent).
   schedule multiplies it: a frame started at f₀ = 1.08 decodes in 26–50 iterations in round 1
   (f = 1.078 / 1.090, seeds 1 / 2), the default f₀ ≈ 1.035 spends 85–170 over 2–5 rounds for
   f = 1.068 / 1.073.
-* Kept — trapping-set rescue (:func:`_rescue`). At QBER 2 % (seed 1) frame 0 stopped in round 1
-  with *one* unsatisfied check: ten wrong bits (nine of degree 2, one of degree 3), a near-codeword
-  on a path of degree-2 variables; 14 further public reveal steps did not touch it and the 15th
-  happened to (f = 1.104, 16 rounds). Pinning the least reliable variable of the unsatisfied check
-  (it was the wrong one) and continuing BP decodes the frame in 16 iterations — but only with a
-  patience ≥ ~20: the defect walks along the degree-2 path keeping one check unsatisfied, so a
-  patience of 6 stops it. In ``satqkd bench postprocess --qber 0.01 --seed 1`` frame 2 stopped in
-  round 5 with one unsatisfied check and 18 wrong bits; the wrong variable of that check was the
-  third least reliable, and its trial needed a patience of 30 (20 failed). Hence 6 trials of ≤ 60
-  iterations, patience 30 (:data:`RESCUE_TRIALS` …). Now f = 1.066 and 5 rounds at QBER 2 %,
-  seed 1; the 11 other cases of seeds 1–3 × QBER 1 / 1.1 / 2 / 3 % are unchanged (1.082, 1.068, –,
-  1.066; 1.075, 1.073, 1.057, 1.069; 1.083, 1.080, 1.065, 1.070), 0 failed, 0 undetected frames;
-  the default pass is unchanged (no such frame).
+* Tried and dropped, unsafe — a trapping-set rescue by Bob (no message). At QBER 2 % (seed 1)
+  frame 0 stopped in round 1 with *one* unsatisfied check: ten wrong bits (nine of degree 2, one
+  of degree 3), a near-codeword on a path of degree-2 variables; 14 further public reveal steps
+  did not touch it and the 15th happened to (f = 1.104, 16 rounds). Pinning, in turn, the least
+  reliable variables of the unsatisfied checks to the other value and continuing BP (bit-pinning
+  post-processing of trapping sets; Kang, Huang, Lin, Li, IEEE Trans. Commun. 64, 15 (2016); Han &
+  Ryan, IEEE Trans. Commun. 57, 1663 (2009)) decoded that frame in 16 iterations (f = 1.066, 5
+  rounds; a patience ≥ 20–30 was needed: the defect walks along the degree-2 path keeping one check
+  unsatisfied) and an 18-bit one at QBER 1 %. But in the campaign test (``run_campaign`` on the
+  preset, 2 days, seed 5) it made pass 1's frame converge to a *wrong* word that satisfies every
+  check — the true error pattern plus a low-weight codeword near the trapping set (such codes,
+  with many degree-2 variables, have them) — f 1.060 instead of 1.125, then error verification
+  failed and the whole block (886,071 bits) was discarded. A wrong word costs the pass, a stuck
+  frame only reveal steps; removed. (Safer variants — accept only if the flipped set is tiny, or
+  compare likelihoods — cannot tell a wrong codeword from the right one in general.)
 * Kept — no barrier between rounds (:func:`_pipelined_rounds`). The per-round exchange made both
   threads wait for the slowest frame of each round and ran the last rounds on one thread. From the
-  iteration counts above (list scheduling on 2 threads, in frame-iterations): barrier 298 / 277 /
-  360 / 310 → pipelined 252 / 237 / 299 / 273 at QBER 1 / 1.1 / 2 / 3 % (seed 1; seeds 2, 3: 10–20 %
-  less as well), against 246 / 232 / 296 / 214 for a perfect split — i.e. 1.1–1.2× on decoding.
+  iteration counts (list scheduling on 2 threads, in frame-iterations): barrier 298 / 277 / 518 /
+  310 → pipelined 252 / 237 / 436 / 273 at QBER 1 / 1.1 / 2 / 3 % (seed 1; seeds 2, 3: 0–20 % less
+  as well), against 246 / 232 / 380 / 214 for a perfect split — i.e. 1.1–1.2× on decoding (wall
+  time under the shared load could not resolve it: 1.86 → 1.75 s best of 5 at load ≈ 5).
   The key, the leak, the message sizes and the round count are identical (tested).
 * Tried, not kept — a normalised min-sum start (Chen & Fossorier, IEEE Trans. Commun. 50, 406
   (2002)): 10 layered min-sum iterations (α = 0.45 / 0.6 / 0.8) before the sum-product from the
@@ -154,7 +154,7 @@ inflated 1.5–4×; iteration counts and f are load-independent).
   48–84), so it would cost f, the opposite of the target.
 * Not changed — the mother code at QBER ≤ 1 %: without ``bsc-0.918`` (``bsc-0.909`` punctured
   instead) f = 1.167 / 1.100 / 1.075 at QBER 0.5 / 0.8 / 1 % against 1.159 / 1.099 / 1.080 (means of
-  seeds 1–3): within the seed-to-seed spread, no gain.
+  seeds 1–3; measured while the rescue above was still in): within the seed-to-seed spread, no gain.
 * Not changed — the start efficiency: f₀ = 1.065 takes the 1.1 % case from 464 / 391 to 297 / 170
   frame-iterations (seeds 1 / 2) but f from 1.068 / 1.073 to 1.072 / 1.081; f₀ = 1.08: 164 / 134
   frame-iterations, f = 1.078 / 1.090. Speed bought with f, against the issue's f target.
@@ -1097,75 +1097,6 @@ def _sp_decode(rowptr, nrows, indices, rsyn, L, R, max_iter, patience, buf):  # 
     return False, max_iter
 
 
-@numba.njit(cache=True, nogil=True)
-def _unsatisfied_rows(rowptr, nrows, indices, rsyn, L):  # pragma: no cover - compiled
-    """Rows ``i < nrows`` whose syndrome bit differs from the parity of the hard decision ``L < 0``."""
-    out = np.empty(nrows, dtype=np.int64)
-    k = 0
-    for i in range(nrows):
-        acc = rsyn[i]
-        for e in range(rowptr[i], rowptr[i + 1]):
-            acc ^= L[indices[e]] < 0
-        if acc:
-            out[k] = i
-            k += 1
-    return out[:k]
-
-
-def warm_kernels() -> None:
-    """Compile (into numba's on-disk cache) the kernels a run may only reach on a failing frame."""
-    ip = np.array([0, 2], dtype=np.int64)
-    _unsatisfied_rows(ip, 1, np.array([0, 1], dtype=np.int32), np.zeros(1, np.uint8), np.ones(2, np.float32))
-
-
-#: Trapping-set rescue (:func:`_rescue`): tried when a decoding stops with at most this many
-#: unsatisfied rows, on at most :data:`RESCUE_TRIALS` candidate variables, each continued for at
-#: most :data:`RESCUE_ITER` iterations (patience :data:`RESCUE_PATIENCE`).
-RESCUE_MAX_UNSAT = 16
-RESCUE_TRIALS = 6
-RESCUE_ITER = 60
-RESCUE_PATIENCE = 30
-
-
-def _rescue(rowptr, nrows, indices, rsyn, L, R, prior, dmax):
-    """Bob-local post-processing of a decoder stuck in a small trapping set; no message, no leak.
-
-    A frame whose BP stops with a handful of unsatisfied checks (typically one: an ``(a, 1)``
-    trapping set, a near-codeword whose ``a`` wrong bits violate one check) stays stuck however
-    many reveal steps follow, unless one happens to split that check. Bob instead pins, in turn,
-    each of the :data:`RESCUE_TRIALS` least reliable (smallest ``|L|``, ties by index) not-yet-known
-    variables of the unsatisfied rows to the *opposite* of its current hard decision and continues
-    BP from the stuck state; the first trial that satisfies every row is kept, a failed trial is
-    undone (``L``, ``R`` restored). The idea is the bit-pinning / "flip the least reliable bit in an
-    unsatisfied check and re-decode" post-processing of trapping sets (e.g. Kang, Huang, Lin, Li,
-    "Breaking the trapping sets in LDPC codes: check node removal and collaborative decoding",
-    IEEE Trans. Commun. 64, 15 (2016); Han & Ryan, "Low-floor decoders for LDPC codes", IEEE Trans.
-    Commun. 57, 1663 (2009)). Deterministic,
-    a function of Bob's state only. Returns ``(converged, iterations used)``.
-    """
-    bad = _unsatisfied_rows(rowptr, nrows, indices, rsyn, L)
-    if bad.size == 0 or bad.size > RESCUE_MAX_UNSAT:
-        return False, 0
-    cand = np.unique(np.concatenate([indices[rowptr[i]:rowptr[i + 1]] for i in bad]).astype(np.int64))
-    cand = cand[np.abs(prior[cand]) < _LLR_MAX]  # shortened / revealed positions are known
-    if cand.size == 0:
-        return False, 0
-    cand = cand[np.argsort(np.abs(L[cand]), kind="stable")[:RESCUE_TRIALS]]
-    L0, R0 = L.copy(), R.copy()
-    buf = _work_buffer(dmax)
-    used = 0
-    for v in cand:
-        pin = np.float32(-_LLR_MAX if L0[v] >= 0 else _LLR_MAX)
-        L[v] = L0[v] + pin - prior[v]  # the prior of v replaced by the pin, messages kept
-        ok, it = _sp_decode(rowptr, nrows, indices, rsyn, L, R, RESCUE_ITER, RESCUE_PATIENCE, buf)
-        used += int(it)
-        if ok:
-            return True, used
-        L[:] = L0
-        R[:] = R0
-    return False, used
-
-
 def _work_buffer(dmax: int) -> np.ndarray:
     """Work array for :func:`_sp_decode`: rows of at least 128 floats plus padding. The
     vectorised loops are guarded by a runtime check that their buffers lie ≥ 256 bytes apart;
@@ -1184,15 +1115,13 @@ def _decode_threads(threads: int | None = None) -> int:
 
 
 def _decode_frames(rowptrs, nrows, indices, rsyns, Ls, Rs, active, max_iter, patience, dmax,
-                   threads: int | None = None, priors: np.ndarray | None = None):
+                   threads: int | None = None):
     """Decode the ``active`` frames (state arrays updated in place), one frame per task on a
     pool of :func:`_decode_threads` threads (:func:`_sp_decode` releases the GIL). Tasks are
     handed out as threads become free, so frames that need many iterations do not hold up the
     others (numba's ``prange``, used before, splits the frames statically: with 4 frames on 2
     threads one thread could get both slow ones). Each frame's decoding is sequential and
-    independent of the others, so the result does not depend on the number of threads. With
-    ``priors`` (the frames' prior LLRs), a frame that stops stuck in a small trapping set gets
-    :func:`_rescue` (its iterations are counted)."""
+    independent of the others, so the result does not depend on the number of threads."""
     F = Ls.shape[0]
     conv = np.zeros(F, dtype=np.bool_)
     its = np.zeros(F, dtype=np.int64)
@@ -1200,9 +1129,6 @@ def _decode_frames(rowptrs, nrows, indices, rsyns, Ls, Rs, active, max_iter, pat
     def one(f):
         buf = _work_buffer(dmax)
         c, it = _sp_decode(rowptrs[f], nrows[f], indices, rsyns[f], Ls[f], Rs[f], max_iter, patience, buf)
-        if not c and priors is not None:
-            c, extra = _rescue(rowptrs[f], nrows[f], indices, rsyns[f], Ls[f], Rs[f], priors[f], dmax)
-            it += extra
         conv[f] = c
         its[f] = it
 
@@ -1645,7 +1571,7 @@ class LdpcBob:
 
     def __init__(self, bits: np.ndarray, plans: list[FramePlan], qber_estimate: float, seed: int, *,
                  max_iter: int = 150, retry_iter: int = 100, patience: int = 12,
-                 decoder: str = "layered", threads: int | None = None, rescue: bool = True):
+                 decoder: str = "layered", threads: int | None = None):
         if decoder not in ("layered", "ldpc"):
             raise ValueError(f"decoder must be 'layered' or 'ldpc', got {decoder!r}")
         q_arr = np.asarray(qber_estimate, dtype=float)
@@ -1665,7 +1591,6 @@ class LdpcBob:
         self.max_iter, self.retry_iter, self.patience = max_iter, retry_iter, patience
         self.decoder = decoder
         self.threads = threads
-        self.rescue = bool(rescue)
         self.perm = np.random.default_rng(seed).permutation(self.bits_in.size)
         by_code: dict[int, list[int]] = {}
         for f, pl in enumerate(plans):
@@ -1724,8 +1649,7 @@ class LdpcBob:
                     active[i] = True
                 dmax = int(np.max(code.indptr[1:] - code.indptr[:-1]))
                 conv, its = _decode_frames(rowptrs, nrows, code.indices, rsyns, g.L, g.R, active,
-                                           max_iter, self.patience, dmax, self.threads,
-                                           g.prior if self.rescue else None)
+                                           max_iter, self.patience, dmax, self.threads)
                 conv, its = conv[rows], its[rows]
             else:
                 conv, its = _decode_with_ldpc_package(code, parts, g, rows, max_iter)
@@ -1968,7 +1892,6 @@ def reconcile(
     decoder: str = "layered",
     targeted: bool = False,
     threads: int | None = None,
-    rescue: bool = True,
     pipelined: bool = True,
 ) -> ECResult:
     """Blind rate-adaptive LDPC reconciliation between an in-memory Alice and Bob.
@@ -2003,7 +1926,7 @@ def reconcile(
     t_plan = time.perf_counter() - t0
     alice = LdpcAlice(a, plans, seed, rng)
     bob = LdpcBob(b, plans, qber_estimate, seed, max_iter=max_iter, retry_iter=retry_iter,
-                  patience=patience, decoder=decoder, threads=threads, rescue=rescue)
+                  patience=patience, decoder=decoder, threads=threads)
 
     syn = alice.syndromes()
     leak = sum(pl.syndrome_leak for pl in plans)
