@@ -412,9 +412,12 @@ PASS_HELP = ("which pass: N (the N-th in the search span, from 1; see `satqkd pa
 
 def _choose_pass(cfg: MissionConfig, choice: Optional[str]):
     """The pass to simulate (``--pass``; default the first), searched once for the work check and the
-    run; none meeting the rules: exit 1 with the search's message."""
+    run; none meeting the rules: exit 1 with the search's message. The configuration-only limits are
+    checked first (a pass sampled every 1 µs is refused before it is searched)."""
+    from .limits import check_geometry
     from .sky.orbit import select_pass
 
+    check_geometry(cfg)
     try:
         return select_pass(cfg, choice)
     except ConfigError:
@@ -1335,10 +1338,10 @@ def _otp(kind: str, inp: Path, out: Path, store: Path, peer: str) -> None:
         with KeyStore(_existing_store(store)) as st:
             rep = fn(st, peer, inp, out)
         verb = "encrypted" if kind == "encrypt" else "decrypted"
-        out_console.print(
+        # plain text (no rich wrapping): the paths stay whole for copying
+        typer.echo(
             f"{verb} {inp} → {out}: {rep.plaintext_bytes:,} bytes with {rep.key_bits:,} key bits shared with {rep.peer} "
-            f"({len(rep.key_ids)} key piece(s), now consumed); forgery probability ≤ {rep.forgery_bound:.1e}",
-            highlight=False)
+            f"({len(rep.key_ids)} key piece(s), now consumed); forgery probability ≤ {rep.forgery_bound:.1e}")
     except KeyReused as exc:  # the usage ledger says this key was used before (restored store): refused
         _fail_input(str(exc))
     except (OtpError, KeyCorrupted) as exc:
