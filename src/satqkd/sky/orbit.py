@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
+from scipy.optimize import brentq, minimize_scalar
 
 from satqkd.config import GroundStationConfig, MissionConfig, OrbitConfig, PassConfig
 from satqkd.records import PassGeometry
@@ -400,112 +401,6 @@ class _Evaluator:
         return float((eph["earth"] + self.st.topos).at(t).observe(eph["sun"]).apparent().altaz()[0].degrees)
 
 
-_EPS = float(np.finfo(float).eps)
-
-
-def _brent_root(f: Callable[[float], float], a: float, b: float, xtol: float) -> float:
-    """A root of ``f`` in the bracket [a, b] (f(a), f(b) of opposite signs) to ``xtol``: Brent's method
-    (R. P. Brent, *Algorithms for Minimization without Derivatives*, 1973, ch. 4, procedure *zero*):
-    inverse quadratic or secant steps, falling back to bisection whenever they would not shrink the
-    bracket fast enough. (Written here rather than taken from ``scipy.optimize``, whose import costs
-    ~0.25 s of CPU in every process that searches a pass.)"""
-    fa, fb = f(a), f(b)
-    if fa == 0.0:
-        return a
-    if fb == 0.0:
-        return b
-    if (fa > 0.0) == (fb > 0.0):
-        raise ValueError("the root is not bracketed")
-    c, fc = a, fa
-    d = e = b - a
-    for _ in range(500):
-        if abs(fc) < abs(fb):  # b is the best estimate, c the other end of the bracket
-            a, b, c = b, c, b
-            fa, fb, fc = fb, fc, fb
-        tol = 2.0 * _EPS * abs(b) + 0.5 * xtol
-        m = 0.5 * (c - b)
-        if abs(m) <= tol or fb == 0.0:
-            return b
-        if abs(e) < tol or abs(fa) <= abs(fb):
-            d = e = m  # bisection
-        else:
-            s = fb / fa
-            if a == c:  # secant
-                p, q = 2.0 * m * s, 1.0 - s
-            else:  # inverse quadratic interpolation
-                q, r = fa / fc, fb / fc
-                p = s * (2.0 * m * q * (q - r) - (b - a) * (r - 1.0))
-                q = (q - 1.0) * (r - 1.0) * (s - 1.0)
-            if p > 0.0:
-                q = -q
-            else:
-                p = -p
-            s, e = e, d
-            if 2.0 * p < 3.0 * m * q - abs(tol * q) and p < abs(0.5 * s * q):
-                d = p / q
-            else:
-                d = e = m
-        a, fa = b, fb
-        b += d if abs(d) > tol else (tol if m > 0.0 else -tol)
-        fb = f(b)
-        if (fb > 0.0) == (fc > 0.0):
-            c, fc = a, fa
-            d = e = b - a
-    return b
-
-
-def _brent_min(f: Callable[[float], float], a: float, b: float, xtol: float) -> tuple[float, float]:
-    """(x, f(x)) at a minimum of ``f`` on [a, b] to ~``xtol``: Brent's method (Brent 1973, ch. 5,
-    procedure *localmin*): golden-section steps with parabolic interpolation when it is safe."""
-    golden = 0.5 * (3.0 - math.sqrt(5.0))
-    x = w = v = a + golden * (b - a)
-    fx = fw = fv = f(x)
-    d = e = 0.0
-    for _ in range(500):
-        mid = 0.5 * (a + b)
-        tol = math.sqrt(_EPS) * abs(x) + xtol / 3.0
-        t2 = 2.0 * tol
-        if abs(x - mid) <= t2 - 0.5 * (b - a):
-            break
-        p = q = r = 0.0
-        if abs(e) > tol:  # try a parabola through x, w, v
-            r = (x - w) * (fx - fv)
-            q = (x - v) * (fx - fw)
-            p = (x - v) * q - (x - w) * r
-            q = 2.0 * (q - r)
-            if q > 0.0:
-                p = -p
-            else:
-                q = -q
-            r, e = e, d
-        if abs(p) < abs(0.5 * q * r) and q * (a - x) < p < q * (b - x):
-            d = p / q
-            u = x + d
-            if u - a < t2 or b - u < t2:
-                d = tol if x < mid else -tol
-        else:  # golden section into the larger part
-            e = (b - x) if x < mid else (a - x)
-            d = golden * e
-        u = x + (d if abs(d) >= tol else (tol if d > 0.0 else -tol))
-        fu = f(u)
-        if fu <= fx:
-            if u < x:
-                b = x
-            else:
-                a = x
-            v, fv, w, fw, x, fx = w, fw, x, fx, u, fu
-        else:
-            if u < x:
-                a = u
-            else:
-                b = u
-            if fu <= fw or w == x:
-                v, fv, w, fw = w, fw, u, fu
-            elif fu <= fv or v == x or v == w:
-                v, fv = u, fu
-    return x, fx
-
-
 def _crossing(f: Callable[[float], float], a: float, b: float, level: float, rising: bool,
               lo: float, hi: float, step: float) -> float | None:
     """Time in [lo, hi] where the monotonic f crosses ``level``, starting from the bracket [a, b].
@@ -532,7 +427,7 @@ def _crossing(f: Callable[[float], float], a: float, b: float, level: float, ris
         return a
     if gb == 0.0:
         return b
-    return _brent_root(g, a, b, _XTOL_S)
+    return brentq(g, a, b, xtol=_XTOL_S)
 
 
 def _window(ev: _Evaluator, s: np.ndarray, el: np.ndarray, i0: int, i1: int, rules: PassConfig):
@@ -541,8 +436,9 @@ def _window(ev: _Evaluator, s: np.ndarray, el: np.ndarray, i0: int, i1: int, rul
     step = s[1] - s[0]
     ic = i0 + int(np.argmax(el[i0 : i1 + 1]))
     lo, hi = s[max(ic - 1, i0 - 1)], s[min(ic + 1, i1 + 1)]
-    tc, neg = _brent_min(lambda x: -ev.elevation(x), float(lo), float(hi), _XTOL_S)
-    tc, elc = float(tc), -float(neg)
+    res = minimize_scalar(lambda x: -ev.elevation(x), bounds=(lo, hi), method="bounded",
+                          options={"xatol": _XTOL_S})
+    tc, elc = float(res.x), -float(res.fun)
     if elc <= up or elc <= down:
         return None
     # rising side: grid samples before the culmination, then the culmination itself
@@ -566,14 +462,15 @@ def _window(ev: _Evaluator, s: np.ndarray, el: np.ndarray, i0: int, i1: int, rul
     if rules.max_range_km is not None:
         rmax = rules.max_range_km * 1e3
         half = 3.0 * step
-        tm, rm = _brent_min(ev.range_m, float(max(ws, tc - half)), float(min(we, tc + half)), _XTOL_S)
-        tm, rm = float(tm), float(rm)
+        res = minimize_scalar(ev.range_m, bounds=(max(ws, tc - half), min(we, tc + half)), method="bounded",
+                              options={"xatol": _XTOL_S})
+        tm, rm = float(res.x), float(res.fun)
         if rm > rmax:
             return None
         if ev.range_m(ws) > rmax:
-            ws = _brent_root(lambda x: ev.range_m(x) - rmax, ws, tm, _XTOL_S)
+            ws = brentq(lambda x: ev.range_m(x) - rmax, ws, tm, xtol=_XTOL_S)
         if ev.range_m(we) > rmax:
-            we = _brent_root(lambda x: ev.range_m(x) - rmax, tm, we, _XTOL_S)
+            we = brentq(lambda x: ev.range_m(x) - rmax, tm, we, xtol=_XTOL_S)
     if we <= ws:
         return None
     return ws, we
