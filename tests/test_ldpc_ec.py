@@ -291,13 +291,15 @@ def test_blind_reconciliation_at_one_percent_and_leak_counted_from_the_messages(
     assert 1.0 < f < 1.15  # 2^16-bit frames here
     assert sum(res.details["reveal_steps"]) > 0  # the aggressive start needed the blind retries
 
-    # replay with message wrappers: leak = syndrome bits − rank(H_P) per frame + revealed values
+    # replay with message wrappers: leak = syndrome bits − rank(H_P) per frame + frame tags + revealed values
     plans = L.plan_frames(n, q, frame_length=65_536, targeted=True)
     alice = L.LdpcAlice(a, plans, 5, np.random.default_rng(1))
     bob = L.LdpcBob(b, plans, q, 5)
     syn = alice.syndromes()
-    leak = sum(s.size for s in syn) - sum(p.rank_punctured for p in plans)
-    down = sum((s.size + 7) // 8 for s in syn)
+    tags = alice.frame_tags()
+    bob.load_tags(tags)
+    leak = sum(s.size for s in syn) - sum(p.rank_punctured for p in plans) + sum(t.size for t in tags)
+    down = sum((s.size + 7) // 8 for s in syn) + (sum(t.size for t in tags) + 7) // 8
     failed = bob.on_syndromes(syn)
     tries = 0
     bob_bits = len(plans)  # one success flag per frame
@@ -320,7 +322,8 @@ def test_blind_reconciliation_at_one_percent_and_leak_counted_from_the_messages(
     res2 = L.reconcile(a, b, q, seed=5, rng=np.random.default_rng(1), targeted=False, **kw)
     assert res2.frame_errors == 0 and res2.residual_errors == 0
     plans2 = L.plan_frames(n, q, frame_length=65_536)  # the public order starts less aggressively
-    assert res2.leak_by_party["alice"] == sum(p.syndrome_leak for p in plans2) + res2.details["revealed_bits"]
+    assert res2.leak_by_party["alice"] == (sum(p.syndrome_leak for p in plans2) + L.FRAME_TAG_BITS * len(plans2)
+                                           + res2.details["revealed_bits"])
     assert res2.leak_by_party["bob"] == len(plans2) + sum(res2.details["reveal_steps"])  # flags only
     assert res2.efficiency(q_true) < res.efficiency(q_true)  # one-way: no named requests to pay for
 
@@ -336,7 +339,8 @@ def test_failed_frames_are_detected_and_dropped_without_retries():
     assert res.frame_errors == res.n_frames
     assert res.n_key_bits == 0 and not res.keep_mask.any()
     assert res.round_trips == 1 and res.undetected_frames == 0
-    assert res.leak_by_party == {"alice": sum(p.syndrome_leak for p in plans), "bob": len(plans)}
+    assert res.leak_by_party == {"alice": sum(p.syndrome_leak for p in plans) + L.FRAME_TAG_BITS * len(plans),
+                                 "bob": len(plans)}
 
 
 def _tanh_rule_reference(indptr, indices, syn, L, R, iters):

@@ -387,7 +387,9 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
         plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(_ldpc_qber(qber_est, q_bits), opts), targeted=False)
         alice = rec.LdpcAlice(key_bits, plans, seed, rng)
         syn = alice.syndromes()
-        ep.send("ec_syndromes", syndromes=np.concatenate(syn).astype(bool), sizes=np.array([x.size for x in syn]))
+        # each frame's check tag (charged: a bool field) lets Bob reject a wrong word of the right syndrome
+        ep.send("ec_syndromes", syndromes=np.concatenate(syn).astype(bool), sizes=np.array([x.size for x in syn]),
+                tags=np.concatenate(alice.frame_tags()).astype(bool))
         open_ = np.ones(len(plans), dtype=bool)  # frames whose outcome is not yet final (public)
         for attempt in range(LDPC_MAX_RETRIES + 1):
             failed = np.asarray(ep.recv("ec_failed")["failed"], dtype=bool)
@@ -532,6 +534,10 @@ def _bob_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: int
         plans = rec.plan_frames(key_bits.size, _ldpc_plan_qber(_ldpc_qber(qber_est, q_bits), opts), targeted=False)
         bob = rec.LdpcBob(key_bits, plans, _ldpc_prior(qber_est, q_bits, opts), seed)
         msg = ep.recv("ec_syndromes")
+        tags = np.asarray(msg["tags"], dtype=np.uint8)
+        if tags.size != rec.ldpc.FRAME_TAG_BITS * len(plans):
+            raise ProtocolAbort(f"ec_syndromes carries {tags.size} tag bits for {len(plans)} frames")
+        bob.load_tags(np.split(tags, len(plans)))
         failed = np.asarray(bob.on_syndromes(_split(msg["syndromes"], msg["sizes"])), dtype=bool)
         frames = np.arange(len(plans))
         retries = 0

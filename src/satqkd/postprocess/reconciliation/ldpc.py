@@ -44,8 +44,11 @@ actually has and no safety margin is needed.
   neighbours; Elkouss, Martinez-Mateo, Martin, IEEE Wireless Commun. Lett. 1, 585 (2012)), so
   ``rank(H_P) = p`` by construction (each punctured column owns a private row); it is computed
   anyway.
-* A frame that decodes to a *wrong* word (syndrome matched) is not detected here; error
-  verification catches it (``undetected_frames`` in the simulation diagnostics).
+* With the syndromes Alice sends a :data:`FRAME_TAG_BITS`-bit check tag per frame (a linear
+  2-universal hash of its key bits, :func:`frame_tag`; charged). Bob accepts a decoding only when its
+  tag matches, so a frame that decodes to a *wrong* word of the right syndrome reads as failed and
+  gets further reveals; one that still passed (probability 2^-32 per decoding) is caught by error
+  verification (``undetected_frames`` in the simulation diagnostics).
 
 Codes
 =====
@@ -1450,6 +1453,33 @@ def _frames_of(bits: np.ndarray, plans: list[FramePlan], perm: np.ndarray) -> li
     return np.split(x, cuts)
 
 
+#: bits of the check tag Alice sends per frame with her syndromes: a linear 2-universal hash of the
+#: frame's key bits (:func:`frame_tag`), charged like every other bit she sends. Bob accepts a decoding
+#: only when its tag matches, so a decoder that converges to a *wrong* word of the same syndrome (the
+#: true error pattern plus a low-weight codeword; seen at 89° elevation in 3 of 10 event-level runs,
+#: where error verification then discarded the whole pass) reads as a failed frame and gets further
+#: reveal steps instead: it passes with probability 2^-32 per decoding, and the final verification
+#: (ε_cor) still checks the whole key.
+FRAME_TAG_BITS = 32
+
+
+def _tag_rows(seed: int, frame: int, key_len: int) -> np.ndarray:
+    """The frame's public hash matrix: :data:`FRAME_TAG_BITS` uniform rows over its key bits, packed."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, 0x7A6, int(frame)])
+    return rng.integers(0, 256, (FRAME_TAG_BITS, -(-int(key_len) // 8)), dtype=np.uint8)
+
+
+def frame_tag(rows: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """``R·x mod 2`` for the packed rows ``R`` of :func:`_tag_rows` and the frame's key bits ``x``.
+
+    A uniformly random binary matrix is a 2-universal linear hash (Carter & Wegman, JCSS 18, 143
+    (1979)): for any two different frames, ``Pr_R[R x = R x'] = 2^−t`` exactly."""
+    xp = np.packbits(np.asarray(bits, dtype=np.uint8))
+    if rows.shape[1] != xp.size:
+        raise ValueError(f"tag rows cover {rows.shape[1] * 8} bits, the frame has {np.asarray(bits).size}")
+    return (np.bitwise_count(rows & xp).sum(axis=1, dtype=np.int64) & 1).astype(np.uint8)
+
+
 class LdpcAlice:
     """Alice: sends syndromes of her frames; on request reveals further items (blind retries).
 
@@ -1461,6 +1491,7 @@ class LdpcAlice:
         self.plans = plans
         if sum(p.key_len for p in plans) != self.bits.size:
             raise ValueError("frame plans do not cover alice_bits exactly")
+        self.seed = int(seed)
         self.perm = np.random.default_rng(seed).permutation(self.bits.size)
         self._words = []
         for pl, x in zip(plans, _frames_of(self.bits, plans, self.perm)):
@@ -1473,6 +1504,11 @@ class LdpcAlice:
     def syndromes(self) -> list[np.ndarray]:
         """One message: the syndrome ``H·x⁺`` of every frame (uint8 bits)."""
         return [pl.code.syndrome(w) for pl, w in zip(self.plans, self._words)]
+
+    def frame_tags(self) -> list[np.ndarray]:
+        """The check tag of every frame (:data:`FRAME_TAG_BITS` bits each; sent with the syndromes)."""
+        return [frame_tag(_tag_rows(self.seed, f, pl.key_len), w[pl.key_pos])
+                for f, (pl, w) in enumerate(zip(self.plans, self._words))]
 
     def reveal(self, frames: np.ndarray, count: int, items: list[np.ndarray] | None = None) -> list[np.ndarray]:
         """Values of the next ``count`` reveal items (public order) of each listed frame.
@@ -1596,7 +1632,11 @@ class LdpcBob:
         self.max_iter, self.retry_iter, self.patience = max_iter, retry_iter, patience
         self.decoder = decoder
         self.threads = threads
+        self.seed = int(seed)
         self.perm = np.random.default_rng(seed).permutation(self.bits_in.size)
+        self._tags: list[np.ndarray] | None = None
+        self._tag_rows: dict[int, np.ndarray] = {}
+        self.tag_rejections = np.zeros(len(plans), dtype=np.int64)
         by_code: dict[int, list[int]] = {}
         for f, pl in enumerate(plans):
             by_code.setdefault(id(pl.code), []).append(f)
@@ -1661,10 +1701,30 @@ class LdpcBob:
             for i, c, it in zip(rows, conv, its):
                 f = g.frames[i]
                 self.decoded[f] = self._y[f] ^ (g.L[i] < 0).astype(np.uint8)
-                self.ok[f] = bool(c)
+                ok = bool(c)
+                if ok and self._tags is not None and not self._tag_matches(f):
+                    ok = False  # a word of the right syndrome, but not Alice's: more reveals
+                    self.tag_rejections[f] += 1
+                self.ok[f] = ok
                 self.iterations[f] += int(it)
         with self._lock:
             self.decode_seconds += time.perf_counter() - t0
+
+    def load_tags(self, tags: list[np.ndarray]) -> None:
+        """Alice's check tags (:meth:`LdpcAlice.frame_tags`): from now on a decoding counts only
+        when the decoded frame's tag matches."""
+        if len(tags) != len(self.plans):
+            raise ValueError(f"expected {len(self.plans)} frame tags, got {len(tags)}")
+        if any(np.shape(t) != (FRAME_TAG_BITS,) for t in tags):
+            raise ValueError(f"each frame tag must have {FRAME_TAG_BITS} bits")
+        self._tags = [np.asarray(t, dtype=np.uint8) for t in tags]
+
+    def _tag_matches(self, f: int) -> bool:
+        pl = self.plans[f]
+        rows = self._tag_rows.get(f)
+        if rows is None:
+            rows = self._tag_rows[f] = _tag_rows(self.seed, f, pl.key_len)
+        return bool(np.array_equal(frame_tag(rows, self.decoded[f][pl.key_pos]), self._tags[f]))
 
     def on_syndromes(self, syndromes: list[np.ndarray]) -> np.ndarray:
         """Decode all frames; return the bitmap of failed frames (Bob → Alice)."""
@@ -1905,7 +1965,8 @@ def reconcile(
     Alice one success/failure flag per frame (one round trip, needed even with ``max_retries = 0``
     so both drop the same frames); per retry, Alice → Bob the next ``reveal_step`` items of each
     failed frame in its public order (fixed before decoding), Bob → Alice a flag per such frame.
-    ``leak_by_party = {"alice": Σ_frames (m − rank H_P) + Σ revealed, "bob": Σ flags}``, counted
+    Alice's first message also carries each frame's check tag (:data:`FRAME_TAG_BITS`, :func:`frame_tag`).
+    ``leak_by_party = {"alice": Σ_frames (m − rank H_P + tag bits) + Σ revealed, "bob": Σ flags}``, counted
     from those messages; ``leak_bits`` is their sum. With ``targeted`` (two-way, not used by the
     protocol) Bob also names the items he wants (:meth:`LdpcBob.requests`: chosen from his
     decoder state, hence charged too, ``⌈log2(n + m)⌉`` bits per named item).
@@ -1934,8 +1995,10 @@ def reconcile(
                   patience=patience, decoder=decoder, threads=threads)
 
     syn = alice.syndromes()
-    leak = sum(pl.syndrome_leak for pl in plans)
-    bytes_down = sum(packed_bytes(s.size) for s in syn)
+    tags = alice.frame_tags()
+    bob.load_tags(tags)
+    leak = sum(pl.syndrome_leak for pl in plans) + FRAME_TAG_BITS * len(plans)
+    bytes_down = sum(packed_bytes(s.size) for s in syn) + packed_bytes(FRAME_TAG_BITS * len(plans))
     if pipelined and not targeted and decoder == "layered":
         bob.load_syndromes(syn)
         steps, rev, down = _pipelined_rounds(alice, bob, len(plans), max_retries, reveal_step, threads)
@@ -2023,6 +2086,7 @@ def _ldpc_result(a, plans, bob, *, leak, leak_bob, trips, bytes_up, bytes_down, 
             "revealed_bits": int(revealed),
             "retries": retries,
             "iterations": bob.iterations.tolist(),
+            "tag_rejections": bob.tag_rejections.tolist(),
             "decode_seconds": bob.decode_seconds,
             "plan_seconds": t_plan,
             "seconds": time.perf_counter() - t0,
