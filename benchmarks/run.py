@@ -331,6 +331,7 @@ def bench_plan_agreement(seeds: int = 10, passes: int = _AGREEMENT_PASSES) -> li
     seeds = int(os.environ.get("SATQKD_AGREEMENT_SEEDS", seeds))
     passes = int(os.environ.get("SATQKD_AGREEMENT_PASSES", passes))
     workers = int(os.environ.get("SATQKD_BENCH_WORKERS", 2))
+    load0 = os.getloadavg()[0]
     cfg = satqkd.load_preset("micius-2016-12-19")
     print(f"plan agreement: expected-key model vs event level ({seeds} seeds per pass, {DEFAULT_EC_METHOD}, chernoff, "
           f"{workers} worker(s), load {os.getloadavg()[0]:.1f})")
