@@ -248,7 +248,8 @@ def planning_link(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gen
     As :func:`satqkd.sky.link.link_series` except for pointing: the mean loss of the tracking
     residual σ that :func:`satqkd.sky.apt.predicted_sigma_urad` gives at each step's line-of-sight
     rate (:func:`satqkd.sky.link.jitter_pointing_loss_db`), instead of simulating the loop at 1 kHz
-    (~80 ms a pass). Turbulence is the mean seeing loss (no fading draw); misalignment from
+    (~80 ms a pass). Atmosphere, seeing (with adaptive optics if set), point-ahead and sky background
+    are the ``config_*`` functions the event simulator calls. Turbulence is the mean seeing loss (no fading draw); misalignment from
     :func:`satqkd.sky.polarization.misalignment` with ``rng``.
     """
     from ..sky import apt as _apt
@@ -257,7 +258,7 @@ def planning_link(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gen
 
     el = np.clip(np.asarray(geometry.elevation_deg, dtype=float), 0.0, 90.0)
     n = el.size
-    tx, rx, at = cfg.transmitter, cfg.receiver, cfg.atmosphere
+    tx, rx = cfg.transmitter, cfg.receiver
     rates = _los_rate_deg_s(geometry)
     knots = np.linspace(0.0, max(1.2, float(rates.max()) * 1.01), 13)
     sig_k = np.array([_apt.predicted_sigma_urad(cfg.apt, float(x)) for x in knots])
@@ -265,16 +266,16 @@ def planning_link(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gen
     e_d, c_comp, c_unc = _pol.misalignment(geometry, cfg.polarization, rng)
     loss = {
         "diffraction": _lk.diffraction_loss_db(geometry.range_m, tx.divergence_urad, rx.aperture_m, tx.aperture_m),
-        "pointing": _lk.jitter_pointing_loss_db(sigma, tx.divergence_urad),
-        "atmosphere": _lk.atmosphere_loss_db(el, at.zenith_loss_db),
-        "turbulence": _lk.turbulence_loss_db(el, cfg.source.wavelength_nm, at.r0_zenith_m, rx.field_of_view_urad, rx.aperture_m),
+        "pointing": _lk.jitter_pointing_loss_db(sigma, tx.divergence_urad) + _lk.config_point_ahead_loss_db(cfg, geometry, sigma),
+        "atmosphere": _lk.config_atmosphere_loss_db(cfg, el),
+        "turbulence": _lk.config_turbulence_loss_db(cfg, el),
         "receiver_optics": _lk.receiver_optics_loss_db(rx.optics_efficiency * tx.optics_efficiency),
     }
     return LinkSeries(
         t_s=np.asarray(geometry.t_s, dtype=float).copy(), range_m=np.asarray(geometry.range_m, dtype=float).copy(),
         elevation_deg=el, loss_db={k: np.broadcast_to(np.asarray(v, dtype=float), (n,)).copy() for k, v in loss.items()},
         detector_efficiency=float(cfg.detectors.efficiency),
-        background_rate_hz=np.atleast_1d(np.asarray(_lk.background_rate_hz(el, geometry.azimuth_deg, cfg.background), dtype=float)),
+        background_rate_hz=np.atleast_1d(np.asarray(_lk.config_background_rate_hz(cfg, geometry), dtype=float)),
         dark_count_hz=float(cfg.detectors.dark_count_hz), misalignment=e_d, tracking_error_urad=sigma * math.sqrt(2.0),
         contrast_compensated=c_comp, contrast_uncompensated=c_unc,
     )

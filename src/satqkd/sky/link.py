@@ -515,6 +515,18 @@ def link_budget_db(cfg: MissionConfig, range_m, elevation_deg=None, pointing_sig
     return out
 
 
+def config_point_ahead_loss_db(cfg: MissionConfig, geometry: PassGeometry, sigma_urad):
+    """Extra pointing loss (dB) of the uncorrected share ``apt.point_ahead_residual_fraction`` of the
+    point-ahead angle, a bias over a tracking jitter of ``sigma_urad`` per axis
+    (:func:`satqkd.sky.beacon.bias_jitter_factor`); 0 when the point-ahead is corrected (the presets)."""
+    if cfg.apt.point_ahead_residual_fraction <= 0:
+        return np.zeros(np.shape(geometry.t_s))
+    from satqkd.sky.beacon import bias_jitter_factor, point_ahead_angle_urad
+
+    bias = cfg.apt.point_ahead_residual_fraction * point_ahead_angle_urad(*geometry.enu_state())
+    return -10.0 * np.log10(bias_jitter_factor(bias, sigma_urad, cfg.transmitter.divergence_urad))
+
+
 def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Generator) -> LinkSeries:
     """The optical link along a pass, on the geometry's time grid (→ :class:`~satqkd.records.LinkSeries`).
 
@@ -549,12 +561,7 @@ def link_series(cfg: MissionConfig, geometry: PassGeometry, rng: np.random.Gener
     if at.turbulence_fading:
         turb = turb - 10.0 * np.log10(lognormal_fading(config_scintillation_index(cfg, el), rng_fade))
     pointing = -10.0 * np.log10(tracking.pointing_transmittance)
-    if cfg.apt.point_ahead_residual_fraction > 0:
-        from satqkd.sky.beacon import bias_jitter_factor, point_ahead_angle_urad
-
-        bias = cfg.apt.point_ahead_residual_fraction * point_ahead_angle_urad(*geometry.enu_state())
-        sigma = tracking.rms_error_urad / math.sqrt(2.0)  # radial rms → per axis
-        pointing = pointing - 10.0 * np.log10(bias_jitter_factor(bias, sigma, tx.divergence_urad))
+    pointing = pointing + config_point_ahead_loss_db(cfg, geometry, tracking.rms_error_urad / math.sqrt(2.0))
     loss = {
         "diffraction": np.asarray(diffraction_loss_db(geometry.range_m, tx.divergence_urad, rx.aperture_m, tx.aperture_m), dtype=float),
         "pointing": pointing,
