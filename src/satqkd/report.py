@@ -53,19 +53,20 @@ def _figure(**kw):
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def _plain_log_labels(ax) -> None:
-    """Label a log y axis ``10⁻⁶`` in plain Unicode: matplotlib's default labels are mathtext, whose
-    parser costs ~0.3 s of CPU to build in each process that draws a figure."""
+def _plain_log_labels(ax, axis: str = "y") -> None:
+    """Label a log ``axis`` (``"x"`` or ``"y"``) ``10⁻⁶`` in plain Unicode: matplotlib's default labels are
+    mathtext, whose parser costs ~0.3 s of CPU to build in each process that draws a figure."""
     from matplotlib.ticker import FuncFormatter, NullFormatter
 
-    def fmt(y, _pos):
-        if not (y > 0 and np.isfinite(y)):
+    def fmt(v, _pos):
+        if not (v > 0 and np.isfinite(v)):
             return ""
-        e = np.log10(y)
+        e = np.log10(v)
         return f"10{str(int(round(e))).translate(_SUPERSCRIPT)}" if abs(e - round(e)) < 1e-9 else ""
 
-    ax.yaxis.set_major_formatter(FuncFormatter(fmt))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_formatter(FuncFormatter(fmt))
+    target.set_minor_formatter(NullFormatter())
 
 
 def save_figure(fig, path: str | Path, *, dpi: int = 120, **kw) -> Path:
@@ -239,23 +240,9 @@ def plot_key_budget(budget: dict[str, int], title: str = ""):
     ax.set_xlabel("bits (log scale)")
     ax.grid(alpha=0.3, axis="x", which="major")
     ax.set_title(title or "Key budget: where the sifted bits went", fontsize=10)
-    _plain_log_labels_x(ax)
+    _plain_log_labels(ax, "x")
     fig.subplots_adjust(left=0.34, right=0.98, bottom=0.9 / (1.4 + 0.38 * n) + 0.02, top=1 - 0.45 / (1.4 + 0.38 * n))
     return fig
-
-
-def _plain_log_labels_x(ax) -> None:
-    """:func:`_plain_log_labels` for a log x axis."""
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    def fmt(x, _pos):
-        if not (x > 0 and np.isfinite(x)):
-            return ""
-        e = np.log10(x)
-        return f"10{str(int(round(e))).translate(_SUPERSCRIPT)}" if abs(e - round(e)) < 1e-9 else ""
-
-    ax.xaxis.set_major_formatter(FuncFormatter(fmt))
-    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 #: (label, summary key, paper's value, format) rows of the HTML report
