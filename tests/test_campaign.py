@@ -246,12 +246,6 @@ def test_scheduler_without_distributed_says_what_to_install(cfg):
         pytest.skip("distributed is installed")
 
 
-def test_method_names_are_the_protocols():
-    from satqkd.protocol import session
-
-    assert campaign.EC_METHODS == session.EC_METHODS and campaign.FINITE_KEY_METHODS == session.FINITE_KEY_METHODS
-
-
 def test_face_exports_campaigns():
     assert satqkd.run_campaign is run_campaign and satqkd.plan_campaign is plan_campaign
     assert satqkd.CampaignResult is CampaignResult

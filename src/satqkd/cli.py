@@ -14,6 +14,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
+import typing
 from typing import Optional
 
 import typer
@@ -22,7 +23,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from .config import DEFAULT_EC_METHOD, ConfigError, MissionConfig, list_presets, load_config, load_preset, preset_text
+from .config import DEFAULT_EC_METHOD, EC_METHODS, FINITE_KEY_METHODS, AttackConfig, ConfigError, MissionConfig, list_presets, load_config, load_preset, preset_text
 
 console = Console(stderr=True)
 out_console = Console()
@@ -99,9 +100,9 @@ class _UserErrors(TyperGroup):
 
 #: options whose value is one of a few words: the help shows them as [a|b|c] (checked by _check_choice)
 _CHOICE_OPTIONS = {
-    "ec": ("cascade", "ldpc", "hamming"),
-    "finite_key": ("chernoff", "lim2014", "paper2017"),
-    "attack": ("intercept_resend", "pns", "beam_splitting"),
+    "ec": EC_METHODS,
+    "finite_key": FINITE_KEY_METHODS,
+    "attack": tuple(k for k in typing.get_args(AttackConfig.model_fields["kind"].annotation) if k != "none"),
     "model": ("expected", "simulate"),
     "station": ("first", "second"),
 }
@@ -170,9 +171,7 @@ def _load(preset: Optional[str], config: Optional[Path]) -> MissionConfig:
 def _with_attack(cfg: MissionConfig, attack: Optional[str], fraction: float) -> MissionConfig:
     if attack is None:
         return cfg
-    from .config import AttackConfig
-
-    kinds = ("intercept_resend", "pns", "beam_splitting")
+    kinds = _CHOICE_OPTIONS["attack"]
     if attack not in kinds:
         _fail_input(f"--attack must be one of {', '.join(kinds)}; got {attack!r}")
     return cfg.model_copy(update={"attack": AttackConfig(kind=attack, fraction=fraction)})

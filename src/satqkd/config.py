@@ -40,6 +40,9 @@ __all__ = [
 #: "Error correction"; ``benchmarks/ec_table.py``): Bob's Cascade outcomes and Winnow bitmaps cost as
 #: much as Alice's parities, LDPC's only costs Bob's success flags.
 DEFAULT_EC_METHOD = "ldpc"
+#: the error-correction methods and finite-key bounds a run may name (``--ec``, ``--finite-key``)
+EC_METHODS = ("cascade", "ldpc", "hamming")
+FINITE_KEY_METHODS = ("chernoff", "lim2014", "paper2017")
 
 
 class ConfigError(ValueError):

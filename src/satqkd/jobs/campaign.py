@@ -54,7 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import DEFAULT_EC_METHOD, MissionConfig
+from ..config import DEFAULT_EC_METHOD, EC_METHODS, FINITE_KEY_METHODS, MissionConfig
 from ..records import PassGeometry
 from .one_pass import run_pass
 
@@ -75,9 +75,6 @@ __all__ = [
     "write_campaign_outputs",
 ]
 
-#: as ``satqkd.protocol.session`` (not imported here: input checks stay light; a test keeps them equal)
-EC_METHODS = ("cascade", "ldpc", "hamming")
-FINITE_KEY_METHODS = ("chernoff", "lim2014", "paper2017")
 #: Second word of the weather stream's ``SeedSequence([seed, WEATHER_STREAM])`` ("WEAT"; pass
 #: seeds use the pass index there, which never reaches this value).
 WEATHER_STREAM = 0x57454154

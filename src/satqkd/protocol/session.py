@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..config import DEFAULT_EC_METHOD, MissionConfig
+from ..config import DEFAULT_EC_METHOD, EC_METHODS, FINITE_KEY_METHODS, MissionConfig
 from ..postprocess.authentication import KeyPool
 from ..quantum.timing import synchronise
 from ..records import RawRecords
@@ -24,8 +24,6 @@ from .parties import AliceData, BobData, PartyOutcome, ProtocolOptions, alice_pa
 
 __all__ = ["PostprocessResult", "postprocess", "EC_METHODS", "FINITE_KEY_METHODS", "split_raw", "protocol_options", "party_rngs"]
 
-EC_METHODS = ("cascade", "ldpc", "hamming")
-FINITE_KEY_METHODS = ("chernoff", "lim2014", "paper2017")
 #: size of the pre-shared authentication pool (bits): a pass consumes ~900 bits in transcript mode
 #: (hash key + 2 checkpoints), ~1 per 4 round trips × 1000 bits with a tag on every message
 AUTH_POOL_BITS = 1 << 20
