@@ -167,3 +167,17 @@ def test_synchronisation_fails_when_the_beacon_is_too_weak():
     cfg = _budget_cfg(beacon_attenuation_db=95.0)
     with pytest.raises(ValueError, match="beacon"):
         satqkd.simulate(cfg, seed=1, geometry=preset_pass_cut(cfg, 20))
+
+
+def test_the_density_check_counts_tags_per_clock_interval():
+    from satqkd.quantum.timing import MIN_BEACONS_PER_INTERVAL, _check_beacon_density
+
+    ps = 1e12
+    # a short file (under one clock interval): judged on its tags, not on a 2 s interval it does not span
+    _check_beacon_density(np.arange(40) * 1e-3 * ps, 2.0)
+    # a 10 Hz beacon tagged half the time: 10 per 2 s interval, enough for the spline
+    _check_beacon_density(np.arange(0, 20, 0.2) * ps, 2.0)
+    # ~1 tag per second over 20 s: 2 per interval
+    with pytest.raises(ValueError, match="beacon is too weak"):
+        _check_beacon_density(np.arange(0, 20, 1.0) * ps, 2.0)
+    assert MIN_BEACONS_PER_INTERVAL >= 4  # a cubic piece needs four points

@@ -17,9 +17,10 @@ bits, and that description length is a rigorous charge (``"enumerative"``):
   and ``L(c)`` its description length (Kraft: ``Σ_c 2^{−L(c)} ≤ 1``), let ``ℓ(c) = H − L(c) −
   2 log2(1/ε_PA)`` with ``H`` the smooth min-entropy of the key given Eve before error
   correction. For every ``c``, Eve's probability of guessing the key *and* seeing ``c`` is at most
-  her guessing probability without ``c`` (``ρ_{x,c,E} ≤ ρ_{x,E}``), ``2^{−H}``. The leftover hash
-  lemma for each ``c`` and Jensen's inequality then bound the secrecy of the variable-length key
-  by ``½ √(Σ_c 2^{ℓ(c)−H}) ≤ ½ ε_PA`` (with the smoothing handled as in the fixed-length proof: the
+  her guessing probability without ``c`` (``ρ_{x,c,E} ≤ ρ_{x,E}``): ``p_c P_guess(X|E, C=c) ≤ 2^{−H}``.
+  The leftover hash lemma for the state given each ``c``, averaged over ``c`` with Jensen's inequality,
+  bounds the secrecy of the variable-length key by ``Σ_c p_c ½ √(2^{ℓ(c)} P_guess(X|E, C=c)) ≤
+  ½ √(Σ_c 2^{ℓ(c)−H}) = ½ ε_PA √(Σ_c 2^{−L(c)}) ≤ ½ ε_PA`` (with the smoothing handled as in the fixed-length proof: the
   smoothed state is extended to Bob's string and pushed through the same transcript channel).
   This is the argument that already justifies charging the *realised* number of sent bits of an
   interactive protocol (whose length varies from run to run); the enumerative code only gives a

@@ -366,13 +366,18 @@ def _alice_ec(ep: Endpoint, key_bits: np.ndarray, opts: ProtocolOptions, seed: i
 
     if opts.ec_method == "cascade":
         alice = rec.CascadeAlice(key_bits, rec.CascadeParams(seed=seed))
+        owed = 0  # Bob's next message carries one outcome per parity of her last answer
         while True:
             msg = ep.recv(("ec_query", "ec_end"))
-            meter.add(msg["outcomes"])
+            outcomes = np.asarray(msg.get("outcomes", np.zeros(0, bool)), dtype=bool)
+            if outcomes.size != owed:
+                raise ProtocolAbort(f"{outcomes.size} Cascade outcomes for {owed} answered parities")
+            meter.add(outcomes)
             if "queries" not in msg:
                 return None, 0
             ans = alice.answer(rec.cascade.decode_queries(msg["queries"]))
             ep.send("ec_answer", parities=ans.astype(bool))
+            owed = int(ans.size)
     if opts.ec_method == "hamming":
         alice = rec.HammingAlice(key_bits, qber_est, seed)
         while not alice.done:

@@ -1463,6 +1463,10 @@ def _frames_of(bits: np.ndarray, plans: list[FramePlan], perm: np.ndarray) -> li
 FRAME_TAG_BITS = 32
 
 
+#: set bits of each byte value (NumPy < 2 has no ``bitwise_count``)
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
 def _tag_rows(seed: int, frame: int, key_len: int) -> np.ndarray:
     """The frame's public hash matrix: :data:`FRAME_TAG_BITS` uniform rows over its key bits, packed."""
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, 0x7A6, int(frame)])
@@ -1477,7 +1481,7 @@ def frame_tag(rows: np.ndarray, bits: np.ndarray) -> np.ndarray:
     xp = np.packbits(np.asarray(bits, dtype=np.uint8))
     if rows.shape[1] != xp.size:
         raise ValueError(f"tag rows cover {rows.shape[1] * 8} bits, the frame has {np.asarray(bits).size}")
-    return (np.bitwise_count(rows & xp).sum(axis=1, dtype=np.int64) & 1).astype(np.uint8)
+    return (_POPCOUNT[rows & xp].sum(axis=1, dtype=np.int64) & 1).astype(np.uint8)
 
 
 class LdpcAlice:
