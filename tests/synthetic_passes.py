@@ -47,16 +47,22 @@ def circular_pass(max_el_deg=47.8, alt_m=500e3, max_range_m=1200e3, step_s=1.0, 
     return geometry_from_enu(t[k] - t[k][0], pos[k], vel[k])
 
 
-def preset_pass_cut(cfg, seconds: int) -> PassGeometry:
-    """The first pass of ``cfg`` (real orbit) cut to ``seconds`` around culmination: fast passes that
-    still give ~10^5 sifted bits (used by the protocol, attack and two-process tests)."""
+def preset_pass_slice(cfg, sl: slice) -> PassGeometry:
+    """The time steps ``sl`` of the first pass of ``cfg`` (real orbit), time restarting at 0."""
     import satqkd
 
     g = satqkd.find_pass(cfg)
-    c = g.culmination_index
-    sl = slice(c - seconds // 2, c + seconds // 2 + 1)
     fields = ("t_s", "elevation_deg", "azimuth_deg", "range_m", "range_rate_m_s", "sun_altitude_deg", "sunlit",
               "enu_m", "enu_velocity_m_s")
     d = {**g.__dict__, **{k: getattr(g, k)[sl] for k in fields}}
     d["t_s"] = d["t_s"] - d["t_s"][0]
     return PassGeometry(**d)
+
+
+def preset_pass_cut(cfg, seconds: int) -> PassGeometry:
+    """The first pass of ``cfg`` (real orbit) cut to ``seconds`` around culmination: fast passes that
+    still give ~10^5 sifted bits (used by the protocol, attack and two-process tests)."""
+    import satqkd
+
+    c = satqkd.find_pass(cfg).culmination_index
+    return preset_pass_slice(cfg, slice(c - seconds // 2, c + seconds // 2 + 1))

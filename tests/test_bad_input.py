@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import satqkd
 from satqkd.cli import app
 from satqkd.config import ConfigError
-from satqkd.records import PassGeometry
+from synthetic_passes import preset_pass_slice
 
 BASE = 'base = "micius-2016-12-19"\n'
 
@@ -159,12 +159,7 @@ def test_party_split_outputs_are_checked(tmp_path, a_file, raw_dir):
 def raw_dir(tmp_path_factory):
     """A small, valid raw.npz: 6 s of the default pass."""
     cfg = satqkd.load_preset("micius-2016-12-19")
-    g = satqkd.find_pass(cfg)
-    sl = slice(130, 136)
-    keys = ("t_s", "elevation_deg", "azimuth_deg", "range_m", "range_rate_m_s", "sun_altitude_deg", "sunlit", "enu_m", "enu_velocity_m_s")
-    d = {**g.__dict__, **{k: getattr(g, k)[sl] for k in keys}}
-    d["t_s"] = d["t_s"] - d["t_s"][0]
-    raw = satqkd.simulate(cfg, seed=3, geometry=PassGeometry(**d)).raw
+    raw = satqkd.simulate(cfg, seed=3, geometry=preset_pass_slice(cfg, slice(130, 136))).raw
     out = tmp_path_factory.mktemp("raw")
     satqkd.save_raw(raw, out)
     return out

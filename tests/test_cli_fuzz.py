@@ -204,19 +204,14 @@ import pytest  # noqa: E402
 def good_files(tmp_path_factory):
     import satqkd
     from satqkd.keys.store import KeyStore, Origin
-    from satqkd.records import PassGeometry
+    from synthetic_passes import preset_pass_slice
 
     d = tmp_path_factory.mktemp("fuzz")
     with KeyStore(d / "good.db", site="Xinglong") as s:
         for _ in range(5):
             s.deposit("Micius", np.ones(8192, dtype=np.uint8), origin=Origin())
     cfg = satqkd.load_preset("micius-2016-12-19")
-    g = satqkd.find_pass(cfg)
-    sl = slice(130, 133)
-    keys = ("t_s", "elevation_deg", "azimuth_deg", "range_m", "range_rate_m_s", "sun_altitude_deg", "sunlit", "enu_m", "enu_velocity_m_s")
-    gd = {**g.__dict__, **{k: getattr(g, k)[sl] for k in keys}}
-    gd["t_s"] = gd["t_s"] - gd["t_s"][0]
-    satqkd.save_raw(satqkd.simulate(cfg, seed=1, geometry=PassGeometry(**gd)).raw, d)
+    satqkd.save_raw(satqkd.simulate(cfg, seed=1, geometry=preset_pass_slice(cfg, slice(130, 133))).raw, d)
     return _Files(store=(d / "good.db").read_bytes(), raw=(d / "raw.npz").read_bytes())
 
 

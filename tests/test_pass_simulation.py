@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import satqkd
+from synthetic_passes import preset_pass_slice
 
 PAPER = {"detections": 3_551_136, "sifted_bits": 1_671_072, "qber": 0.011, "duration_s": 273}
 
@@ -66,10 +67,7 @@ def test_link_and_polarization_like_the_paper(sim):
 
 def test_same_seed_same_records_other_seed_different():
     cfg = satqkd.load_preset("micius-2016-12-19")
-    g = satqkd.find_pass(cfg)
-    from satqkd.records import PassGeometry
-    short = PassGeometry(**{**g.__dict__, **{k: getattr(g, k)[120:131] for k in ("t_s", "elevation_deg", "azimuth_deg", "range_m", "range_rate_m_s", "sun_altitude_deg", "sunlit", "enu_m", "enu_velocity_m_s")}})
-    short = PassGeometry(**{**short.__dict__, "t_s": short.t_s - short.t_s[0]})
+    short = preset_pass_slice(cfg, slice(120, 131))
     a = satqkd.simulate(cfg, seed=5, geometry=short)
     b = satqkd.simulate(cfg, seed=5, geometry=short)
     c = satqkd.simulate(cfg, seed=6, geometry=short)

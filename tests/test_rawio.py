@@ -7,18 +7,14 @@ import pytest
 
 import satqkd
 from satqkd.rawio import FORMAT_VERSION, load_raw, save_raw
-from satqkd.records import PassGeometry, RawRecords
+from satqkd.records import RawRecords
+from synthetic_passes import preset_pass_slice
 
 
 @pytest.fixture(scope="module")
 def raw():
     cfg = satqkd.load_preset("micius-2016-12-19")
-    g = satqkd.find_pass(cfg)
-    sl = slice(130, 136)
-    keys = ("t_s", "elevation_deg", "azimuth_deg", "range_m", "range_rate_m_s", "sun_altitude_deg", "sunlit", "enu_m", "enu_velocity_m_s")
-    d = {**g.__dict__, **{k: getattr(g, k)[sl] for k in keys}}
-    d["t_s"] = d["t_s"] - d["t_s"][0]
-    return satqkd.simulate(cfg, seed=3, geometry=PassGeometry(**d)).raw
+    return satqkd.simulate(cfg, seed=3, geometry=preset_pass_slice(cfg, slice(130, 136))).raw
 
 
 def test_every_field_round_trips(tmp_path, raw):
